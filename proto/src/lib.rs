@@ -1,0 +1,24 @@
+//! The wire contract of Cascade.
+//!
+//! Everything that crosses a process boundary (today: the in-process task
+//! channel of the embedded driver; with the swarm: NATS) is defined here and
+//! nowhere else: the newtype ids, the task a worker runs, the result it
+//! reports, and the MessagePack codec.
+//!
+//! Invariants:
+//! - encoding is rmp-serde *named* (maps, not arrays), so a field can be added
+//!   without breaking older readers;
+//! - new fields are optional (`#[serde(default)]`); a field is never renamed or
+//!   reused with another meaning;
+//! - no logic, no I/O, no async runtime.
+
+mod codec;
+mod ids;
+mod task;
+
+pub use codec::{CodecError, decode, encode};
+pub use ids::{Attempt, RunId, SkillName, StageId, TaskId};
+pub use task::{Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
+
+/// Version of the wire contract; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
