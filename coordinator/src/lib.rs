@@ -1,1 +1,9 @@
-//! placeholder
+//! The Cascade coordinator: the cascade language ([`spec`]), the planner
+//! ([`plan`]), the pure run state machine ([`engine`]), model routing
+//! ([`routing`]), the drivers that perform the engine's effects
+//! ([`driver`]) and the command line ([`cli`]).
+
+pub mod spec;
+pub mod plan;
+pub mod engine;
+pub mod routing;

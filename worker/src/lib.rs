@@ -1,1 +1,19 @@
-//! placeholder
+//! The worker side of Cascade: which skills exist and how one attempt of a
+//! task runs.
+//!
+//! - [`skills`] loads skill definitions (built-ins plus YAML/JSON files from
+//!   skills directories) into an immutable [`SkillRegistry`], reporting every
+//!   problem in every file at once.
+//! - [`exec`] turns one [`cascade_proto::TaskSpec`] into one
+//!   [`cascade_proto::TaskResult`]: built-ins run in-process, file skills run
+//!   as child processes in their own process group.
+//!
+//! The crate does no scheduling and no transport: the embedded driver and the
+//! swarm worker both call [`Executor::execute`] and decide what to do with the
+//! result.
+
+pub mod exec;
+pub mod skills;
+
+pub use exec::Executor;
+pub use skills::{BUILTIN_SKILLS, SkillDef, SkillKind, SkillLoadError, SkillRegistry};

@@ -1,0 +1,376 @@
+//! The run state machine: a deterministic function from (state, event, now)
+//! to (state, effects). No I/O, no clock, no randomness: the driver passes
+//! the time in, performs the effects and feeds results back as events, so
+//! replaying a run's events rebuilds its state exactly.
+//!
+//! A stage (node) moves through:
+//! ```text
+//!              deps failed/cancelled ──────────────▶ Cancelled
+//!              deps skipped, gate false ───────────▶ Skipped
+//!   Pending ──▶ Running ──┬─ tasks / branch / block ok ─▶ Success ─┐
+//!      ▲                  ├─ retries, fallback exhausted ─▶ Failed  │
+//!      │                  └─ run stopped ────────────────▶ Cancelled│
+//!      └──────────── repeat: loop body reset (generation + 1) ◀─────┘
+//! ```
+//! A task attempt is fenced by its attempt number: a result for any other
+//! attempt than the one in flight is ignored and counted.
+
+mod backoff;
+mod nodes;
+mod report;
+mod tasks;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use cascade_eval::Context;
+use cascade_proto::{Attempt, RunId, TaskId};
+use serde_json::{Map, Value};
+
+use crate::plan::{BlockId, NodeId, Plan};
+
+pub use report::{RunReport, StageReport};
+pub use types::{Effect, EngineNote, Event, Millis, RunStatus, StageStatus, TimerId};
+
+/// Grace beyond a task's own timeout before the engine gives up on an
+/// attempt whose worker never reported (the worker enforces the timeout
+/// itself; this catches a worker that vanished).
+pub const TASK_TIMEOUT_GRACE_MS: u64 = 5_000;
+
+#[derive(Clone, Debug)]
+pub struct Engine {
+    plan: Arc<Plan>,
+    run_id: RunId,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    status: Option<RunStatus>,
+    run_error: Option<String>,
+    nodes: Vec<NodeState>,
+    /// One context per plan scope; `None` until the scope starts.
+    contexts: Vec<Option<Context>>,
+    memory: Map<String, Value>,
+    tasks: BTreeMap<TaskId, TaskState>,
+    active_blocks: BTreeSet<BlockId>,
+    escalations: Vec<Value>,
+    notes: Vec<String>,
+    /// Memory keys each node reads (read_keys and `${memory.k}`/bare refs).
+    memory_refs: Vec<BTreeSet<String>>,
+    stats: Stats,
+    now: Millis,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub events: u64,
+    pub tasks_dispatched: u64,
+    pub retries: u64,
+    pub ignored_results: u64,
+}
+
+#[derive(Clone, Debug)]
+struct NodeState {
+    status: StageStatus,
+    generation: u32,
+    /// Times this stage has started (loops re-run it).
+    runs: u32,
+    /// Loop iterations completed by a node with `repeat`.
+    loop_iterations: u32,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    tasks: Vec<TaskId>,
+    /// Tasks not yet dispatched (sequential order, or waiting for a slot).
+    queue: VecDeque<TaskId>,
+    running: usize,
+    outputs: Option<Value>,
+    error: Option<String>,
+    branch_taken: Option<String>,
+    /// The block a composite node waits on.
+    waiting_on: Option<BlockId>,
+    attempts: u32,
+    models: BTreeSet<String>,
+    workers: BTreeSet<String>,
+    errors: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl NodeState {
+    fn new() -> Self {
+        NodeState {
+            status: StageStatus::Pending,
+            generation: 0,
+            runs: 0,
+            loop_iterations: 0,
+            started_at: None,
+            finished_at: None,
+            tasks: Vec::new(),
+            queue: VecDeque::new(),
+            running: 0,
+            outputs: None,
+            error: None,
+            branch_taken: None,
+            waiting_on: None,
+            attempts: 0,
+            models: BTreeSet::new(),
+            workers: BTreeSet::new(),
+            errors: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct TaskState {
+    node: NodeId,
+    /// Which skill of the stage, and which `for_each` item.
+    skill_index: usize,
+    item: Option<(usize, Value)>,
+    skill: String,
+    attempt: Attempt,
+    in_flight: bool,
+    /// Waiting for a retry timer.
+    backing_off: bool,
+    failures_on_skill: u32,
+    failures: u32,
+    used_fallback: bool,
+    outputs: Option<Value>,
+    done: bool,
+}
+
+impl Engine {
+    pub fn new(plan: Arc<Plan>) -> Self {
+        let memory_refs = nodes::memory_refs(&plan);
+        Engine {
+            nodes: vec![NodeState::new(); plan.nodes.len()],
+            contexts: vec![None; plan.scopes.len()],
+            plan,
+            run_id: RunId::new(""),
+            started_at: None,
+            finished_at: None,
+            status: None,
+            run_error: None,
+            memory: Map::new(),
+            tasks: BTreeMap::new(),
+            active_blocks: BTreeSet::new(),
+            escalations: Vec::new(),
+            notes: Vec::new(),
+            memory_refs,
+            stats: Stats::default(),
+            now: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    pub fn status(&self) -> Option<RunStatus> {
+        self.status
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.status.is_some()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Attempts dispatched and not yet reported (a recovering driver sends
+    /// them again; fencing makes that safe).
+    pub fn in_flight(&self) -> Vec<cascade_proto::TaskSpec> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.in_flight)
+            .filter_map(|(id, _)| self.task_spec(id).and_then(Result::ok))
+            .collect()
+    }
+
+    /// Applies one event at time `now` and returns what the driver must do.
+    /// Never panics; an event that does not fit the state is ignored and
+    /// noted.
+    pub fn apply(&mut self, event: Event, now: Millis) -> Vec<Effect> {
+        self.now = now.max(self.now);
+        self.stats.events += 1;
+        let mut fx = Vec::new();
+        if self.status.is_some() {
+            if matches!(event, Event::TaskFinished(_)) {
+                self.stats.ignored_results += 1;
+            }
+            return fx;
+        }
+        match event {
+            Event::RunStarted { run_id, inputs, memory } => self.start(run_id, inputs, memory, &mut fx),
+            Event::TaskFinished(result) => self.task_finished(result, &mut fx),
+            Event::TimerFired(timer) => self.timer_fired(timer, &mut fx),
+            Event::CancelRequested { reason } => {
+                self.stop(format!("cancelled: {reason}"), &mut fx);
+            }
+        }
+        if self.started_at.is_some() && self.status.is_none() {
+            self.advance(&mut fx);
+        }
+        fx
+    }
+
+    fn start(&mut self, run_id: RunId, inputs: Map<String, Value>, memory: Map<String, Value>, fx: &mut Vec<Effect>) {
+        if self.started_at.is_some() {
+            self.note(EngineNote::StartedTwice.to_string());
+            return;
+        }
+        self.run_id = run_id;
+        self.started_at = Some(self.now);
+        self.memory = memory;
+        let plan = self.plan.clone();
+        let inputs = nodes::with_defaults(&plan.scopes[0].inputs, inputs);
+        self.contexts[0] = Some(self.new_context(0, inputs));
+        if let Some(t) = plan.timeout {
+            fx.push(Effect::StartTimer { timer: TimerId::RunTimeout, at: self.now + t.as_millis() as u64 });
+        }
+        self.active_blocks.insert(plan.root);
+    }
+
+    fn new_context(&self, scope: usize, inputs: Map<String, Value>) -> Context {
+        let s = &self.plan.scopes[scope];
+        let meta = serde_json::json!({"name": s.cascade, "version": s.version, "run_id": self.run_id.as_str()});
+        let mut ctx = Context::new(Value::Object(inputs), Value::Object(self.memory.clone()), meta);
+        ctx.set_var("timestamp", Value::String(report::rfc3339(self.now)));
+        ctx
+    }
+
+    /// Starts every stage whose dependencies are settled and completes
+    /// composites whose block is done, until nothing changes.
+    fn advance(&mut self, fx: &mut Vec<Effect>) {
+        let plan = self.plan.clone();
+        loop {
+            let mut progressed = false;
+            let blocks: Vec<BlockId> = self.active_blocks.iter().copied().collect();
+            for b in blocks {
+                for &n in &plan.blocks[b].nodes {
+                    if self.status.is_some() {
+                        return;
+                    }
+                    if self.nodes[n].status != StageStatus::Pending {
+                        continue;
+                    }
+                    let deps = &plan.nodes[n].deps;
+                    if deps.iter().any(|&d| !self.nodes[d].status.is_terminal()) {
+                        continue;
+                    }
+                    progressed = true;
+                    if let Some(&d) = deps.iter().find(|&&d| matches!(self.nodes[d].status, StageStatus::Failed | StageStatus::Cancelled)) {
+                        let msg = format!("dependency `{}` did not succeed", plan.nodes[d].local_id);
+                        self.settle(n, StageStatus::Cancelled, Some(msg), fx);
+                    } else if let Some(&d) = deps.iter().find(|&&d| self.nodes[d].status == StageStatus::Skipped) {
+                        let msg = format!("dependency `{}` was skipped", plan.nodes[d].local_id);
+                        self.settle(n, StageStatus::Skipped, Some(msg), fx);
+                    } else {
+                        self.start_node(n, fx);
+                    }
+                }
+                if self.block_done(b) {
+                    if let Some(owner) = plan.blocks[b].owner {
+                        if self.nodes[owner].status == StageStatus::Running && self.nodes[owner].waiting_on == Some(b) {
+                            self.active_blocks.remove(&b);
+                            self.complete_composite(owner, b, fx);
+                            progressed = true;
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if self.block_done(plan.root) && self.status.is_none() {
+            self.finish(fx);
+        }
+    }
+
+    fn block_done(&self, b: BlockId) -> bool {
+        self.plan.blocks[b].nodes.iter().all(|&n| self.nodes[n].status.is_terminal())
+    }
+
+    /// The run ended on its own: every top-level stage is settled.
+    fn finish(&mut self, fx: &mut Vec<Effect>) {
+        let failed: Vec<NodeId> = (0..self.nodes.len()).filter(|&n| self.nodes[n].status == StageStatus::Failed).collect();
+        let status = if failed.is_empty() {
+            RunStatus::Success
+        } else if failed.iter().all(|&n| self.plan.nodes[n].error.continue_on_failure == Some(true)) {
+            RunStatus::Partial
+        } else {
+            RunStatus::Failed
+        };
+        if let Some(&n) = failed.first() {
+            self.run_error.get_or_insert_with(|| format!("stage `{}` failed", self.plan.nodes[n].id));
+        }
+        self.end(status, fx);
+    }
+
+    /// Stops the run now: in-flight attempts are cancelled, unsettled
+    /// stages become `cancelled`.
+    fn stop(&mut self, reason: String, fx: &mut Vec<Effect>) {
+        if self.started_at.is_none() {
+            self.started_at = Some(self.now);
+        }
+        self.run_error.get_or_insert(reason.clone());
+        self.cancel_all(&reason, fx);
+        self.end(RunStatus::Failed, fx);
+    }
+
+    fn cancel_all(&mut self, reason: &str, fx: &mut Vec<Effect>) {
+        let ids: Vec<TaskId> = self.tasks.iter().filter(|(_, t)| t.in_flight).map(|(id, _)| id.clone()).collect();
+        for id in ids {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.in_flight = false;
+                fx.push(Effect::CancelTask { task_id: id, attempt: t.attempt });
+            }
+        }
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].status.is_terminal() && (self.nodes[n].status == StageStatus::Running || self.node_reachable(n)) {
+                self.settle(n, StageStatus::Cancelled, Some(reason.to_owned()), fx);
+            }
+        }
+    }
+
+    /// Whether a pending node could still have run (its block is active or
+    /// would have been): branches not taken are already skipped.
+    fn node_reachable(&self, n: NodeId) -> bool {
+        let b = self.plan.nodes[n].block;
+        self.active_blocks.contains(&b) || self.plan.blocks[b].owner.is_none_or(|o| !self.nodes[o].status.is_terminal())
+    }
+
+    fn end(&mut self, status: RunStatus, fx: &mut Vec<Effect>) {
+        self.status = Some(status);
+        self.finished_at = Some(self.now);
+        if self.plan.memory.cleanup_on_exit {
+            fx.push(Effect::ClearRunMemory);
+        }
+        fx.push(Effect::FinishRun { status });
+    }
+
+    fn note(&mut self, note: String) {
+        if self.notes.len() < 1000 {
+            self.notes.push(note);
+        }
+    }
+
+    fn ctx_mut(&mut self, scope: usize) -> &mut Context {
+        let run_id = self.run_id.clone();
+        let _ = run_id;
+        if self.contexts[scope].is_none() {
+            let ctx = self.new_context(scope, Map::new());
+            self.contexts[scope] = Some(ctx);
+        }
+        self.contexts[scope].as_mut().expect("created just above")
+    }
+}
+
+#[cfg(test)]
+mod tests;

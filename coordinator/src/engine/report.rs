@@ -1,0 +1,145 @@
+//! The results of a run, in the seed-compatible shape of CASCADE-FORMAT.md
+//! (`cascade, status, duration, stages, memory_snapshot`) plus our own
+//! fields (run_id, attempts, branch_taken, errors, escalations, ...).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Engine, Millis, RunStatus, StageStatus, Stats};
+use crate::plan::NodeKind;
+use crate::plan::render::model_of;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub cascade: String,
+    pub status: String,
+    /// Seconds.
+    pub duration: f64,
+    pub stages: Map<String, Value>,
+    pub memory_snapshot: Map<String, Value>,
+    pub run_id: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub escalations: Vec<Value>,
+    pub stats: Stats,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StageReport {
+    pub stage_id: String,
+    pub status: StageStatus,
+    pub output: Value,
+    pub error: Option<String>,
+    pub duration: f64,
+    pub model_used: Option<String>,
+    pub iterations: u32,
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_taken: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl Engine {
+    pub fn report(&self) -> RunReport {
+        let plan = &self.plan;
+        let mut stages = Map::new();
+        for (n, node) in plan.nodes.iter().enumerate() {
+            let st = &self.nodes[n];
+            let duration = match (st.started_at, st.finished_at) {
+                (Some(a), Some(b)) => secs(b.saturating_sub(a)),
+                (Some(a), None) => secs(self.now.saturating_sub(a)),
+                _ => 0.0,
+            };
+            let model_used = match st.models.len() {
+                0 => (st.runs > 0).then(|| model_of(plan, n).map(|(m, _)| m)).flatten().filter(|_| matches!(node.kind, NodeKind::Tasks { .. })),
+                _ => Some(st.models.iter().cloned().collect::<Vec<_>>().join(", ")),
+            };
+            let skills = match &node.kind {
+                NodeKind::Tasks { skills, .. } => skills.iter().map(|s| s.skill.clone()).collect(),
+                _ => Vec::new(),
+            };
+            let report = StageReport {
+                stage_id: node.id.clone(),
+                status: st.status,
+                output: st.outputs.clone().unwrap_or(Value::Null),
+                error: st.error.clone(),
+                duration,
+                model_used,
+                iterations: if node.repeat.is_some() { st.loop_iterations.max(st.runs.min(1)) } else { st.runs },
+                ty: node.ty.as_str(),
+                attempts: st.attempts,
+                branch_taken: st.branch_taken.clone(),
+                skills,
+                workers: st.workers.iter().cloned().collect(),
+                errors: st.errors.clone(),
+                notes: st.notes.clone(),
+                started_at: st.started_at.map(rfc3339),
+                finished_at: st.finished_at.map(rfc3339),
+            };
+            stages.insert(node.id.clone(), serde_json::to_value(report).unwrap_or(Value::Null));
+        }
+        let end = self.finished_at.unwrap_or(self.now);
+        RunReport {
+            cascade: plan.name.clone(),
+            status: self.status.map_or("running", RunStatus::as_str).to_owned(),
+            duration: self.started_at.map_or(0.0, |s| secs(end.saturating_sub(s))),
+            stages,
+            memory_snapshot: self.memory.clone(),
+            run_id: self.run_id.to_string(),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
+            error: self.run_error.clone(),
+            escalations: self.escalations.clone(),
+            stats: self.stats.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+fn secs(ms: Millis) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// `2026-11-22T01:02:03.456Z` from milliseconds since the epoch (no clock
+/// read here: the time is the driver's).
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_795_395_723_456), "2026-11-22T01:02:03.456Z");
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

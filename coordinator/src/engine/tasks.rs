@@ -1,0 +1,347 @@
+//! Tasks inside a stage: fan-out, dispatch with attempt numbers, results,
+//! retries with backoff, fallback skills and escalation.
+
+use cascade_eval::render_value;
+use cascade_proto::{Attempt, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult, TaskSpec};
+use serde_json::{Map, Value};
+
+use super::backoff::delay_ms;
+use super::{Effect, Engine, EngineNote, TASK_TIMEOUT_GRACE_MS, TaskState, TimerId};
+use crate::plan::{NodeId, NodeKind};
+use crate::routing;
+
+impl Engine {
+    /// Creates the stage's tasks (one per skill, or per item and skill) and
+    /// dispatches as many as the stage allows.
+    pub(super) fn start_tasks(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
+        let plan = self.plan.clone();
+        let node = &plan.nodes[n];
+        let NodeKind::Tasks { skills, for_each, .. } = &node.kind else { return };
+        let items: Option<Vec<Value>> = match for_each {
+            None => None,
+            Some(fe) => match render_value(fe, self.ctx_mut(node.scope)) {
+                Ok(Value::Array(items)) => Some(items),
+                Ok(other) => {
+                    let msg = format!("stage `{}`: `for_each` must give a list, got {}", node.local_id, type_name(&other));
+                    self.fail_node(n, msg, fx);
+                    return;
+                }
+                Err(e) => {
+                    let msg = self.eval_err(n, "for_each", &e);
+                    self.fail_node(n, msg, fx);
+                    return;
+                }
+            },
+        };
+        let generation = self.nodes[n].generation;
+        let mut ids = Vec::new();
+        let item_list: Vec<Option<(usize, Value)>> = match &items {
+            None => vec![None],
+            Some(list) => list.iter().cloned().enumerate().map(Some).collect(),
+        };
+        for item in item_list {
+            for (si, s) in skills.iter().enumerate() {
+                let index = ids.len();
+                let id = if generation == 0 { TaskId::new(format!("{}#{index}", node.id)) } else { TaskId::new(format!("{}#{index}@{generation}", node.id)) };
+                self.tasks.insert(id.clone(), TaskState {
+                    node: n,
+                    skill_index: si,
+                    item: item.clone(),
+                    skill: s.skill.clone(),
+                    attempt: Attempt(0),
+                    in_flight: false,
+                    backing_off: false,
+                    failures_on_skill: 0,
+                    failures: 0,
+                    used_fallback: false,
+                    outputs: None,
+                    done: false,
+                });
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            self.succeed(n, serde_json::json!({"items": []}), fx);
+            return;
+        }
+        self.nodes[n].tasks = ids.clone();
+        self.nodes[n].queue = ids.into();
+        self.pump(n, fx);
+    }
+
+    /// Dispatches queued tasks while the stage has room: one at a time for
+    /// a sequential stage, up to `max_agents` for a parallel one.
+    fn pump(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
+        let plan = self.plan.clone();
+        let node = &plan.nodes[n];
+        let NodeKind::Tasks { parallel, .. } = &node.kind else { return };
+        let limit = if *parallel { node.max_parallel.map_or(usize::MAX, |m| m as usize) } else { 1 };
+        while self.nodes[n].running < limit {
+            let Some(id) = self.nodes[n].queue.pop_front() else { break };
+            self.nodes[n].running += 1;
+            if let Err(msg) = self.dispatch(&id, fx) {
+                self.fail_node(n, msg, fx);
+                return;
+            }
+        }
+    }
+
+    /// Renders a task's inputs and sends its next attempt.
+    fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
+        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        t.attempt = t.attempt.next();
+        t.in_flight = true;
+        t.backing_off = false;
+        let attempt = t.attempt;
+        let n = t.node;
+        let Some(spec) = self.task_spec(id) else { return Err(format!("task `{id}` vanished")) };
+        let spec = spec?;
+        let st = &mut self.nodes[n];
+        st.attempts += 1;
+        if let Some(m) = &spec.model {
+            st.models.insert(m.clone());
+        }
+        self.stats.tasks_dispatched += 1;
+        if let Some(ms) = spec.timeout_ms {
+            fx.push(Effect::StartTimer { timer: TimerId::TaskTimeout { task_id: id.clone(), attempt }, at: self.now + ms + TASK_TIMEOUT_GRACE_MS });
+        }
+        fx.push(Effect::DispatchTask(spec));
+        Ok(())
+    }
+
+    /// The wire form of a task's current attempt, inputs rendered now.
+    pub(super) fn task_spec(&self, id: &TaskId) -> Option<Result<TaskSpec, String>> {
+        let t = self.tasks.get(id)?;
+        let plan = &self.plan;
+        let node = &plan.nodes[t.node];
+        let NodeKind::Tasks { skills, .. } = &node.kind else { return None };
+        let sref = &skills[t.skill_index];
+        let mut ctx = self.contexts[node.scope].clone()?;
+        if let Some((i, item)) = &t.item {
+            ctx.set_var("item", item.clone());
+            ctx.set_var("item_index", Value::from(*i));
+        }
+        if let Some(prev) = self.previous_output(t.node, id) {
+            ctx.set_var("previous", prev);
+        }
+        let mut inputs: Map<String, Value> = node.inputs.clone();
+        for (k, v) in &sref.inputs {
+            inputs.insert(k.clone(), v.clone());
+        }
+        let rendered = match render_value(&Value::Object(inputs), &ctx) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => Map::new(),
+            Err(e) => return Some(Err(self.eval_err(t.node, "inputs", &e))),
+        };
+        let mut rendered = rendered;
+        if !node.memory.read_keys.is_empty() {
+            let mem: Map<String, Value> = node.memory.read_keys.iter().filter_map(|k| self.memory.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            rendered.entry("memory").or_insert(Value::Object(mem));
+        }
+        let model = sref.model.clone().or_else(|| node.model.clone()).or_else(|| (node.ty == crate::spec::StageType::MultiModel).then(|| "auto-select".to_owned()));
+        let model = model.map(|m| routing::select(&m, &rendered).model);
+        let timeout = node.task_timeout.or(node.timeout);
+        Some(Ok(TaskSpec {
+            run_id: self.run_id.clone(),
+            task_id: id.clone(),
+            stage_id: StageId::new(node.id.clone()),
+            skill: SkillName::new(t.skill.clone()),
+            attempt: t.attempt,
+            inputs: Value::Object(rendered),
+            timeout_ms: timeout.map(|d| d.as_millis() as u64),
+            model,
+            workdir: Some(plan.scopes[node.scope].dir.display().to_string()).filter(|d| !d.is_empty()),
+        }))
+    }
+
+    /// In a sequential stage, the outputs of the task before this one.
+    fn previous_output(&self, n: NodeId, id: &TaskId) -> Option<Value> {
+        let tasks = &self.nodes[n].tasks;
+        let pos = tasks.iter().position(|t| t == id)?;
+        let prev = tasks.get(pos.checked_sub(1)?)?;
+        self.tasks.get(prev)?.outputs.clone()
+    }
+
+    pub(super) fn task_finished(&mut self, r: TaskResult, fx: &mut Vec<Effect>) {
+        let Some(t) = self.tasks.get(&r.task_id) else {
+            self.stats.ignored_results += 1;
+            self.note(EngineNote::UnknownTask(r.task_id).to_string());
+            return;
+        };
+        if !t.in_flight || t.attempt != r.attempt {
+            self.stats.ignored_results += 1;
+            return;
+        }
+        let n = t.node;
+        if !r.worker.is_empty() {
+            self.nodes[n].workers.insert(r.worker.clone());
+        }
+        match r.outcome {
+            TaskOutcome::Succeeded { outputs } => self.task_succeeded(&r.task_id, outputs, fx),
+            TaskOutcome::Failed(f) => self.task_failed(&r.task_id, f, fx),
+        }
+    }
+
+    fn task_succeeded(&mut self, id: &TaskId, outputs: Value, fx: &mut Vec<Effect>) {
+        let Some(t) = self.tasks.get_mut(id) else { return };
+        t.in_flight = false;
+        t.done = true;
+        t.outputs = Some(outputs);
+        let n = t.node;
+        self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
+        let all_done = self.nodes[n].tasks.iter().all(|id| self.tasks.get(id).is_some_and(|t| t.done));
+        if all_done {
+            let out = self.stage_output(n);
+            self.succeed(n, out, fx);
+        } else {
+            self.pump(n, fx);
+        }
+    }
+
+    /// One task: its outputs. Several skills: each under the skill's name.
+    /// `for_each`: `{"items": [...]}` in item order.
+    fn stage_output(&self, n: NodeId) -> Value {
+        let plan = &self.plan;
+        let NodeKind::Tasks { skills, for_each, .. } = &plan.nodes[n].kind else { return Value::Null };
+        let outs: Vec<Value> = self.nodes[n].tasks.iter().map(|id| self.tasks.get(id).and_then(|t| t.outputs.clone()).unwrap_or(Value::Null)).collect();
+        let per_item = |chunk: &[Value]| -> Value {
+            if chunk.len() == 1 {
+                return chunk[0].clone();
+            }
+            let mut m = Map::new();
+            for (i, v) in chunk.iter().enumerate() {
+                let name = &skills[i].skill;
+                let key = if m.contains_key(name) { format!("{name}#{i}") } else { name.clone() };
+                m.insert(key, v.clone());
+            }
+            Value::Object(m)
+        };
+        if for_each.is_some() {
+            let items: Vec<Value> = outs.chunks(skills.len().max(1)).map(per_item).collect();
+            return serde_json::json!({ "items": items });
+        }
+        per_item(&outs)
+    }
+
+    fn task_failed(&mut self, id: &TaskId, f: cascade_proto::Failure, fx: &mut Vec<Effect>) {
+        let plan = self.plan.clone();
+        let Some(t) = self.tasks.get_mut(id) else { return };
+        t.in_flight = false;
+        t.failures += 1;
+        t.failures_on_skill += 1;
+        let (n, attempt, skill, failures, on_skill, used_fallback) = (t.node, t.attempt, t.skill.clone(), t.failures, t.failures_on_skill, t.used_fallback);
+        let node = &plan.nodes[n];
+        let eh = &node.error;
+        let mut message = f.message.clone();
+        if let Some(tail) = f.stderr_tail.as_deref().filter(|s| !s.trim().is_empty()) {
+            if !message.contains(tail.trim()) {
+                message = format!("{message}\n{}", tail.trim_end());
+            }
+        }
+        self.nodes[n].errors.push(format!("attempt {attempt} ({skill}): {}", f.message));
+
+        let retryable = matches!(f.kind, FailureKind::Retryable | FailureKind::Timeout);
+        if let Some(limit) = eh.escalate_after {
+            if failures >= limit {
+                self.escalate(n, id, failures, &f.message);
+                return self.task_gave_up(n, message, fx);
+            }
+        }
+        if retryable && on_skill <= eh.max_retries {
+            if eh.strategy.runs_as_retry() {
+                self.nodes[n].note(format!("strategy `{}` has no executor yet; retried as `retry`", eh.strategy.as_str()));
+            }
+            self.stats.retries += 1;
+            let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id));
+            if delay == 0 {
+                if let Err(msg) = self.dispatch(id, fx) {
+                    self.fail_node(n, msg, fx);
+                }
+            } else {
+                if let Some(t) = self.tasks.get_mut(id) {
+                    t.backing_off = true;
+                }
+                fx.push(Effect::StartTimer { timer: TimerId::Retry { task_id: id.clone(), attempt: attempt.next() }, at: self.now + delay });
+            }
+            return;
+        }
+        if let (Some(fb), false, true) = (&eh.fallback, used_fallback, f.kind != FailureKind::Cancelled) {
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.skill = fb.clone();
+                t.used_fallback = true;
+                t.failures_on_skill = 0;
+            }
+            self.nodes[n].note(format!("fell back to skill `{fb}` after `{skill}` failed {on_skill} time(s)"));
+            if let Err(msg) = self.dispatch(id, fx) {
+                self.fail_node(n, msg, fx);
+            }
+            return;
+        }
+        if eh.escalation.is_some() && eh.escalate_after.is_none() {
+            self.escalate(n, id, failures, &f.message);
+        }
+        self.task_gave_up(n, message, fx);
+    }
+
+    fn task_gave_up(&mut self, n: NodeId, message: String, fx: &mut Vec<Effect>) {
+        self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
+        self.fail_node(n, message, fx);
+    }
+
+    fn escalate(&mut self, n: NodeId, id: &TaskId, failures: u32, error: &str) {
+        let node = &self.plan.nodes[n];
+        let escalation = node.error.escalation.clone().unwrap_or_else(|| serde_json::json!({"type": "human-review"}));
+        self.escalations.push(serde_json::json!({
+            "stage_id": node.id,
+            "task_id": id.as_str(),
+            "failed_attempts": failures,
+            "error": error,
+            "escalation": escalation,
+            "at": super::report::rfc3339(self.now),
+        }));
+        self.nodes[n].note(format!("escalated after {failures} failed attempt(s)"));
+    }
+
+    pub(super) fn timer_fired(&mut self, timer: TimerId, fx: &mut Vec<Effect>) {
+        match timer {
+            TimerId::Retry { task_id, attempt } => {
+                let ready = self.tasks.get(&task_id).is_some_and(|t| t.backing_off && t.attempt.next() == attempt);
+                if ready {
+                    let n = self.tasks.get(&task_id).map(|t| t.node);
+                    if let (Err(msg), Some(n)) = (self.dispatch(&task_id, fx), n) {
+                        self.fail_node(n, msg, fx);
+                    }
+                }
+            }
+            TimerId::TaskTimeout { task_id, attempt } => {
+                let live = self.tasks.get(&task_id).is_some_and(|t| t.in_flight && t.attempt == attempt);
+                if live {
+                    let failure = cascade_proto::Failure::new(FailureKind::Timeout, "no result from the worker within the task's timeout");
+                    self.task_failed(&task_id, failure, fx);
+                }
+            }
+            TimerId::StageTimeout { stage, generation } => {
+                let Some(n) = self.plan.node_by_id(&stage) else { return };
+                if self.nodes[n].status == super::StageStatus::Running && self.nodes[n].generation == generation {
+                    let limit = self.plan.nodes[n].timeout.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
+                    self.fail_node(n, format!("stage `{}` timed out after {limit}", self.plan.nodes[n].local_id), fx);
+                }
+            }
+            TimerId::RunTimeout => {
+                let limit = self.plan.timeout.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
+                self.stop(format!("run timed out after {limit}"), fx);
+            }
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

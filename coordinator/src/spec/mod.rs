@@ -1,0 +1,22 @@
+//! The cascade language: reading files (YAML or JSON) into one normalised
+//! model, with every problem reported at its file, line and column.
+//!
+//! ```text
+//!  file ──yaml::parse──▶ Node tree (with locations, limits)
+//!        ──normalize──▶ Cascade (one model for every variant)
+//!        ──load───────▶ + sub-cascades resolved beside the file
+//! ```
+//! Graph-level checks (dependencies, cycles, references) belong to `plan`.
+
+pub mod diag;
+pub mod duration;
+mod fields;
+pub mod load;
+pub mod model;
+pub mod normalize;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Severity};
+pub use load::{Loaded, load_file, load_str};
+pub use model::*;
+pub use yaml::Loc;

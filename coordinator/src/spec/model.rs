@@ -1,0 +1,343 @@
+//! The one normalised model every accepted variant of the cascade format
+//! loads into. Everything downstream (planner, engine, CLI) reads only this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cascade_eval::Condition;
+use serde_json::{Map, Value};
+
+use super::yaml::Loc;
+
+/// A loaded cascade, with its sub-cascades resolved.
+#[derive(Clone, Debug)]
+pub struct Cascade {
+    pub name: String,
+    pub description: Option<String>,
+    pub version: String,
+    pub file: PathBuf,
+    /// Directory skills run in and sub-cascades are resolved against.
+    pub dir: PathBuf,
+    pub config: Map<String, Value>,
+    pub inputs: Vec<InputDecl>,
+    pub stages: Vec<Stage>,
+    pub memory: MemoryConfig,
+    pub error_handling: Option<ErrorHandling>,
+    pub timeout: Option<Duration>,
+    /// Sections accepted from the seed format whose behaviour arrives with a
+    /// later part of the system; each produced a warning at load time.
+    pub deferred: BTreeMap<String, Value>,
+    /// `cascade: NAME` references, loaded from files beside this one.
+    pub subcascades: BTreeMap<String, Cascade>,
+}
+
+#[derive(Clone, Debug)]
+pub struct InputDecl {
+    pub name: String,
+    pub ty: Option<String>,
+    pub description: Option<String>,
+    pub required: bool,
+    pub default: Option<Value>,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageType {
+    Sequential,
+    Parallel,
+    Conditional,
+    CodexSandbox,
+    MultiModel,
+    SwarmParallel,
+}
+
+impl StageType {
+    pub const NAMES: [&'static str; 6] =
+        ["sequential", "parallel", "conditional", "codex-sandbox", "multi-model", "swarm-parallel"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sequential" => Self::Sequential,
+            "parallel" => Self::Parallel,
+            "conditional" => Self::Conditional,
+            "codex-sandbox" => Self::CodexSandbox,
+            "multi-model" => Self::MultiModel,
+            "swarm-parallel" => Self::SwarmParallel,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sequential => "sequential",
+            Self::Parallel => "parallel",
+            Self::Conditional => "conditional",
+            Self::CodexSandbox => "codex-sandbox",
+            Self::MultiModel => "multi-model",
+            Self::SwarmParallel => "swarm-parallel",
+        }
+    }
+
+    /// Whether the stage's skills fan out at once rather than one by one.
+    pub fn fans_out(self) -> bool {
+        matches!(self, Self::Parallel | Self::SwarmParallel)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub id: String,
+    pub loc: Loc,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub ty: StageType,
+    pub model: Option<String>,
+    pub skills: Vec<SkillRef>,
+    /// Stage inputs; strings may hold `${...}` templates.
+    pub inputs: Map<String, Value>,
+    pub outputs: Vec<String>,
+    /// `None`: after the previous stage of the same list; `Some([])`: no
+    /// dependency at all.
+    pub dependencies: Option<Vec<(String, Loc)>>,
+    pub condition: Option<CondSpec>,
+    pub branches: Option<Branches>,
+    pub repeat: Option<(String, Loc)>,
+    pub max_iterations: Option<u32>,
+    pub memory: StageMemory,
+    pub swarm: Option<SwarmConfig>,
+    pub sandbox: Option<SandboxConfig>,
+    pub error_handling: Option<ErrorHandling>,
+    pub cascade: Option<(String, Loc)>,
+    pub substages: Vec<Stage>,
+    pub timeout: Option<Duration>,
+    pub task_timeout: Option<Duration>,
+    /// `for_each`: a list (or a template yielding one); one task per item
+    /// and skill, with `${item}` and `${item_index}` in the inputs.
+    pub for_each: Option<Value>,
+}
+
+/// A parsed condition with the text it was written as (for plans and
+/// messages) and where.
+#[derive(Clone, Debug)]
+pub struct CondSpec {
+    pub cond: Condition,
+    pub text: String,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug)]
+pub struct SkillRef {
+    pub skill: String,
+    pub inputs: Map<String, Value>,
+    pub outputs: Vec<String>,
+    pub model: Option<String>,
+    pub priority: Option<i64>,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug)]
+pub enum Branches {
+    /// First branch whose condition holds wins, else the default one.
+    List(Vec<Branch>),
+    /// Named branches. The stage's `condition` may evaluate to a branch name
+    /// (a selector); else each branch's own condition; else `default`.
+    Map { branches: Vec<Branch>, default: Option<(String, Loc)> },
+    /// `pass` when the stage's condition holds, else `fail`.
+    PassFail { pass: Vec<Stage>, fail: Vec<Stage> },
+}
+
+#[derive(Clone, Debug)]
+pub struct Branch {
+    pub name: String,
+    pub condition: Option<CondSpec>,
+    pub is_default: bool,
+    pub stages: Vec<Stage>,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StageMemory {
+    pub read_keys: Vec<String>,
+    pub write_keys: Vec<String>,
+    /// `memory: persistent`: the stage's whole outputs are kept under its id.
+    pub persistent: bool,
+    /// `memory_shared`: memory written inside a repeat loop stays visible to
+    /// later iterations (the default; `false` clears the loop's keys).
+    pub shared: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SwarmConfig {
+    pub topology: Topology,
+    pub max_agents: Option<u32>,
+    pub strategy: Strategy,
+    pub memory_shared: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    Mesh,
+    Star,
+    Hierarchical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Balanced,
+    Specialized,
+    Adaptive,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    pub tests: Option<String>,
+    pub max_iterations: Option<u32>,
+    pub raw: Map<String, Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorStrategy {
+    Retry,
+    CodexAutoFix,
+    ModelSwitch,
+    SwarmRecovery,
+    Fail,
+}
+
+impl ErrorStrategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.replace('_', "-").as_str() {
+            "retry" | "retry-with-backoff" => Self::Retry,
+            "codex-auto-fix" => Self::CodexAutoFix,
+            "model-switch" | "model-switching" => Self::ModelSwitch,
+            "swarm-recovery" => Self::SwarmRecovery,
+            "fail" | "fail-fast" => Self::Fail,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: [&'static str; 5] = ["retry", "codex-auto-fix", "model-switch", "swarm-recovery", "fail"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::CodexAutoFix => "codex-auto-fix",
+            Self::ModelSwitch => "model-switch",
+            Self::SwarmRecovery => "swarm-recovery",
+            Self::Fail => "fail",
+        }
+    }
+
+    /// Strategies whose own executor is not built yet; they retry, and the
+    /// results say so.
+    pub fn runs_as_retry(self) -> bool {
+        matches!(self, Self::CodexAutoFix | Self::ModelSwitch | Self::SwarmRecovery)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    Immediate,
+    Linear,
+    Exponential,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Backoff {
+    pub kind: BackoffKind,
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { kind: BackoffKind::Exponential, base_ms: 1000, max_ms: 60_000, jitter: true }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorHandling {
+    pub strategy: ErrorStrategy,
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub fallback: Option<String>,
+    pub escalate_after: Option<u32>,
+    pub escalation: Option<Value>,
+    /// `continue_on_failure`: the run goes on past this stage's failure.
+    pub continue_on_failure: Option<bool>,
+}
+
+impl Default for ErrorHandling {
+    fn default() -> Self {
+        ErrorHandling {
+            strategy: ErrorStrategy::Fail,
+            max_retries: 0,
+            backoff: Backoff::default(),
+            fallback: None,
+            escalate_after: None,
+            escalation: None,
+            continue_on_failure: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryScope {
+    #[default]
+    Cascade,
+    Global,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MemoryConfig {
+    pub enabled: bool,
+    pub scope: MemoryScope,
+    pub retention: Option<Duration>,
+    /// Keys declared as the cascade's memory; `cleanup_between_stages` keeps
+    /// these and drops other keys once no later stage reads them.
+    pub keys: Vec<String>,
+    pub cleanup_between_stages: bool,
+    pub cleanup_on_exit: bool,
+    pub max_memory_mb: Option<u64>,
+    pub checkpoints: Vec<String>,
+}
+
+impl Stage {
+    /// Every stage nested in this one: branch stages and substages.
+    pub fn children(&self) -> Vec<&Stage> {
+        let mut out: Vec<&Stage> = self.substages.iter().collect();
+        match &self.branches {
+            Some(Branches::List(bs)) | Some(Branches::Map { branches: bs, .. }) => {
+                out.extend(bs.iter().flat_map(|b| b.stages.iter()));
+            }
+            Some(Branches::PassFail { pass, fail }) => out.extend(pass.iter().chain(fail.iter())),
+            None => {}
+        }
+        out
+    }
+}
+
+impl Cascade {
+    /// Every stage of this cascade (not of its sub-cascades), depth first.
+    pub fn all_stages(&self) -> Vec<&Stage> {
+        fn walk<'a>(s: &'a Stage, out: &mut Vec<&'a Stage>) {
+            out.push(s);
+            for c in s.children() {
+                walk(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        for s in &self.stages {
+            walk(s, &mut out);
+        }
+        out
+    }
+}

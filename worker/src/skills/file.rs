@@ -1,0 +1,473 @@
+//! One skill file: read it (bounded), parse it with serde-saphyr under a tight budget, and
+//! turn it into a [`SkillDef`], reporting every problem with `path:line:col`.
+//!
+//! Defences against hostile files: files over [`MAX_SKILL_FILE_BYTES`] are refused before
+//! parsing, and the parser runs with a small [`Budget`] (depth, events, nodes, aliases,
+//! scalar bytes) and alias-replay limits, so a deeply nested file or an alias bomb fails
+//! fast instead of eating memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use cascade_proto::SkillName;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Budget, Location, MessageFormatter, Options, Spanned};
+
+use super::{FilePos, SkillDef, SkillKind, SkillLoadError};
+
+/// Skill files larger than this are refused without being parsed.
+pub const MAX_SKILL_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The schema of a skill file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkill {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    run: Option<Spanned<String>>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    timeout: Option<Spanned<SkillTimeout>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    inputs: Option<Names>,
+    #[serde(default)]
+    outputs: Option<Vec<String>>,
+}
+
+/// The top-level field names, for did-you-mean suggestions and field attribution.
+const FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "run",
+    "command",
+    "timeout",
+    "env",
+    "inputs",
+    "outputs",
+];
+
+/// Reads, parses and validates one skill file.
+pub(super) fn load_file(path: &Path) -> Result<SkillDef, Vec<SkillLoadError>> {
+    let text = read_bounded(path).map_err(|e| vec![e])?;
+    let raw: RawSkill = serde_saphyr::from_str_with_options(&text, parse_options())
+        .map_err(|e| vec![parse_error(path, &text, &e)])?;
+    into_def(path, raw)
+}
+
+fn read_bounded(path: &Path) -> Result<String, SkillLoadError> {
+    let read_err = |source| SkillLoadError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let too_large = |size| SkillLoadError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit: MAX_SKILL_FILE_BYTES,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > MAX_SKILL_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    // The file may grow between `metadata` and `read`: never read past the limit.
+    let mut bytes = Vec::new();
+    file.take(MAX_SKILL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SKILL_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| SkillLoadError::Invalid {
+        at: whole_file(path),
+        message: "skill file is not valid UTF-8".to_owned(),
+    })
+}
+
+/// Limits far above any real skill file, far below anything that hurts.
+fn parse_options() -> Options {
+    let mut budget = Budget::default();
+    budget.max_depth = 32;
+    budget.flow_nesting_limit = 32;
+    budget.max_events = 100_000;
+    budget.max_nodes = 50_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_documents = 1;
+    budget.max_total_scalar_bytes = MAX_SKILL_FILE_BYTES as usize;
+    budget.max_recorded_anchor_events = 100_000;
+    budget.max_recorded_anchor_bytes = MAX_SKILL_FILE_BYTES as usize;
+    budget.max_inclusion_depth = 0;
+    let mut options = Options::default();
+    options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = 100_000;
+    options.alias_limits.max_replay_stack_depth = 16;
+    options.with_snippet = false;
+    options
+}
+
+fn into_def(path: &Path, raw: RawSkill) -> Result<SkillDef, Vec<SkillLoadError>> {
+    let mut errors = Vec::new();
+    let mut invalid = |loc: Option<&Location>, message: String| {
+        let at = loc.map_or_else(|| whole_file(path), |l| at(path, l));
+        errors.push(SkillLoadError::Invalid { at, message });
+    };
+    let name = match &raw.name {
+        Some(n) => n.value.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let name_loc = raw.name.as_ref().map(|n| &n.referenced);
+    if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        invalid(
+            name_loc,
+            format!("field `name`: invalid skill name {name:?}"),
+        );
+    }
+    let kind = match (raw.run, raw.command) {
+        (Some(run), None) => {
+            if run.value.trim().is_empty() {
+                invalid(
+                    Some(&run.referenced),
+                    "field `run`: must not be empty".to_owned(),
+                );
+            }
+            SkillKind::Shell { run: run.value }
+        }
+        (None, Some(cmd)) => {
+            if cmd.value.first().is_none_or(|p| p.is_empty()) {
+                invalid(
+                    Some(&cmd.referenced),
+                    "field `command`: must name a program".to_owned(),
+                );
+            }
+            SkillKind::Command { argv: cmd.value }
+        }
+        (Some(_), Some(cmd)) => {
+            invalid(
+                Some(&cmd.referenced),
+                "fields `run` and `command` are exclusive: give only one".to_owned(),
+            );
+            SkillKind::Command { argv: cmd.value }
+        }
+        (None, None) => {
+            invalid(
+                None,
+                "missing field `run` or `command`: give exactly one".to_owned(),
+            );
+            SkillKind::Command { argv: Vec::new() }
+        }
+    };
+    for key in raw.env.keys() {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            invalid(None, format!("field `env`: invalid variable name {key:?}"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(SkillDef {
+        name: SkillName::new(name),
+        description: raw.description,
+        kind,
+        timeout: raw.timeout.map(|t| t.value.0),
+        env: raw.env,
+        inputs: raw.inputs.map(|n| n.0).unwrap_or_default(),
+        outputs: raw.outputs.unwrap_or_default(),
+        source: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
+    })
+}
+
+fn whole_file(path: &Path) -> FilePos {
+    FilePos {
+        path: path.to_owned(),
+        line: 0,
+        column: 0,
+    }
+}
+
+fn at(path: &Path, loc: &Location) -> FilePos {
+    FilePos {
+        path: path.to_owned(),
+        line: loc.line(),
+        column: loc.column(),
+    }
+}
+
+/// Turns a serde-saphyr error into `path:line:col: [field `f`: ]message`.
+fn parse_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> SkillLoadError {
+    let mut inner = err;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = inner
+    {
+        inner = error;
+    }
+    let loc = inner.location().or_else(|| err.location());
+    let message = match inner {
+        serde_saphyr::Error::SerdeUnknownField { field, .. } => {
+            let mut m = format!("unknown field `{field}`");
+            if let Some(s) = did_you_mean(field, FIELDS) {
+                m.push_str(&format!(", did you mean `{s}`?"));
+            } else {
+                m.push_str(&format!(", expected one of: {}", FIELDS.join(", ")));
+            }
+            m
+        }
+        other => {
+            let m = sanitize(&serde_saphyr::DefaultMessageFormatter.format_message(other));
+            match loc.as_ref().and_then(|l| field_at(text, l)) {
+                Some(field) if !m.contains("field") => format!("field `{field}`: {m}"),
+                _ => m,
+            }
+        }
+    };
+    let at = loc.map_or_else(|| whole_file(path), |l| at(path, &l));
+    SkillLoadError::Invalid { at, message }
+}
+
+/// The top-level field whose value contains `loc`: the last top-level key before it.
+///
+/// Only called on the error path; parses the document a second time for its keys.
+fn field_at(text: &str, loc: &Location) -> Option<String> {
+    let keys: TopKeys = serde_saphyr::from_str_with_options(text, parse_options()).ok()?;
+    let pos = (loc.line(), loc.column());
+    keys.0
+        .into_iter()
+        .filter(|(_, l)| (l.line(), l.column()) <= pos)
+        .max_by_key(|(_, l)| (l.line(), l.column()))
+        .map(|(k, _)| k)
+        .filter(|k| FIELDS.contains(&k.as_str()))
+}
+
+/// Top-level keys of a mapping and where each one is.
+struct TopKeys(Vec<(String, Location)>);
+
+impl<'de> Deserialize<'de> for TopKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    keys.push((key.value, key.referenced));
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(TopKeys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Control characters from the file must not reach a terminal verbatim.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The closest candidate within a small edit distance, if any.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let max = (word.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions, so that
+/// `rnu` is one edit away from `run`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Declared input names: a list of names, or a map whose keys are the names (the values,
+/// e.g. descriptions or types, are informational and ignored).
+#[derive(Debug)]
+struct Names(Vec<String>);
+
+impl<'de> Deserialize<'de> for Names {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Names;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of input names or a map keyed by input name")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Names, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(Names(names))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Names, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    names.push(n);
+                }
+                Ok(Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A skill's `timeout`: integer seconds, or a number with a unit (`500ms`, `30s`, `5m`,
+/// `1h`).
+#[derive(Debug)]
+struct SkillTimeout(Duration);
+
+impl<'de> Deserialize<'de> for SkillTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SkillTimeout;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SkillTimeout, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SkillTimeout, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SkillTimeout, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SkillTimeout, E> {
+                parse_duration(v).map(SkillTimeout).map_err(|why| {
+                    E::custom(format!(
+                        "field `timeout`: invalid duration `{v}`: {why} \
+                         (expected seconds or a number with a unit: `500ms`, `30s`, `5m`, `1h`)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `30`, `1.5`, `500ms`, `30s`, `5m`, `1h` (surrounding spaces allowed).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, &'static str> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let unit_secs = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err("unknown unit"),
+    };
+    if number.is_empty() {
+        return Err("missing number");
+    }
+    let n: f64 = number.parse().map_err(|_| "not a number")?;
+    let d = Duration::try_from_secs_f64(n * unit_secs).map_err(|_| "out of range")?;
+    if d.is_zero() {
+        return Err("must be greater than zero");
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("30", 30_000),
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("1.5s", 1_500),
+            (" 2 s ", 2_000),
+        ];
+        for (s, ms) in ok {
+            assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        }
+        for s in [
+            "",
+            "s",
+            "-1s",
+            "5 minutes",
+            "1d",
+            "0",
+            "0ms",
+            "1e999h",
+            "abc",
+            "1..2s",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s} should be rejected");
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        let table = [
+            ("rnu", Some("run")),
+            ("comand", Some("command")),
+            ("timout", Some("timeout")),
+            ("descripton", Some("description")),
+            ("nmae", Some("name")),
+            ("zzz", None),
+            ("environment", None),
+        ];
+        for (word, want) in table {
+            assert_eq!(did_you_mean(word, FIELDS), want, "{word}");
+        }
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("run", "run"), 0);
+        assert_eq!(edit_distance("rnu", "run"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}
