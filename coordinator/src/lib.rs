@@ -7,3 +7,5 @@ pub mod spec;
 pub mod plan;
 pub mod engine;
 pub mod routing;
+pub mod driver;
+pub mod cli;

@@ -1,0 +1,258 @@
+//! The `coordinator` command line: argument types and the commands.
+//!
+//! Exit codes: 0 success; 1 the run failed or was partial; 2 invalid input
+//! (a bad file, flag or input value). Data goes to stdout, diagnostics and
+//! progress to stderr.
+
+mod args;
+mod inputs;
+mod progress;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cascade_worker::{Executor, SkillRegistry};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use args::{Cli, Command, PlanArgs, RunArgs, SourceArgs, ValidateArgs};
+
+use crate::driver::{FileMemoryStore, LocalOptions, run_local};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::spec::{Diagnostic, Loaded, load_file};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_RUN_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+
+/// Runs one command; returns the process exit code.
+pub async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
+    match cli.command {
+        Command::Validate(a) => validate(a),
+        Command::Plan(a) => plan_cmd(a),
+        Command::Run(a) => run_cmd(a, cancel).await,
+    }
+}
+
+/// A cascade loaded, its skills found and its plan compiled, with every
+/// diagnostic collected on the way.
+struct Prepared {
+    loaded: Loaded,
+    plan: Option<Plan>,
+    registry: Option<SkillRegistry>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Prepared {
+    fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    fn print_diagnostics(&self, errors_only: bool) {
+        let mut err = std::io::stderr().lock();
+        for d in &self.diagnostics {
+            if errors_only && !d.is_error() {
+                continue;
+            }
+            let src = d.loc.as_ref().and_then(|l| self.loaded.sources.get(&*l.file));
+            let _ = writeln!(err, "{}", d.render(src.map(String::as_str)));
+        }
+    }
+}
+
+/// `skills/` beside the cascade file (when it exists) and every
+/// `--skills-dir`, each once.
+fn skill_dirs(file: &Path, explicit: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let beside = file.parent().map(|d| d.join("skills")).filter(|d| d.is_dir());
+    for d in beside.iter().chain(explicit.iter()) {
+        let key = d.canonicalize().unwrap_or_else(|_| d.clone());
+        if seen.insert(key) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+fn prepare(file: &Path, src: &SourceArgs, inputs: Option<&Map<String, Value>>, need_skills: bool) -> Prepared {
+    let loaded = load_file(file);
+    let mut diagnostics = loaded.diagnostics.clone();
+    let dirs = skill_dirs(file, &src.skills_dir);
+    let check_skills = need_skills || !dirs.is_empty();
+    let registry = if check_skills {
+        match SkillRegistry::load(&dirs) {
+            Ok(r) => Some(r),
+            Err(errors) => {
+                diagnostics.extend(errors.into_iter().map(|e| Diagnostic::error(None, "", format!("skill file: {e}"))));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let plan = loaded.cascade.as_ref().map(|c| {
+        let opts = PlanOptions {
+            skills: if check_skills { Some(registry.as_ref().map(|r| r.names().map(str::to_owned).collect()).unwrap_or_default()) } else { None },
+            inputs: inputs.cloned(),
+        };
+        plan::compile(c, &opts)
+    });
+    // A failed skill load would make every skill look unknown: keep only
+    // the load errors then.
+    if let Some(p) = &plan {
+        let skip_unknown_skills = check_skills && registry.is_none();
+        diagnostics.extend(p.diagnostics.iter().filter(|d| !(skip_unknown_skills && d.message.starts_with("unknown skill"))).cloned());
+    }
+    Prepared { loaded, plan, registry, diagnostics }
+}
+
+fn validate(a: ValidateArgs) -> u8 {
+    let inputs = match inputs::collect(&a.inputs) {
+        Ok(i) => i,
+        Err(e) => return usage_error(&e),
+    };
+    let given = (!a.inputs.input.is_empty() || a.inputs.inputs_file.is_some()).then_some(&inputs);
+    let mut any_error = false;
+    let mut reports = Vec::new();
+    for file in &a.files {
+        let p = prepare(file, &a.source, given, !a.source.skills_dir.is_empty());
+        any_error |= p.has_errors();
+        let errors = p.diagnostics.iter().filter(|d| d.is_error()).count();
+        let warnings = p.diagnostics.len() - errors;
+        if a.json {
+            reports.push(json!({"file": file.display().to_string(), "valid": errors == 0, "errors": errors, "warnings": warnings, "diagnostics": p.diagnostics}));
+        } else {
+            p.print_diagnostics(false);
+            let stages = p.plan.as_ref().map_or(0, |pl| pl.nodes.len());
+            if errors == 0 {
+                eprintln!("{}: valid ({stages} stages, {warnings} warning{})", file.display(), plural(warnings));
+            } else {
+                eprintln!("{}: {errors} error{}, {warnings} warning{}", file.display(), plural(errors), plural(warnings));
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"valid": !any_error, "files": reports})).unwrap_or_default());
+    }
+    if any_error { EXIT_INVALID } else { EXIT_OK }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn usage_error(msg: &str) -> u8 {
+    eprintln!("error: {msg}");
+    EXIT_INVALID
+}
+
+fn plan_cmd(a: PlanArgs) -> u8 {
+    let inputs = match inputs::collect(&a.inputs) {
+        Ok(i) => i,
+        Err(e) => return usage_error(&e),
+    };
+    let given = (!a.inputs.input.is_empty() || a.inputs.inputs_file.is_some()).then_some(&inputs);
+    let p = prepare(&a.file, &a.source, given, !a.source.skills_dir.is_empty());
+    if p.has_errors() {
+        p.print_diagnostics(false);
+        return EXIT_INVALID;
+    }
+    let Some(mut plan) = p.plan else { return EXIT_INVALID };
+    // Inputs known now let auto-select resolve templated routing flags.
+    if given.is_some() {
+        resolve_known_inputs(&mut plan, &inputs);
+    }
+    print!("{}", plan::render(&plan, a.format));
+    EXIT_OK
+}
+
+/// Substitutes `${inputs.X}` routing flags with the given values so the
+/// plan can show the model auto-select will pick.
+fn resolve_known_inputs(plan: &mut Plan, inputs: &Map<String, Value>) {
+    let ctx = cascade_eval::Context::new(Value::Object(inputs.clone()), json!({}), json!({}));
+    for node in &mut plan.nodes {
+        for (_, v) in node.inputs.iter_mut() {
+            if let Ok(r) = cascade_eval::render_value(v, &ctx) {
+                *v = r;
+            }
+        }
+    }
+}
+
+async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
+    let inputs = match inputs::collect(&a.inputs) {
+        Ok(i) => i,
+        Err(e) => return usage_error(&e),
+    };
+    let p = prepare(&a.file, &a.source, Some(&inputs), true);
+    if p.has_errors() {
+        p.print_diagnostics(false);
+        eprintln!("{}: not run: the cascade has errors", a.file.display());
+        return EXIT_INVALID;
+    }
+    if a.verbose {
+        p.print_diagnostics(false);
+    }
+    let (Some(plan), Some(registry)) = (p.plan, p.registry) else { return EXIT_INVALID };
+    if let Some(out) = &a.output {
+        if let Err(e) = check_writable(out) {
+            return usage_error(&e);
+        }
+    }
+    let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let run_id = cascade_proto::RunId::new(uuid::Uuid::now_v7().to_string());
+    let executor = Arc::new(Executor::new(Arc::new(registry), "local"));
+    let opts = LocalOptions {
+        run_id: run_id.clone(),
+        inputs,
+        concurrency: a.concurrency.map_or_else(default_concurrency, |c| c as usize),
+        store: Arc::new(FileMemoryStore::new(&data_dir)),
+    };
+    let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = progress::Progress::new(show);
+    progress.started(&plan.name, run_id.as_str());
+    let report = run_local(Arc::new(plan), executor, opts, cancel, |fx, engine| progress.effect(fx, engine)).await;
+    let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if let Some(out) = &a.output {
+        if let Err(e) = write_atomically(out, &value) {
+            eprintln!("error: {e}");
+            return EXIT_RUN_FAILED;
+        }
+    }
+    progress.finished(&report, a.output.as_deref());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    }
+    if report.status == "success" { EXIT_OK } else { EXIT_RUN_FAILED }
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4)
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map_or_else(|| PathBuf::from(".cascade"), |d| d.join("cascade"))
+}
+
+fn check_writable(path: &Path) -> Result<(), String> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("cannot write results to `{}`: directory `{}` does not exist", path.display(), dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("cannot write results to `{}`: it is a directory", path.display()));
+    }
+    Ok(())
+}
+
+/// Writes JSON through a temporary file and a rename, so a crash never
+/// leaves half a results file.
+fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(&tmp, text).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}

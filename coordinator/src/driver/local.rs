@@ -1,0 +1,208 @@
+//! The embedded driver: runs a plan with in-process workers, no server.
+//!
+//! ```text
+//!            ┌──────────── results (bounded mpsc) ◀────────────┐
+//!            ▼                                                 │
+//!   loop: engine.apply(event, now) ──▶ effects ──▶ spawn task ─┴─ Executor
+//!            ▲           │                          (semaphore = --concurrency)
+//!            │           └──▶ timers (BTreeMap)  ──▶ TimerFired
+//!            └── cancel token (Ctrl-C) ──▶ CancelRequested
+//! ```
+//! The loop owns the engine; tasks only ever send results back. When the
+//! run finishes, in-flight attempts are cancelled and awaited before
+//! returning, so no process outlives the run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cascade_proto::{Attempt, RunId, TaskId, TaskResult};
+use cascade_worker::Executor;
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::store::MemoryStore;
+use crate::engine::{Effect, Engine, Event, Millis, RunReport, TimerId};
+use crate::plan::Plan;
+use crate::spec::MemoryScope;
+
+/// Results waiting for the loop. The loop drains it continuously; the bound
+/// only keeps a burst of completions from growing memory without limit.
+const RESULT_CHANNEL_CAPACITY: usize = 4096;
+
+pub struct LocalOptions {
+    pub run_id: RunId,
+    pub inputs: Map<String, Value>,
+    /// Most tasks running at once.
+    pub concurrency: usize,
+    pub store: Arc<dyn MemoryStore>,
+}
+
+/// Wall-clock milliseconds that never go backwards within a run.
+struct Clock {
+    origin_ms: Millis,
+    origin: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let origin_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Clock { origin_ms, origin: Instant::now() }
+    }
+
+    fn now(&self) -> Millis {
+        self.origin_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    fn instant(&self, at: Millis) -> tokio::time::Instant {
+        let offset = Duration::from_millis(at.saturating_sub(self.origin_ms));
+        tokio::time::Instant::from_std(self.origin + offset)
+    }
+}
+
+/// Runs `plan` to completion. `observe` sees every effect as it is
+/// performed (progress display). Cancelling `cancel` stops the run: the
+/// result is then a failed report saying so.
+pub async fn run_local(
+    plan: Arc<Plan>,
+    executor: Arc<Executor>,
+    opts: LocalOptions,
+    cancel: CancellationToken,
+    mut observe: impl FnMut(&Effect, &Engine),
+) -> RunReport {
+    let clock = Clock::new();
+    let mut engine = Engine::new(plan.clone());
+    let mut io = Io {
+        executor,
+        semaphore: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+        tracker: TaskTracker::new(),
+        results: mpsc::channel(RESULT_CHANNEL_CAPACITY),
+        running: HashMap::new(),
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        store: opts.store,
+        run_id: opts.run_id.clone(),
+    };
+    let memory = match plan.memory.scope {
+        MemoryScope::Global if plan.memory.enabled => {
+            match io.store.load(MemoryScope::Global, opts.run_id.as_str(), plan.memory.retention, clock.now()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "global memory could not be read; starting with none");
+                    Map::new()
+                }
+            }
+        }
+        _ => Map::new(),
+    };
+    let start = Event::RunStarted { run_id: opts.run_id.clone(), inputs: opts.inputs, memory };
+    let fx = engine.apply(start, clock.now());
+    io.perform(fx, &engine, &clock, &mut observe);
+
+    let mut cancel_sent = false;
+    while !engine.is_finished() {
+        let next_timer = io.timers.keys().next().map(|(at, _)| *at);
+        let event = tokio::select! {
+            Some(result) = io.results.1.recv() => {
+                io.running.remove(&(result.task_id.clone(), result.attempt));
+                Event::TaskFinished(result)
+            }
+            () = sleep_until(&clock, next_timer), if next_timer.is_some() => {
+                let Some((_, timer)) = io.timers.pop_first() else { continue };
+                Event::TimerFired(timer)
+            }
+            () = cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                Event::CancelRequested { reason: "interrupted".into() }
+            }
+        };
+        let fx = engine.apply(event, clock.now());
+        io.perform(fx, &engine, &clock, &mut observe);
+    }
+    io.shutdown().await;
+    engine.report()
+}
+
+async fn sleep_until(clock: &Clock, at: Option<Millis>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(clock.instant(at)).await;
+    }
+}
+
+struct Io {
+    executor: Arc<Executor>,
+    semaphore: Arc<Semaphore>,
+    tracker: TaskTracker,
+    results: (mpsc::Sender<TaskResult>, mpsc::Receiver<TaskResult>),
+    running: HashMap<(TaskId, Attempt), CancellationToken>,
+    /// Keyed by (due time, sequence) so equal times keep their order.
+    timers: BTreeMap<(Millis, u64), TimerId>,
+    timer_seq: u64,
+    store: Arc<dyn MemoryStore>,
+    run_id: RunId,
+}
+
+impl Io {
+    fn perform(&mut self, fx: Vec<Effect>, engine: &Engine, clock: &Clock, observe: &mut impl FnMut(&Effect, &Engine)) {
+        for effect in fx {
+            observe(&effect, engine);
+            match effect {
+                Effect::DispatchTask(spec) => {
+                    let token = CancellationToken::new();
+                    self.running.insert((spec.task_id.clone(), spec.attempt), token.clone());
+                    let executor = self.executor.clone();
+                    let semaphore = self.semaphore.clone();
+                    let tx = self.results.0.clone();
+                    self.tracker.spawn(async move {
+                        let result = tokio::select! {
+                            permit = semaphore.acquire_owned() => {
+                                let Ok(_permit) = permit else { return };
+                                executor.execute(&spec, &token).await
+                            }
+                            () = token.cancelled() => return,
+                        };
+                        // The loop may have finished; a closed channel is fine.
+                        let _ = tx.send(result).await;
+                    });
+                }
+                Effect::CancelTask { task_id, attempt } => {
+                    if let Some(token) = self.running.remove(&(task_id, attempt)) {
+                        token.cancel();
+                    }
+                }
+                Effect::StartTimer { timer, at } => {
+                    self.timer_seq += 1;
+                    self.timers.insert((at, self.timer_seq), timer);
+                }
+                Effect::PutMemory { scope, key, value } => {
+                    if let Err(e) = self.store.put(scope, self.run_id.as_str(), &key, value, clock.now()) {
+                        tracing::error!(error = %e, key, "memory write failed");
+                    }
+                }
+                Effect::DeleteMemory { scope, key } => {
+                    if let Err(e) = self.store.delete(scope, self.run_id.as_str(), &key) {
+                        tracing::error!(error = %e, key, "memory delete failed");
+                    }
+                }
+                Effect::ClearRunMemory => {
+                    if let Err(e) = self.store.clear_run(self.run_id.as_str()) {
+                        tracing::error!(error = %e, "memory cleanup failed");
+                    }
+                }
+                Effect::StageChanged { .. } | Effect::FinishRun { .. } => {}
+            }
+        }
+    }
+
+    /// Cancels whatever still runs and waits for it to end.
+    async fn shutdown(self) {
+        for token in self.running.values() {
+            token.cancel();
+        }
+        self.tracker.close();
+        drop(self.results);
+        self.tracker.wait().await;
+    }
+}
