@@ -3,9 +3,9 @@
 //! ([`routing`]), the drivers that perform the engine's effects
 //! ([`driver`]) and the command line ([`cli`]).
 
-pub mod spec;
-pub mod plan;
-pub mod engine;
-pub mod routing;
-pub mod driver;
 pub mod cli;
+pub mod driver;
+pub mod engine;
+pub mod plan;
+pub mod routing;
+pub mod spec;

@@ -44,7 +44,9 @@ mod tests {
     #[test]
     fn result_round_trips_both_outcomes() {
         for outcome in [
-            TaskOutcome::Succeeded { outputs: json!({"n": 3}) },
+            TaskOutcome::Succeeded {
+                outputs: json!({"n": 3}),
+            },
             TaskOutcome::Failed(Failure::retryable("boom")),
         ] {
             let r = TaskResult {
@@ -54,7 +56,10 @@ mod tests {
                 duration_ms: 5,
                 outcome,
             };
-            assert_eq!(decode::<TaskResult>(&encode(&r).expect("encodes")).expect("decodes"), r);
+            assert_eq!(
+                decode::<TaskResult>(&encode(&r).expect("encodes")).expect("decodes"),
+                r
+            );
         }
     }
 

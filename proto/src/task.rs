@@ -81,6 +81,11 @@ impl Failure {
         Self::new(FailureKind::Terminal, message)
     }
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Failure { kind, message: message.into(), exit_code: None, stderr_tail: None }
+        Failure {
+            kind,
+            message: message.into(),
+            exit_code: None,
+            stderr_tail: None,
+        }
     }
 }

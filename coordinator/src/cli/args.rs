@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::plan::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "coordinator", version, about = "Run declarative cascades of skills: embedded, or across a swarm of workers.")]
+#[command(
+    name = "coordinator",
+    version,
+    about = "Run declarative cascades of skills: embedded, or across a swarm of workers."
+)]
 pub struct Cli {
     /// Log more (repeat for more detail); RUST_LOG overrides.
     #[arg(short = 'v', long = "log-verbose", global = true, action = clap::ArgAction::Count, env = "CASCADE_VERBOSE")]
@@ -34,7 +38,12 @@ pub enum Command {
 pub struct SourceArgs {
     /// A directory of skill files (repeatable). `skills/` beside the cascade
     /// is always searched.
-    #[arg(long = "skills-dir", value_name = "DIR", env = "CASCADE_SKILLS_DIR", value_delimiter = ':')]
+    #[arg(
+        long = "skills-dir",
+        value_name = "DIR",
+        env = "CASCADE_SKILLS_DIR",
+        value_delimiter = ':'
+    )]
     pub skills_dir: Vec<PathBuf>,
 }
 

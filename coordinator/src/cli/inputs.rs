@@ -10,16 +10,25 @@ use crate::spec::yaml;
 pub fn collect(a: &InputArgs) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     if let Some(file) = &a.inputs_file {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read inputs file `{}`: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read inputs file `{}`: {e}", file.display()))?;
         let name: Arc<str> = Arc::from(file.display().to_string());
         match yaml::parse(&name, &text) {
             Ok(Some(node)) => match node.to_json() {
                 Value::Object(m) => out.extend(m),
-                _ => return Err(format!("inputs file `{}` must hold a mapping of names to values", file.display())),
+                _ => {
+                    return Err(format!(
+                        "inputs file `{}` must hold a mapping of names to values",
+                        file.display()
+                    ));
+                }
             },
             Ok(None) => {}
             Err(failures) => {
-                let first = failures.first().map(|f| format!("{}: {}", f.loc, f.message)).unwrap_or_default();
+                let first = failures
+                    .first()
+                    .map(|f| format!("{}: {}", f.loc, f.message))
+                    .unwrap_or_default();
                 return Err(format!("inputs file: {first}"));
             }
         }

@@ -56,7 +56,10 @@ impl Prepared {
             if errors_only && !d.is_error() {
                 continue;
             }
-            let src = d.loc.as_ref().and_then(|l| self.loaded.sources.get(&*l.file));
+            let src = d
+                .loc
+                .as_ref()
+                .and_then(|l| self.loaded.sources.get(&*l.file));
             let _ = writeln!(err, "{}", d.render(src.map(String::as_str)));
         }
     }
@@ -67,7 +70,10 @@ impl Prepared {
 fn skill_dirs(file: &Path, explicit: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     let mut seen = BTreeSet::new();
-    let beside = file.parent().map(|d| d.join("skills")).filter(|d| d.is_dir());
+    let beside = file
+        .parent()
+        .map(|d| d.join("skills"))
+        .filter(|d| d.is_dir());
     for d in beside.iter().chain(explicit.iter()) {
         let key = d.canonicalize().unwrap_or_else(|_| d.clone());
         if seen.insert(key) {
@@ -77,7 +83,12 @@ fn skill_dirs(file: &Path, explicit: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn prepare(file: &Path, src: &SourceArgs, inputs: Option<&Map<String, Value>>, need_skills: bool) -> Prepared {
+fn prepare(
+    file: &Path,
+    src: &SourceArgs,
+    inputs: Option<&Map<String, Value>>,
+    need_skills: bool,
+) -> Prepared {
     let loaded = load_file(file);
     let mut diagnostics = loaded.diagnostics.clone();
     let dirs = skill_dirs(file, &src.skills_dir);
@@ -86,7 +97,11 @@ fn prepare(file: &Path, src: &SourceArgs, inputs: Option<&Map<String, Value>>, n
         match SkillRegistry::load(&dirs) {
             Ok(r) => Some(r),
             Err(errors) => {
-                diagnostics.extend(errors.into_iter().map(|e| Diagnostic::error(None, "", format!("skill file: {e}"))));
+                diagnostics.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| Diagnostic::error(None, "", format!("skill file: {e}"))),
+                );
                 None
             }
         }
@@ -95,7 +110,16 @@ fn prepare(file: &Path, src: &SourceArgs, inputs: Option<&Map<String, Value>>, n
     };
     let plan = loaded.cascade.as_ref().map(|c| {
         let opts = PlanOptions {
-            skills: if check_skills { Some(registry.as_ref().map(|r| r.names().map(str::to_owned).collect()).unwrap_or_default()) } else { None },
+            skills: if check_skills {
+                Some(
+                    registry
+                        .as_ref()
+                        .map(|r| r.names().map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                )
+            } else {
+                None
+            },
             inputs: inputs.cloned(),
         };
         plan::compile(c, &opts)
@@ -104,9 +128,19 @@ fn prepare(file: &Path, src: &SourceArgs, inputs: Option<&Map<String, Value>>, n
     // the load errors then.
     if let Some(p) = &plan {
         let skip_unknown_skills = check_skills && registry.is_none();
-        diagnostics.extend(p.diagnostics.iter().filter(|d| !(skip_unknown_skills && d.message.starts_with("unknown skill"))).cloned());
+        diagnostics.extend(
+            p.diagnostics
+                .iter()
+                .filter(|d| !(skip_unknown_skills && d.message.starts_with("unknown skill")))
+                .cloned(),
+        );
     }
-    Prepared { loaded, plan, registry, diagnostics }
+    Prepared {
+        loaded,
+        plan,
+        registry,
+        diagnostics,
+    }
 }
 
 fn validate(a: ValidateArgs) -> u8 {
@@ -128,14 +162,27 @@ fn validate(a: ValidateArgs) -> u8 {
             p.print_diagnostics(false);
             let stages = p.plan.as_ref().map_or(0, |pl| pl.nodes.len());
             if errors == 0 {
-                eprintln!("{}: valid ({stages} stages, {warnings} warning{})", file.display(), plural(warnings));
+                eprintln!(
+                    "{}: valid ({stages} stages, {warnings} warning{})",
+                    file.display(),
+                    plural(warnings)
+                );
             } else {
-                eprintln!("{}: {errors} error{}, {warnings} warning{}", file.display(), plural(errors), plural(warnings));
+                eprintln!(
+                    "{}: {errors} error{}, {warnings} warning{}",
+                    file.display(),
+                    plural(errors),
+                    plural(warnings)
+                );
             }
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"valid": !any_error, "files": reports})).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"valid": !any_error, "files": reports}))
+                .unwrap_or_default()
+        );
     }
     if any_error { EXIT_INVALID } else { EXIT_OK }
 }
@@ -160,7 +207,9 @@ fn plan_cmd(a: PlanArgs) -> u8 {
         p.print_diagnostics(false);
         return EXIT_INVALID;
     }
-    let Some(mut plan) = p.plan else { return EXIT_INVALID };
+    let Some(mut plan) = p.plan else {
+        return EXIT_INVALID;
+    };
     // Inputs known now let auto-select resolve templated routing flags.
     if given.is_some() {
         resolve_known_inputs(&mut plan, &inputs);
@@ -196,11 +245,13 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     if a.verbose {
         p.print_diagnostics(false);
     }
-    let (Some(plan), Some(registry)) = (p.plan, p.registry) else { return EXIT_INVALID };
-    if let Some(out) = &a.output {
-        if let Err(e) = check_writable(out) {
-            return usage_error(&e);
-        }
+    let (Some(plan), Some(registry)) = (p.plan, p.registry) else {
+        return EXIT_INVALID;
+    };
+    if let Some(out) = &a.output
+        && let Err(e) = check_writable(out)
+    {
+        return usage_error(&e);
     }
     let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let run_id = cascade_proto::RunId::new(uuid::Uuid::now_v7().to_string());
@@ -208,29 +259,43 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     let opts = LocalOptions {
         run_id: run_id.clone(),
         inputs,
-        concurrency: a.concurrency.map_or_else(default_concurrency, |c| c as usize),
+        concurrency: a
+            .concurrency
+            .map_or_else(default_concurrency, |c| c as usize),
         store: Arc::new(FileMemoryStore::new(&data_dir)),
     };
     let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = progress::Progress::new(show);
     progress.started(&plan.name, run_id.as_str());
-    let report = run_local(Arc::new(plan), executor, opts, cancel, |fx, engine| progress.effect(fx, engine)).await;
+    let report = run_local(Arc::new(plan), executor, opts, cancel, |fx, engine| {
+        progress.effect(fx, engine)
+    })
+    .await;
     let value = serde_json::to_value(&report).unwrap_or(Value::Null);
-    if let Some(out) = &a.output {
-        if let Err(e) = write_atomically(out, &value) {
-            eprintln!("error: {e}");
-            return EXIT_RUN_FAILED;
-        }
+    if let Some(out) = &a.output
+        && let Err(e) = write_atomically(out, &value)
+    {
+        eprintln!("error: {e}");
+        return EXIT_RUN_FAILED;
     }
     progress.finished(&report, a.output.as_deref());
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     }
-    if report.status == "success" { EXIT_OK } else { EXIT_RUN_FAILED }
+    if report.status == "success" {
+        EXIT_OK
+    } else {
+        EXIT_RUN_FAILED
+    }
 }
 
 fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4)
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -238,12 +303,22 @@ fn default_data_dir() -> PathBuf {
 }
 
 fn check_writable(path: &Path) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(format!("cannot write results to `{}`: directory `{}` does not exist", path.display(), dir.display()));
+        return Err(format!(
+            "cannot write results to `{}`: directory `{}` does not exist",
+            path.display(),
+            dir.display()
+        ));
     }
     if path.is_dir() {
-        return Err(format!("cannot write results to `{}`: it is a directory", path.display()));
+        return Err(format!(
+            "cannot write results to `{}`: it is a directory",
+            path.display()
+        ));
     }
     Ok(())
 }

@@ -48,8 +48,13 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let origin_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Clock { origin_ms, origin: Instant::now() }
+        let origin_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            origin_ms,
+            origin: Instant::now(),
+        }
     }
 
     fn now(&self) -> Millis {
@@ -87,7 +92,12 @@ pub async fn run_local(
     };
     let memory = match plan.memory.scope {
         MemoryScope::Global if plan.memory.enabled => {
-            match io.store.load(MemoryScope::Global, opts.run_id.as_str(), plan.memory.retention, clock.now()) {
+            match io.store.load(
+                MemoryScope::Global,
+                opts.run_id.as_str(),
+                plan.memory.retention,
+                clock.now(),
+            ) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "global memory could not be read; starting with none");
@@ -97,7 +107,11 @@ pub async fn run_local(
         }
         _ => Map::new(),
     };
-    let start = Event::RunStarted { run_id: opts.run_id.clone(), inputs: opts.inputs, memory };
+    let start = Event::RunStarted {
+        run_id: opts.run_id.clone(),
+        inputs: opts.inputs,
+        memory,
+    };
     let fx = engine.apply(start, clock.now());
     io.perform(fx, &engine, &clock, &mut observe);
 
@@ -145,13 +159,20 @@ struct Io {
 }
 
 impl Io {
-    fn perform(&mut self, fx: Vec<Effect>, engine: &Engine, clock: &Clock, observe: &mut impl FnMut(&Effect, &Engine)) {
+    fn perform(
+        &mut self,
+        fx: Vec<Effect>,
+        engine: &Engine,
+        clock: &Clock,
+        observe: &mut impl FnMut(&Effect, &Engine),
+    ) {
         for effect in fx {
             observe(&effect, engine);
             match effect {
                 Effect::DispatchTask(spec) => {
                     let token = CancellationToken::new();
-                    self.running.insert((spec.task_id.clone(), spec.attempt), token.clone());
+                    self.running
+                        .insert((spec.task_id.clone(), spec.attempt), token.clone());
                     let executor = self.executor.clone();
                     let semaphore = self.semaphore.clone();
                     let tx = self.results.0.clone();
@@ -177,7 +198,10 @@ impl Io {
                     self.timers.insert((at, self.timer_seq), timer);
                 }
                 Effect::PutMemory { scope, key, value } => {
-                    if let Err(e) = self.store.put(scope, self.run_id.as_str(), &key, value, clock.now()) {
+                    if let Err(e) =
+                        self.store
+                            .put(scope, self.run_id.as_str(), &key, value, clock.now())
+                    {
                         tracing::error!(error = %e, key, "memory write failed");
                     }
                 }

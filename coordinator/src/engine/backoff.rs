@@ -52,7 +52,12 @@ mod tests {
     use super::*;
 
     fn b(kind: BackoffKind, jitter: bool) -> Backoff {
-        Backoff { kind, base_ms: 100, max_ms: 1000, jitter }
+        Backoff {
+            kind,
+            base_ms: 100,
+            max_ms: 1000,
+            jitter,
+        }
     }
 
     #[test]

@@ -206,7 +206,11 @@ impl Engine {
             return fx;
         }
         match event {
-            Event::RunStarted { run_id, inputs, memory } => self.start(run_id, inputs, memory, &mut fx),
+            Event::RunStarted {
+                run_id,
+                inputs,
+                memory,
+            } => self.start(run_id, inputs, memory, &mut fx),
             Event::TaskFinished(result) => self.task_finished(result, &mut fx),
             Event::TimerFired(timer) => self.timer_fired(timer, &mut fx),
             Event::CancelRequested { reason } => {
@@ -219,7 +223,13 @@ impl Engine {
         fx
     }
 
-    fn start(&mut self, run_id: RunId, inputs: Map<String, Value>, memory: Map<String, Value>, fx: &mut Vec<Effect>) {
+    fn start(
+        &mut self,
+        run_id: RunId,
+        inputs: Map<String, Value>,
+        memory: Map<String, Value>,
+        fx: &mut Vec<Effect>,
+    ) {
         if self.started_at.is_some() {
             self.note(EngineNote::StartedTwice.to_string());
             return;
@@ -231,7 +241,10 @@ impl Engine {
         let inputs = nodes::with_defaults(&plan.scopes[0].inputs, inputs);
         self.contexts[0] = Some(self.new_context(0, inputs));
         if let Some(t) = plan.timeout {
-            fx.push(Effect::StartTimer { timer: TimerId::RunTimeout, at: self.now + t.as_millis() as u64 });
+            fx.push(Effect::StartTimer {
+                timer: TimerId::RunTimeout,
+                at: self.now + t.as_millis() as u64,
+            });
         }
         self.active_blocks.insert(plan.root);
     }
@@ -239,7 +252,11 @@ impl Engine {
     fn new_context(&self, scope: usize, inputs: Map<String, Value>) -> Context {
         let s = &self.plan.scopes[scope];
         let meta = serde_json::json!({"name": s.cascade, "version": s.version, "run_id": self.run_id.as_str()});
-        let mut ctx = Context::new(Value::Object(inputs), Value::Object(self.memory.clone()), meta);
+        let mut ctx = Context::new(
+            Value::Object(inputs),
+            Value::Object(self.memory.clone()),
+            meta,
+        );
         ctx.set_var("timestamp", Value::String(report::rfc3339(self.now)));
         ctx
     }
@@ -264,24 +281,33 @@ impl Engine {
                         continue;
                     }
                     progressed = true;
-                    if let Some(&d) = deps.iter().find(|&&d| matches!(self.nodes[d].status, StageStatus::Failed | StageStatus::Cancelled)) {
-                        let msg = format!("dependency `{}` did not succeed", plan.nodes[d].local_id);
+                    if let Some(&d) = deps.iter().find(|&&d| {
+                        matches!(
+                            self.nodes[d].status,
+                            StageStatus::Failed | StageStatus::Cancelled
+                        )
+                    }) {
+                        let msg =
+                            format!("dependency `{}` did not succeed", plan.nodes[d].local_id);
                         self.settle(n, StageStatus::Cancelled, Some(msg), fx);
-                    } else if let Some(&d) = deps.iter().find(|&&d| self.nodes[d].status == StageStatus::Skipped) {
+                    } else if let Some(&d) = deps
+                        .iter()
+                        .find(|&&d| self.nodes[d].status == StageStatus::Skipped)
+                    {
                         let msg = format!("dependency `{}` was skipped", plan.nodes[d].local_id);
                         self.settle(n, StageStatus::Skipped, Some(msg), fx);
                     } else {
                         self.start_node(n, fx);
                     }
                 }
-                if self.block_done(b) {
-                    if let Some(owner) = plan.blocks[b].owner {
-                        if self.nodes[owner].status == StageStatus::Running && self.nodes[owner].waiting_on == Some(b) {
-                            self.active_blocks.remove(&b);
-                            self.complete_composite(owner, b, fx);
-                            progressed = true;
-                        }
-                    }
+                if self.block_done(b)
+                    && let Some(owner) = plan.blocks[b].owner
+                    && self.nodes[owner].status == StageStatus::Running
+                    && self.nodes[owner].waiting_on == Some(b)
+                {
+                    self.active_blocks.remove(&b);
+                    self.complete_composite(owner, b, fx);
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -294,21 +320,30 @@ impl Engine {
     }
 
     fn block_done(&self, b: BlockId) -> bool {
-        self.plan.blocks[b].nodes.iter().all(|&n| self.nodes[n].status.is_terminal())
+        self.plan.blocks[b]
+            .nodes
+            .iter()
+            .all(|&n| self.nodes[n].status.is_terminal())
     }
 
     /// The run ended on its own: every top-level stage is settled.
     fn finish(&mut self, fx: &mut Vec<Effect>) {
-        let failed: Vec<NodeId> = (0..self.nodes.len()).filter(|&n| self.nodes[n].status == StageStatus::Failed).collect();
+        let failed: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].status == StageStatus::Failed)
+            .collect();
         let status = if failed.is_empty() {
             RunStatus::Success
-        } else if failed.iter().all(|&n| self.plan.nodes[n].error.continue_on_failure == Some(true)) {
+        } else if failed
+            .iter()
+            .all(|&n| self.plan.nodes[n].error.continue_on_failure == Some(true))
+        {
             RunStatus::Partial
         } else {
             RunStatus::Failed
         };
         if let Some(&n) = failed.first() {
-            self.run_error.get_or_insert_with(|| format!("stage `{}` failed", self.plan.nodes[n].id));
+            self.run_error
+                .get_or_insert_with(|| format!("stage `{}` failed", self.plan.nodes[n].id));
         }
         self.end(status, fx);
     }
@@ -325,15 +360,25 @@ impl Engine {
     }
 
     fn cancel_all(&mut self, reason: &str, fx: &mut Vec<Effect>) {
-        let ids: Vec<TaskId> = self.tasks.iter().filter(|(_, t)| t.in_flight).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.in_flight)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             if let Some(t) = self.tasks.get_mut(&id) {
                 t.in_flight = false;
-                fx.push(Effect::CancelTask { task_id: id, attempt: t.attempt });
+                fx.push(Effect::CancelTask {
+                    task_id: id,
+                    attempt: t.attempt,
+                });
             }
         }
         for n in 0..self.nodes.len() {
-            if !self.nodes[n].status.is_terminal() && (self.nodes[n].status == StageStatus::Running || self.node_reachable(n)) {
+            if !self.nodes[n].status.is_terminal()
+                && (self.nodes[n].status == StageStatus::Running || self.node_reachable(n))
+            {
                 self.settle(n, StageStatus::Cancelled, Some(reason.to_owned()), fx);
             }
         }
@@ -343,7 +388,10 @@ impl Engine {
     /// would have been): branches not taken are already skipped.
     fn node_reachable(&self, n: NodeId) -> bool {
         let b = self.plan.nodes[n].block;
-        self.active_blocks.contains(&b) || self.plan.blocks[b].owner.is_none_or(|o| !self.nodes[o].status.is_terminal())
+        self.active_blocks.contains(&b)
+            || self.plan.blocks[b]
+                .owner
+                .is_none_or(|o| !self.nodes[o].status.is_terminal())
     }
 
     fn end(&mut self, status: RunStatus, fx: &mut Vec<Effect>) {

@@ -27,16 +27,28 @@ pub fn memory_refs(plan: &Plan) -> Vec<BTreeSet<String>> {
         .map(|node| {
             let mut keys: BTreeSet<String> = node.memory.read_keys.iter().cloned().collect();
             let mut values = vec![Value::Object(node.inputs.clone())];
-            if let NodeKind::Tasks { skills, for_each, .. } = &node.kind {
+            if let NodeKind::Tasks {
+                skills, for_each, ..
+            } = &node.kind
+            {
                 values.extend(skills.iter().map(|s| Value::Object(s.inputs.clone())));
                 values.extend(for_each.iter().cloned());
             }
-            let mut refs: Vec<cascade_eval::Reference> = values.iter().filter_map(|v| value_references(v).ok()).flatten().collect();
+            let mut refs: Vec<cascade_eval::Reference> = values
+                .iter()
+                .filter_map(|v| value_references(v).ok())
+                .flatten()
+                .collect();
             if let Some(c) = &node.condition {
                 refs.extend(c.cond.references());
             }
             if let NodeKind::Branch { branches, .. } = &node.kind {
-                refs.extend(branches.iter().filter_map(|b| b.condition.as_ref()).flat_map(|c| c.cond.references()));
+                refs.extend(
+                    branches
+                        .iter()
+                        .filter_map(|b| b.condition.as_ref())
+                        .flat_map(|c| c.cond.references()),
+                );
             }
             for r in refs {
                 if r.root == "memory" {
@@ -64,10 +76,20 @@ impl Engine {
         st.runs += 1;
         st.started_at = Some(now);
         st.finished_at = None;
-        fx.push(Effect::StageChanged { stage: node.id.clone(), status: StageStatus::Running, message: None });
+        fx.push(Effect::StageChanged {
+            stage: node.id.clone(),
+            status: StageStatus::Running,
+            message: None,
+        });
         if let Some(t) = node.timeout {
             let generation = st.generation;
-            fx.push(Effect::StartTimer { timer: TimerId::StageTimeout { stage: node.id.clone(), generation }, at: now + t.as_millis() as u64 });
+            fx.push(Effect::StartTimer {
+                timer: TimerId::StageTimeout {
+                    stage: node.id.clone(),
+                    generation,
+                },
+                at: now + t.as_millis() as u64,
+            });
         }
         let ts = Value::String(super::report::rfc3339(now));
         self.ctx_mut(node.scope).set_var("timestamp", ts);
@@ -92,7 +114,10 @@ impl Engine {
             }
         }
         match &node.kind {
-            NodeKind::Pass => match render_value(&Value::Object(node.inputs.clone()), self.ctx_mut(node.scope)) {
+            NodeKind::Pass => match render_value(
+                &Value::Object(node.inputs.clone()),
+                self.ctx_mut(node.scope),
+            ) {
                 Ok(outputs) => self.succeed(n, outputs, fx),
                 Err(e) => {
                     let msg = self.eval_err(n, "inputs", &e);
@@ -100,7 +125,11 @@ impl Engine {
                 }
             },
             NodeKind::Tasks { .. } => self.start_tasks(n, fx),
-            NodeKind::Branch { branches, default, selector } => {
+            NodeKind::Branch {
+                branches,
+                default,
+                selector,
+            } => {
                 let chosen = match self.select_branch(n, branches, *default, *selector) {
                     Ok(c) => c,
                     Err(msg) => {
@@ -115,18 +144,34 @@ impl Engine {
                 }
                 let b = &branches[chosen];
                 self.nodes[n].branch_taken = Some(b.name.clone());
-                fx.push(Effect::StageChanged { stage: node.id.clone(), status: StageStatus::Running, message: Some(format!("branch `{}` taken", b.name)) });
+                fx.push(Effect::StageChanged {
+                    stage: node.id.clone(),
+                    status: StageStatus::Running,
+                    message: Some(format!("branch `{}` taken", b.name)),
+                });
                 self.enter_block(n, b.block);
             }
             NodeKind::Group { block } => self.enter_block(n, *block),
             NodeKind::Sub { block, scope, .. } => {
-                let rendered = render_value(&Value::Object(node.inputs.clone()), self.ctx_mut(node.scope));
+                let rendered = render_value(
+                    &Value::Object(node.inputs.clone()),
+                    self.ctx_mut(node.scope),
+                );
                 match rendered {
                     Ok(Value::Object(inputs)) => {
                         let inputs = with_defaults(&plan.scopes[*scope].inputs, inputs);
-                        let missing: Vec<&str> = plan.scopes[*scope].inputs.iter().filter(|d| d.required && !inputs.contains_key(&d.name)).map(|d| d.name.as_str()).collect();
+                        let missing: Vec<&str> = plan.scopes[*scope]
+                            .inputs
+                            .iter()
+                            .filter(|d| d.required && !inputs.contains_key(&d.name))
+                            .map(|d| d.name.as_str())
+                            .collect();
                         if !missing.is_empty() {
-                            self.fail_node(n, format!("sub-cascade needs input(s): {}", missing.join(", ")), fx);
+                            self.fail_node(
+                                n,
+                                format!("sub-cascade needs input(s): {}", missing.join(", ")),
+                                fx,
+                            );
                             return;
                         }
                         let ctx = self.new_context(*scope, inputs);
@@ -143,19 +188,33 @@ impl Engine {
         }
     }
 
-    fn select_branch(&mut self, n: NodeId, branches: &[crate::plan::PlanBranch], default: Option<usize>, selector: BranchSelector) -> Result<usize, String> {
+    fn select_branch(
+        &mut self,
+        n: NodeId,
+        branches: &[crate::plan::PlanBranch],
+        default: Option<usize>,
+        selector: BranchSelector,
+    ) -> Result<usize, String> {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         let scope = node.scope;
         match selector {
             BranchSelector::PassFail => {
-                let Some(c) = &node.condition else { return Ok(1) };
-                let v = c.cond.evaluate(self.ctx_mut(scope)).map_err(|e| self.eval_err(n, "condition", &e))?;
+                let Some(c) = &node.condition else {
+                    return Ok(1);
+                };
+                let v = c
+                    .cond
+                    .evaluate(self.ctx_mut(scope))
+                    .map_err(|e| self.eval_err(n, "condition", &e))?;
                 return Ok(if v { 0 } else { 1 });
             }
             BranchSelector::Named => {
                 if let Some(c) = &node.condition {
-                    let v = c.cond.evaluate_value(self.ctx_mut(scope)).map_err(|e| self.eval_err(n, "condition", &e))?;
+                    let v = c
+                        .cond
+                        .evaluate_value(self.ctx_mut(scope))
+                        .map_err(|e| self.eval_err(n, "condition", &e))?;
                     let name = match &v {
                         Value::String(s) => Some(s.clone()),
                         Value::Number(x) => Some(x.to_string()),
@@ -170,13 +229,21 @@ impl Engine {
         }
         for (i, b) in branches.iter().enumerate() {
             if let Some(c) = &b.condition {
-                let v = c.cond.evaluate(self.ctx_mut(scope)).map_err(|e| self.eval_err(n, &format!("branch `{}` condition", b.name), &e))?;
+                let v = c
+                    .cond
+                    .evaluate(self.ctx_mut(scope))
+                    .map_err(|e| self.eval_err(n, &format!("branch `{}` condition", b.name), &e))?;
                 if v {
                     return Ok(i);
                 }
             }
         }
-        default.ok_or_else(|| format!("stage `{}`: no branch selected and no default branch", node.local_id))
+        default.ok_or_else(|| {
+            format!(
+                "stage `{}`: no branch selected and no default branch",
+                node.local_id
+            )
+        })
     }
 
     fn enter_block(&mut self, n: NodeId, block: BlockId) {
@@ -197,17 +264,29 @@ impl Engine {
     /// or fails naming the stage that failed.
     pub(super) fn complete_composite(&mut self, n: NodeId, block: BlockId, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
-        let failed = plan.blocks[block].nodes.iter().copied().find(|&m| matches!(self.nodes[m].status, StageStatus::Failed | StageStatus::Cancelled));
+        let failed = plan.blocks[block].nodes.iter().copied().find(|&m| {
+            matches!(
+                self.nodes[m].status,
+                StageStatus::Failed | StageStatus::Cancelled
+            )
+        });
         if let Some(m) = failed {
             let err = self.nodes[m].error.clone().unwrap_or_default();
-            self.fail_node(n, format!("stage `{}` failed: {err}", plan.nodes[m].local_id), fx);
+            self.fail_node(
+                n,
+                format!("stage `{}` failed: {err}", plan.nodes[m].local_id),
+                fx,
+            );
             return;
         }
         let mut out = self.block_output(block);
         if let (Some(name), Value::Object(map)) = (self.nodes[n].branch_taken.clone(), &mut out) {
             let inner = Value::Object(map.clone());
             map.insert(name, inner);
-            map.insert("branch_taken".into(), Value::String(self.nodes[n].branch_taken.clone().unwrap_or_default()));
+            map.insert(
+                "branch_taken".into(),
+                Value::String(self.nodes[n].branch_taken.clone().unwrap_or_default()),
+            );
         }
         self.succeed(n, out, fx);
     }
@@ -242,14 +321,22 @@ impl Engine {
             for m in plan.nodes_within(b) {
                 self.cancel_node_tasks(m, fx);
                 if !self.nodes[m].status.is_terminal() {
-                    self.settle(m, StageStatus::Cancelled, Some(format!("stage `{}` failed", plan.nodes[n].local_id)), fx);
+                    self.settle(
+                        m,
+                        StageStatus::Cancelled,
+                        Some(format!("stage `{}` failed", plan.nodes[n].local_id)),
+                        fx,
+                    );
                 }
             }
         }
         self.nodes[n].errors.push(message.clone());
         self.settle(n, StageStatus::Failed, Some(message.clone()), fx);
         let ctx = self.ctx_mut(plan.nodes[n].scope);
-        ctx.set_var("failed_stage", Value::String(plan.nodes[n].local_id.clone()));
+        ctx.set_var(
+            "failed_stage",
+            Value::String(plan.nodes[n].local_id.clone()),
+        );
         ctx.set_var("error_message", Value::String(message));
         if plan.nodes[n].fail_fast {
             self.stop(format!("stage `{}` failed", plan.nodes[n].id), fx);
@@ -262,7 +349,10 @@ impl Engine {
             if let Some(t) = self.tasks.get_mut(&id) {
                 if t.in_flight {
                     t.in_flight = false;
-                    fx.push(Effect::CancelTask { task_id: id.clone(), attempt: t.attempt });
+                    fx.push(Effect::CancelTask {
+                        task_id: id.clone(),
+                        attempt: t.attempt,
+                    });
                 }
                 t.backing_off = false;
             }
@@ -272,14 +362,28 @@ impl Engine {
     }
 
     /// Puts a node in a terminal state and reports it.
-    pub(super) fn settle(&mut self, n: NodeId, status: StageStatus, message: Option<String>, fx: &mut Vec<Effect>) {
+    pub(super) fn settle(
+        &mut self,
+        n: NodeId,
+        status: StageStatus,
+        message: Option<String>,
+        fx: &mut Vec<Effect>,
+    ) {
         let st = &mut self.nodes[n];
         st.status = status;
         st.finished_at = Some(self.now);
-        if matches!(status, StageStatus::Failed | StageStatus::Cancelled | StageStatus::Skipped) && st.error.is_none() {
+        if matches!(
+            status,
+            StageStatus::Failed | StageStatus::Cancelled | StageStatus::Skipped
+        ) && st.error.is_none()
+        {
             st.error = message.clone();
         }
-        fx.push(Effect::StageChanged { stage: self.plan.nodes[n].id.clone(), status, message });
+        fx.push(Effect::StageChanged {
+            stage: self.plan.nodes[n].id.clone(),
+            status,
+            message,
+        });
         if status.is_terminal() {
             self.cleanup_memory(fx);
         }
@@ -294,7 +398,8 @@ impl Engine {
             }
         }
         self.nodes[n].outputs = Some(outputs.clone());
-        self.ctx_mut(node.scope).set_stage_output(&node.local_id, outputs.clone());
+        self.ctx_mut(node.scope)
+            .set_stage_output(&node.local_id, outputs.clone());
         if let Err(msg) = self.write_memory(n, &outputs, fx) {
             self.fail_node(n, msg, fx);
             return;
@@ -305,7 +410,12 @@ impl Engine {
         self.settle(n, StageStatus::Success, None, fx);
     }
 
-    fn write_memory(&mut self, n: NodeId, outputs: &Value, fx: &mut Vec<Effect>) -> Result<(), String> {
+    fn write_memory(
+        &mut self,
+        n: NodeId,
+        outputs: &Value,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), String> {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         if !plan.memory.enabled {
@@ -315,7 +425,12 @@ impl Engine {
             .memory
             .write_keys
             .iter()
-            .map(|k| (k.clone(), outputs.get(k).cloned().unwrap_or_else(|| outputs.clone())))
+            .map(|k| {
+                (
+                    k.clone(),
+                    outputs.get(k).cloned().unwrap_or_else(|| outputs.clone()),
+                )
+            })
             .collect();
         if node.memory.persistent {
             writes.push((node.local_id.clone(), outputs.clone()));
@@ -325,12 +440,20 @@ impl Engine {
             for ctx in self.contexts.iter_mut().flatten() {
                 ctx.set_memory(&k, v.clone());
             }
-            fx.push(Effect::PutMemory { scope: plan.memory.scope, key: k, value: v });
+            fx.push(Effect::PutMemory {
+                scope: plan.memory.scope,
+                key: k,
+                value: v,
+            });
         }
         if let Some(mb) = plan.memory.max_memory_mb {
-            let size = serde_json::to_vec(&self.memory).map(|b| b.len()).unwrap_or(0) as u64;
+            let size = serde_json::to_vec(&self.memory)
+                .map(|b| b.len())
+                .unwrap_or(0) as u64;
             if size > mb * 1024 * 1024 {
-                return Err(format!("memory holds {size} bytes, over max_memory_mb = {mb}"));
+                return Err(format!(
+                    "memory holds {size} bytes, over max_memory_mb = {mb}"
+                ));
             }
         }
         Ok(())
@@ -343,14 +466,25 @@ impl Engine {
         if !plan.memory.cleanup_between_stages || self.status.is_some() {
             return;
         }
-        let still_read: BTreeSet<&String> = (0..self.nodes.len()).filter(|&m| !self.nodes[m].status.is_terminal()).flat_map(|m| self.memory_refs[m].iter()).collect();
-        let drop: Vec<String> = self.memory.keys().filter(|k| !plan.memory.keys.contains(k) && !still_read.contains(k)).cloned().collect();
+        let still_read: BTreeSet<&String> = (0..self.nodes.len())
+            .filter(|&m| !self.nodes[m].status.is_terminal())
+            .flat_map(|m| self.memory_refs[m].iter())
+            .collect();
+        let drop: Vec<String> = self
+            .memory
+            .keys()
+            .filter(|k| !plan.memory.keys.contains(k) && !still_read.contains(k))
+            .cloned()
+            .collect();
         for k in drop {
             self.memory.remove(&k);
             for ctx in self.contexts.iter_mut().flatten() {
                 ctx.remove_memory(&k);
             }
-            fx.push(Effect::DeleteMemory { scope: plan.memory.scope, key: k });
+            fx.push(Effect::DeleteMemory {
+                scope: plan.memory.scope,
+                key: k,
+            });
         }
     }
 
@@ -359,13 +493,19 @@ impl Engine {
     fn loop_back(&mut self, n: NodeId, fx: &mut Vec<Effect>) -> bool {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
-        let Some(rep) = &node.repeat else { return false };
+        let Some(rep) = &node.repeat else {
+            return false;
+        };
         let iteration = self.nodes[n].loop_iterations + 1;
         self.nodes[n].loop_iterations = iteration;
-        self.ctx_mut(node.scope).set_var("iteration", Value::from(iteration));
+        self.ctx_mut(node.scope)
+            .set_var("iteration", Value::from(iteration));
         if iteration >= rep.max_iterations {
             if self.loop_condition(n) == Ok(true) {
-                self.nodes[n].note(format!("stopped after max_iterations = {} with the loop condition still true", rep.max_iterations));
+                self.nodes[n].note(format!(
+                    "stopped after max_iterations = {} with the loop condition still true",
+                    rep.max_iterations
+                ));
             }
             return false;
         }
@@ -377,9 +517,19 @@ impl Engine {
                 return true;
             }
         }
-        let msg = format!("repeat from `{}` (iteration {} of at most {})", plan.nodes[rep.target].local_id, iteration + 1, rep.max_iterations);
-        fx.push(Effect::StageChanged { stage: node.id.clone(), status: StageStatus::Pending, message: Some(msg) });
-        let unshared = node.memory.shared == Some(false) || node.swarm.as_ref().and_then(|s| s.memory_shared) == Some(false);
+        let msg = format!(
+            "repeat from `{}` (iteration {} of at most {})",
+            plan.nodes[rep.target].local_id,
+            iteration + 1,
+            rep.max_iterations
+        );
+        fx.push(Effect::StageChanged {
+            stage: node.id.clone(),
+            status: StageStatus::Pending,
+            message: Some(msg),
+        });
+        let unshared = node.memory.shared == Some(false)
+            || node.swarm.as_ref().and_then(|s| s.memory_shared) == Some(false);
         for &m in &rep.body {
             if unshared {
                 for k in plan.nodes[m].memory.write_keys.clone() {
@@ -387,7 +537,10 @@ impl Engine {
                     for ctx in self.contexts.iter_mut().flatten() {
                         ctx.remove_memory(&k);
                     }
-                    fx.push(Effect::DeleteMemory { scope: plan.memory.scope, key: k });
+                    fx.push(Effect::DeleteMemory {
+                        scope: plan.memory.scope,
+                        key: k,
+                    });
                 }
             }
             self.reset_node(m);
@@ -406,7 +559,10 @@ impl Engine {
         let node = &plan.nodes[n];
         match &node.condition {
             None => Ok(true),
-            Some(c) => c.cond.evaluate(self.ctx_mut(node.scope)).map_err(|e| self.eval_err(n, "loop condition", &e)),
+            Some(c) => c
+                .cond
+                .evaluate(self.ctx_mut(node.scope))
+                .map_err(|e| self.eval_err(n, "loop condition", &e)),
         }
     }
 
@@ -428,7 +584,11 @@ impl Engine {
 
 fn node_declared_outputs(node: &crate::plan::PlanNode) -> Vec<String> {
     match &node.kind {
-        NodeKind::Tasks { skills, for_each: None, .. } if skills.len() == 1 => skills[0].outputs.clone(),
+        NodeKind::Tasks {
+            skills,
+            for_each: None,
+            ..
+        } if skills.len() == 1 => skills[0].outputs.clone(),
         _ => Vec::new(),
     }
 }

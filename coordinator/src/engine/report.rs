@@ -66,7 +66,10 @@ impl Engine {
                 _ => 0.0,
             };
             let model_used = match st.models.len() {
-                0 => (st.runs > 0).then(|| model_of(plan, n).map(|(m, _)| m)).flatten().filter(|_| matches!(node.kind, NodeKind::Tasks { .. })),
+                0 => (st.runs > 0)
+                    .then(|| model_of(plan, n).map(|(m, _)| m))
+                    .flatten()
+                    .filter(|_| matches!(node.kind, NodeKind::Tasks { .. })),
                 _ => Some(st.models.iter().cloned().collect::<Vec<_>>().join(", ")),
             };
             let skills = match &node.kind {
@@ -80,7 +83,11 @@ impl Engine {
                 error: st.error.clone(),
                 duration,
                 model_used,
-                iterations: if node.repeat.is_some() { st.loop_iterations.max(st.runs.min(1)) } else { st.runs },
+                iterations: if node.repeat.is_some() {
+                    st.loop_iterations.max(st.runs.min(1))
+                } else {
+                    st.runs
+                },
                 ty: node.ty.as_str(),
                 attempts: st.attempts,
                 branch_taken: st.branch_taken.clone(),
@@ -91,7 +98,10 @@ impl Engine {
                 started_at: st.started_at.map(rfc3339),
                 finished_at: st.finished_at.map(rfc3339),
             };
-            stages.insert(node.id.clone(), serde_json::to_value(report).unwrap_or(Value::Null));
+            stages.insert(
+                node.id.clone(),
+                serde_json::to_value(report).unwrap_or(Value::Null),
+            );
         }
         let end = self.finished_at.unwrap_or(self.now);
         RunReport {
@@ -131,7 +141,13 @@ pub fn rfc3339(ms: Millis) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
@@ -139,7 +155,10 @@ mod tests {
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_795_395_723_456), "2026-11-22T01:02:03.456Z");
+        assert_eq!(
+            super::rfc3339(1_795_395_723_456),
+            "2026-11-22T01:02:03.456Z"
+        );
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -2,7 +2,9 @@
 //! retries with backoff, fallback skills and escalation.
 
 use cascade_eval::render_value;
-use cascade_proto::{Attempt, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult, TaskSpec};
+use cascade_proto::{
+    Attempt, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult, TaskSpec,
+};
 use serde_json::{Map, Value};
 
 use super::backoff::delay_ms;
@@ -16,13 +18,22 @@ impl Engine {
     pub(super) fn start_tasks(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
-        let NodeKind::Tasks { skills, for_each, .. } = &node.kind else { return };
+        let NodeKind::Tasks {
+            skills, for_each, ..
+        } = &node.kind
+        else {
+            return;
+        };
         let items: Option<Vec<Value>> = match for_each {
             None => None,
             Some(fe) => match render_value(fe, self.ctx_mut(node.scope)) {
                 Ok(Value::Array(items)) => Some(items),
                 Ok(other) => {
-                    let msg = format!("stage `{}`: `for_each` must give a list, got {}", node.local_id, type_name(&other));
+                    let msg = format!(
+                        "stage `{}`: `for_each` must give a list, got {}",
+                        node.local_id,
+                        type_name(&other)
+                    );
                     self.fail_node(n, msg, fx);
                     return;
                 }
@@ -42,21 +53,28 @@ impl Engine {
         for item in item_list {
             for (si, s) in skills.iter().enumerate() {
                 let index = ids.len();
-                let id = if generation == 0 { TaskId::new(format!("{}#{index}", node.id)) } else { TaskId::new(format!("{}#{index}@{generation}", node.id)) };
-                self.tasks.insert(id.clone(), TaskState {
-                    node: n,
-                    skill_index: si,
-                    item: item.clone(),
-                    skill: s.skill.clone(),
-                    attempt: Attempt(0),
-                    in_flight: false,
-                    backing_off: false,
-                    failures_on_skill: 0,
-                    failures: 0,
-                    used_fallback: false,
-                    outputs: None,
-                    done: false,
-                });
+                let id = if generation == 0 {
+                    TaskId::new(format!("{}#{index}", node.id))
+                } else {
+                    TaskId::new(format!("{}#{index}@{generation}", node.id))
+                };
+                self.tasks.insert(
+                    id.clone(),
+                    TaskState {
+                        node: n,
+                        skill_index: si,
+                        item: item.clone(),
+                        skill: s.skill.clone(),
+                        attempt: Attempt(0),
+                        in_flight: false,
+                        backing_off: false,
+                        failures_on_skill: 0,
+                        failures: 0,
+                        used_fallback: false,
+                        outputs: None,
+                        done: false,
+                    },
+                );
                 ids.push(id);
             }
         }
@@ -74,10 +92,18 @@ impl Engine {
     fn pump(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
-        let NodeKind::Tasks { parallel, .. } = &node.kind else { return };
-        let limit = if *parallel { node.max_parallel.map_or(usize::MAX, |m| m as usize) } else { 1 };
+        let NodeKind::Tasks { parallel, .. } = &node.kind else {
+            return;
+        };
+        let limit = if *parallel {
+            node.max_parallel.map_or(usize::MAX, |m| m as usize)
+        } else {
+            1
+        };
         while self.nodes[n].running < limit {
-            let Some(id) = self.nodes[n].queue.pop_front() else { break };
+            let Some(id) = self.nodes[n].queue.pop_front() else {
+                break;
+            };
             self.nodes[n].running += 1;
             if let Err(msg) = self.dispatch(&id, fx) {
                 self.fail_node(n, msg, fx);
@@ -88,13 +114,17 @@ impl Engine {
 
     /// Renders a task's inputs and sends its next attempt.
     fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
-        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        let Some(t) = self.tasks.get_mut(id) else {
+            return Ok(());
+        };
         t.attempt = t.attempt.next();
         t.in_flight = true;
         t.backing_off = false;
         let attempt = t.attempt;
         let n = t.node;
-        let Some(spec) = self.task_spec(id) else { return Err(format!("task `{id}` vanished")) };
+        let Some(spec) = self.task_spec(id) else {
+            return Err(format!("task `{id}` vanished"));
+        };
         let spec = spec?;
         let st = &mut self.nodes[n];
         st.attempts += 1;
@@ -103,7 +133,13 @@ impl Engine {
         }
         self.stats.tasks_dispatched += 1;
         if let Some(ms) = spec.timeout_ms {
-            fx.push(Effect::StartTimer { timer: TimerId::TaskTimeout { task_id: id.clone(), attempt }, at: self.now + ms + TASK_TIMEOUT_GRACE_MS });
+            fx.push(Effect::StartTimer {
+                timer: TimerId::TaskTimeout {
+                    task_id: id.clone(),
+                    attempt,
+                },
+                at: self.now + ms + TASK_TIMEOUT_GRACE_MS,
+            });
         }
         fx.push(Effect::DispatchTask(spec));
         Ok(())
@@ -114,7 +150,9 @@ impl Engine {
         let t = self.tasks.get(id)?;
         let plan = &self.plan;
         let node = &plan.nodes[t.node];
-        let NodeKind::Tasks { skills, .. } = &node.kind else { return None };
+        let NodeKind::Tasks { skills, .. } = &node.kind else {
+            return None;
+        };
         let sref = &skills[t.skill_index];
         let mut ctx = self.contexts[node.scope].clone()?;
         if let Some((i, item)) = &t.item {
@@ -135,10 +173,21 @@ impl Engine {
         };
         let mut rendered = rendered;
         if !node.memory.read_keys.is_empty() {
-            let mem: Map<String, Value> = node.memory.read_keys.iter().filter_map(|k| self.memory.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            let mem: Map<String, Value> = node
+                .memory
+                .read_keys
+                .iter()
+                .filter_map(|k| self.memory.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
             rendered.entry("memory").or_insert(Value::Object(mem));
         }
-        let model = sref.model.clone().or_else(|| node.model.clone()).or_else(|| (node.ty == crate::spec::StageType::MultiModel).then(|| "auto-select".to_owned()));
+        let model = sref
+            .model
+            .clone()
+            .or_else(|| node.model.clone())
+            .or_else(|| {
+                (node.ty == crate::spec::StageType::MultiModel).then(|| "auto-select".to_owned())
+            });
         let model = model.map(|m| routing::select(&m, &rendered).model);
         let timeout = node.task_timeout.or(node.timeout);
         Some(Ok(TaskSpec {
@@ -150,7 +199,8 @@ impl Engine {
             inputs: Value::Object(rendered),
             timeout_ms: timeout.map(|d| d.as_millis() as u64),
             model,
-            workdir: Some(plan.scopes[node.scope].dir.display().to_string()).filter(|d| !d.is_empty()),
+            workdir: Some(plan.scopes[node.scope].dir.display().to_string())
+                .filter(|d| !d.is_empty()),
         }))
     }
 
@@ -183,13 +233,18 @@ impl Engine {
     }
 
     fn task_succeeded(&mut self, id: &TaskId, outputs: Value, fx: &mut Vec<Effect>) {
-        let Some(t) = self.tasks.get_mut(id) else { return };
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
         t.in_flight = false;
         t.done = true;
         t.outputs = Some(outputs);
         let n = t.node;
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
-        let all_done = self.nodes[n].tasks.iter().all(|id| self.tasks.get(id).is_some_and(|t| t.done));
+        let all_done = self.nodes[n]
+            .tasks
+            .iter()
+            .all(|id| self.tasks.get(id).is_some_and(|t| t.done));
         if all_done {
             let out = self.stage_output(n);
             self.succeed(n, out, fx);
@@ -202,8 +257,22 @@ impl Engine {
     /// `for_each`: `{"items": [...]}` in item order.
     fn stage_output(&self, n: NodeId) -> Value {
         let plan = &self.plan;
-        let NodeKind::Tasks { skills, for_each, .. } = &plan.nodes[n].kind else { return Value::Null };
-        let outs: Vec<Value> = self.nodes[n].tasks.iter().map(|id| self.tasks.get(id).and_then(|t| t.outputs.clone()).unwrap_or(Value::Null)).collect();
+        let NodeKind::Tasks {
+            skills, for_each, ..
+        } = &plan.nodes[n].kind
+        else {
+            return Value::Null;
+        };
+        let outs: Vec<Value> = self.nodes[n]
+            .tasks
+            .iter()
+            .map(|id| {
+                self.tasks
+                    .get(id)
+                    .and_then(|t| t.outputs.clone())
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
         let per_item = |chunk: &[Value]| -> Value {
             if chunk.len() == 1 {
                 return chunk[0].clone();
@@ -211,7 +280,11 @@ impl Engine {
             let mut m = Map::new();
             for (i, v) in chunk.iter().enumerate() {
                 let name = &skills[i].skill;
-                let key = if m.contains_key(name) { format!("{name}#{i}") } else { name.clone() };
+                let key = if m.contains_key(name) {
+                    format!("{name}#{i}")
+                } else {
+                    name.clone()
+                };
                 m.insert(key, v.clone());
             }
             Value::Object(m)
@@ -225,31 +298,45 @@ impl Engine {
 
     fn task_failed(&mut self, id: &TaskId, f: cascade_proto::Failure, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
-        let Some(t) = self.tasks.get_mut(id) else { return };
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
         t.in_flight = false;
         t.failures += 1;
         t.failures_on_skill += 1;
-        let (n, attempt, skill, failures, on_skill, used_fallback) = (t.node, t.attempt, t.skill.clone(), t.failures, t.failures_on_skill, t.used_fallback);
+        let (n, attempt, skill, failures, on_skill, used_fallback) = (
+            t.node,
+            t.attempt,
+            t.skill.clone(),
+            t.failures,
+            t.failures_on_skill,
+            t.used_fallback,
+        );
         let node = &plan.nodes[n];
         let eh = &node.error;
         let mut message = f.message.clone();
-        if let Some(tail) = f.stderr_tail.as_deref().filter(|s| !s.trim().is_empty()) {
-            if !message.contains(tail.trim()) {
-                message = format!("{message}\n{}", tail.trim_end());
-            }
+        if let Some(tail) = f.stderr_tail.as_deref().filter(|s| !s.trim().is_empty())
+            && !message.contains(tail.trim())
+        {
+            message = format!("{message}\n{}", tail.trim_end());
         }
-        self.nodes[n].errors.push(format!("attempt {attempt} ({skill}): {}", f.message));
+        self.nodes[n]
+            .errors
+            .push(format!("attempt {attempt} ({skill}): {}", f.message));
 
         let retryable = matches!(f.kind, FailureKind::Retryable | FailureKind::Timeout);
-        if let Some(limit) = eh.escalate_after {
-            if failures >= limit {
-                self.escalate(n, id, failures, &f.message);
-                return self.task_gave_up(n, message, fx);
-            }
+        if let Some(limit) = eh.escalate_after
+            && failures >= limit
+        {
+            self.escalate(n, id, failures, &f.message);
+            return self.task_gave_up(n, message, fx);
         }
         if retryable && on_skill <= eh.max_retries {
             if eh.strategy.runs_as_retry() {
-                self.nodes[n].note(format!("strategy `{}` has no executor yet; retried as `retry`", eh.strategy.as_str()));
+                self.nodes[n].note(format!(
+                    "strategy `{}` has no executor yet; retried as `retry`",
+                    eh.strategy.as_str()
+                ));
             }
             self.stats.retries += 1;
             let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id));
@@ -261,17 +348,29 @@ impl Engine {
                 if let Some(t) = self.tasks.get_mut(id) {
                     t.backing_off = true;
                 }
-                fx.push(Effect::StartTimer { timer: TimerId::Retry { task_id: id.clone(), attempt: attempt.next() }, at: self.now + delay });
+                fx.push(Effect::StartTimer {
+                    timer: TimerId::Retry {
+                        task_id: id.clone(),
+                        attempt: attempt.next(),
+                    },
+                    at: self.now + delay,
+                });
             }
             return;
         }
-        if let (Some(fb), false, true) = (&eh.fallback, used_fallback, f.kind != FailureKind::Cancelled) {
+        if let (Some(fb), false, true) = (
+            &eh.fallback,
+            used_fallback,
+            f.kind != FailureKind::Cancelled,
+        ) {
             if let Some(t) = self.tasks.get_mut(id) {
                 t.skill = fb.clone();
                 t.used_fallback = true;
                 t.failures_on_skill = 0;
             }
-            self.nodes[n].note(format!("fell back to skill `{fb}` after `{skill}` failed {on_skill} time(s)"));
+            self.nodes[n].note(format!(
+                "fell back to skill `{fb}` after `{skill}` failed {on_skill} time(s)"
+            ));
             if let Err(msg) = self.dispatch(id, fx) {
                 self.fail_node(n, msg, fx);
             }
@@ -290,7 +389,11 @@ impl Engine {
 
     fn escalate(&mut self, n: NodeId, id: &TaskId, failures: u32, error: &str) {
         let node = &self.plan.nodes[n];
-        let escalation = node.error.escalation.clone().unwrap_or_else(|| serde_json::json!({"type": "human-review"}));
+        let escalation = node
+            .error
+            .escalation
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"type": "human-review"}));
         self.escalations.push(serde_json::json!({
             "stage_id": node.id,
             "task_id": id.as_str(),
@@ -305,7 +408,10 @@ impl Engine {
     pub(super) fn timer_fired(&mut self, timer: TimerId, fx: &mut Vec<Effect>) {
         match timer {
             TimerId::Retry { task_id, attempt } => {
-                let ready = self.tasks.get(&task_id).is_some_and(|t| t.backing_off && t.attempt.next() == attempt);
+                let ready = self
+                    .tasks
+                    .get(&task_id)
+                    .is_some_and(|t| t.backing_off && t.attempt.next() == attempt);
                 if ready {
                     let n = self.tasks.get(&task_id).map(|t| t.node);
                     if let (Err(msg), Some(n)) = (self.dispatch(&task_id, fx), n) {
@@ -314,21 +420,45 @@ impl Engine {
                 }
             }
             TimerId::TaskTimeout { task_id, attempt } => {
-                let live = self.tasks.get(&task_id).is_some_and(|t| t.in_flight && t.attempt == attempt);
+                let live = self
+                    .tasks
+                    .get(&task_id)
+                    .is_some_and(|t| t.in_flight && t.attempt == attempt);
                 if live {
-                    let failure = cascade_proto::Failure::new(FailureKind::Timeout, "no result from the worker within the task's timeout");
+                    let failure = cascade_proto::Failure::new(
+                        FailureKind::Timeout,
+                        "no result from the worker within the task's timeout",
+                    );
                     self.task_failed(&task_id, failure, fx);
                 }
             }
             TimerId::StageTimeout { stage, generation } => {
-                let Some(n) = self.plan.node_by_id(&stage) else { return };
-                if self.nodes[n].status == super::StageStatus::Running && self.nodes[n].generation == generation {
-                    let limit = self.plan.nodes[n].timeout.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
-                    self.fail_node(n, format!("stage `{}` timed out after {limit}", self.plan.nodes[n].local_id), fx);
+                let Some(n) = self.plan.node_by_id(&stage) else {
+                    return;
+                };
+                if self.nodes[n].status == super::StageStatus::Running
+                    && self.nodes[n].generation == generation
+                {
+                    let limit = self.plan.nodes[n]
+                        .timeout
+                        .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                        .unwrap_or_default();
+                    self.fail_node(
+                        n,
+                        format!(
+                            "stage `{}` timed out after {limit}",
+                            self.plan.nodes[n].local_id
+                        ),
+                        fx,
+                    );
                 }
             }
             TimerId::RunTimeout => {
-                let limit = self.plan.timeout.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
+                let limit = self
+                    .plan
+                    .timeout
+                    .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                    .unwrap_or_default();
                 self.stop(format!("run timed out after {limit}"), fx);
             }
         }

@@ -22,7 +22,9 @@ pub enum Event {
     },
     TaskFinished(TaskResult),
     TimerFired(TimerId),
-    CancelRequested { reason: String },
+    CancelRequested {
+        reason: String,
+    },
 }
 
 /// Something the driver must do. Imperative.
@@ -30,26 +32,54 @@ pub enum Event {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     DispatchTask(TaskSpec),
-    CancelTask { task_id: TaskId, attempt: Attempt },
-    StartTimer { timer: TimerId, at: Millis },
-    PutMemory { scope: MemoryScope, key: String, value: Value },
-    DeleteMemory { scope: MemoryScope, key: String },
+    CancelTask {
+        task_id: TaskId,
+        attempt: Attempt,
+    },
+    StartTimer {
+        timer: TimerId,
+        at: Millis,
+    },
+    PutMemory {
+        scope: MemoryScope,
+        key: String,
+        value: Value,
+    },
+    DeleteMemory {
+        scope: MemoryScope,
+        key: String,
+    },
     /// Drop the run's cascade-scoped memory (`cleanup_on_exit`).
     ClearRunMemory,
-    StageChanged { stage: String, status: StageStatus, message: Option<String> },
-    FinishRun { status: RunStatus },
+    StageChanged {
+        stage: String,
+        status: StageStatus,
+        message: Option<String>,
+    },
+    FinishRun {
+        status: RunStatus,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "timer", rename_all = "snake_case")]
 pub enum TimerId {
     /// Dispatch the next attempt of a task after its backoff.
-    Retry { task_id: TaskId, attempt: Attempt },
+    Retry {
+        task_id: TaskId,
+        attempt: Attempt,
+    },
     /// A stage ran past its `timeout` (generation: which run of the stage,
     /// since loops re-run stages).
-    StageTimeout { stage: String, generation: u32 },
+    StageTimeout {
+        stage: String,
+        generation: u32,
+    },
     /// Backstop for an attempt whose worker never reported.
-    TaskTimeout { task_id: TaskId, attempt: Attempt },
+    TaskTimeout {
+        task_id: TaskId,
+        attempt: Attempt,
+    },
     RunTimeout,
 }
 

@@ -27,15 +27,29 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
     for node in &plan.nodes {
         let mut wanted: Vec<(String, Loc, String)> = Vec::new();
         if let NodeKind::Tasks { skills: refs, .. } = &node.kind {
-            wanted.extend(refs.iter().map(|r| (r.skill.clone(), r.loc.clone(), format!("{}.skills", node.local_id))));
+            wanted.extend(refs.iter().map(|r| {
+                (
+                    r.skill.clone(),
+                    r.loc.clone(),
+                    format!("{}.skills", node.local_id),
+                )
+            }));
         }
         if let Some(fb) = &node.error.fallback {
-            wanted.push((fb.clone(), node.loc.clone(), format!("{}.error_handling.fallback", node.local_id)));
+            wanted.push((
+                fb.clone(),
+                node.loc.clone(),
+                format!("{}.error_handling.fallback", node.local_id),
+            ));
         }
         for (skill, loc, field) in wanted {
             if !skills.contains(&skill) {
                 let hint = suggestion(&skill, skills.iter().map(String::as_str));
-                diags.push(Diagnostic::error(Some(loc), field, format!("unknown skill `{skill}`{hint}")));
+                diags.push(Diagnostic::error(
+                    Some(loc),
+                    field,
+                    format!("unknown skill `{skill}`{hint}"),
+                ));
             }
         }
     }
@@ -47,10 +61,19 @@ fn sources(plan: &Plan, n: NodeId) -> Vec<(String, Result<Vec<Reference>, String
     let id = &node.local_id;
     let mut out = Vec::new();
     let refs = |v: &Value| value_references(v).map_err(|e| e.to_string());
-    out.push((format!("{id}.inputs"), refs(&Value::Object(node.inputs.clone()))));
-    if let NodeKind::Tasks { skills, for_each, .. } = &node.kind {
+    out.push((
+        format!("{id}.inputs"),
+        refs(&Value::Object(node.inputs.clone())),
+    ));
+    if let NodeKind::Tasks {
+        skills, for_each, ..
+    } = &node.kind
+    {
         for (i, s) in skills.iter().enumerate() {
-            out.push((format!("{id}.skills[{i}].inputs"), refs(&Value::Object(s.inputs.clone()))));
+            out.push((
+                format!("{id}.skills[{i}].inputs"),
+                refs(&Value::Object(s.inputs.clone())),
+            ));
         }
         if let Some(fe) = for_each {
             out.push((format!("{id}.for_each"), refs(fe)));
@@ -62,7 +85,10 @@ fn sources(plan: &Plan, n: NodeId) -> Vec<(String, Result<Vec<Reference>, String
     if let NodeKind::Branch { branches, .. } = &node.kind {
         for b in branches {
             if let Some(c) = &b.condition {
-                out.push((format!("{id}.branches.{}.condition", b.name), Ok(c.cond.references())));
+                out.push((
+                    format!("{id}.branches.{}.condition", b.name),
+                    Ok(c.cond.references()),
+                ));
             }
         }
     }
@@ -73,12 +99,20 @@ fn check_references(plan: &Plan, diags: &mut Vec<Diagnostic>) {
     for n in 0..plan.nodes.len() {
         let node = &plan.nodes[n];
         let stage_ids = stage_ids(plan, node.scope);
-        let inputs: Vec<&str> = plan.scopes[node.scope].inputs.iter().map(|d| d.name.as_str()).collect();
+        let inputs: Vec<&str> = plan.scopes[node.scope]
+            .inputs
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
         for (field, refs) in sources(plan, n) {
             let refs = match refs {
                 Ok(r) => r,
                 Err(e) => {
-                    diags.push(Diagnostic::error(Some(node.loc.clone()), field, format!("invalid template: {e}")));
+                    diags.push(Diagnostic::error(
+                        Some(node.loc.clone()),
+                        field,
+                        format!("invalid template: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -114,10 +148,14 @@ fn unresolvable(r: &Reference, stage_ids: &BTreeSet<String>, inputs: &[&str]) ->
                 return None;
             }
             if inputs.is_empty() {
-                return Some(Problem::Warning(format!("`{shown}` reads input `{name}`, which the cascade does not declare")));
+                return Some(Problem::Warning(format!(
+                    "`{shown}` reads input `{name}`, which the cascade does not declare"
+                )));
             }
             let hint = suggestion(name, inputs.iter().copied());
-            Some(Problem::Error(format!("`{shown}`: undefined input `{name}`{hint}")))
+            Some(Problem::Error(format!(
+                "`{shown}`: undefined input `{name}`{hint}"
+            )))
         }
         "cascade" => {
             let field = r.rest.first()?;
@@ -125,33 +163,52 @@ fn unresolvable(r: &Reference, stage_ids: &BTreeSet<String>, inputs: &[&str]) ->
                 return None;
             }
             let hint = suggestion(field, CASCADE_FIELDS.iter().copied());
-            Some(Problem::Error(format!("`{shown}`: the cascade has no field `{field}`{hint}")))
+            Some(Problem::Error(format!(
+                "`{shown}`: the cascade has no field `{field}`{hint}"
+            )))
         }
         root if RESERVED_IDS.contains(&root) || stage_ids.contains(root) => None,
         _ if r.bare => None, // may be an input given at run time, memory, or an output field
         root => {
             let hint = suggestion(root, stage_ids.iter().map(String::as_str));
-            Some(Problem::Error(format!("`{shown}`: unknown stage `{root}`{hint}")))
+            Some(Problem::Error(format!(
+                "`{shown}`: unknown stage `{root}`{hint}"
+            )))
         }
     }
 }
 
 fn stage_ids(plan: &Plan, scope: ScopeId) -> BTreeSet<String> {
-    plan.nodes.iter().filter(|n| n.scope == scope).map(|n| n.local_id.clone()).collect()
+    plan.nodes
+        .iter()
+        .filter(|n| n.scope == scope)
+        .map(|n| n.local_id.clone())
+        .collect()
 }
 
 fn check_inputs(cascade: &Cascade, opts: &PlanOptions, diags: &mut Vec<Diagnostic>) {
     let Some(given) = &opts.inputs else { return };
     for decl in &cascade.inputs {
         if decl.required && decl.default.is_none() && !given.contains_key(&decl.name) {
-            diags.push(Diagnostic::error(Some(decl.loc.clone()), format!("inputs.{}", decl.name), format!("missing required input `{}` (pass --input {}=VALUE)", decl.name, decl.name)));
+            diags.push(Diagnostic::error(
+                Some(decl.loc.clone()),
+                format!("inputs.{}", decl.name),
+                format!(
+                    "missing required input `{}` (pass --input {}=VALUE)",
+                    decl.name, decl.name
+                ),
+            ));
         }
     }
     if !cascade.inputs.is_empty() {
         for name in given.keys() {
             if !cascade.inputs.iter().any(|d| &d.name == name) {
                 let hint = suggestion(name, cascade.inputs.iter().map(|d| d.name.as_str()));
-                diags.push(Diagnostic::warning(None, format!("inputs.{name}"), format!("input `{name}` is not declared by the cascade{hint}")));
+                diags.push(Diagnostic::warning(
+                    None,
+                    format!("inputs.{name}"),
+                    format!("input `{name}` is not declared by the cascade{hint}"),
+                ));
             }
         }
     }

@@ -4,9 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::{Block, BranchSelector, NodeId, NodeKind, Plan, PlanBranch, PlanNode, Repeat, Scope, ScopeId};
+use super::{
+    Block, BranchSelector, NodeId, NodeKind, Plan, PlanBranch, PlanNode, Repeat, Scope, ScopeId,
+};
 use crate::spec::diag::suggestion;
-use crate::spec::{Branches, Cascade, Diagnostic, ErrorHandling, ErrorStrategy, Loc, SkillRef, Stage, StageType};
+use crate::spec::{
+    Branches, Cascade, Diagnostic, ErrorHandling, ErrorStrategy, Loc, SkillRef, Stage, StageType,
+};
 
 /// What the planner may check beyond the file itself.
 #[derive(Clone, Debug, Default)]
@@ -18,7 +22,19 @@ pub struct PlanOptions {
 }
 
 /// Ids that name context namespaces rather than stages.
-pub const RESERVED_IDS: &[&str] = &["inputs", "memory", "cascade", "timestamp", "failed_stage", "error_message", "item", "item_index", "iteration", "previous", "run_id"];
+pub const RESERVED_IDS: &[&str] = &[
+    "inputs",
+    "memory",
+    "cascade",
+    "timestamp",
+    "failed_stage",
+    "error_message",
+    "item",
+    "item_index",
+    "iteration",
+    "previous",
+    "run_id",
+];
 
 pub const DEFAULT_MAX_ITERATIONS: u32 = 3;
 
@@ -47,14 +63,23 @@ struct Compiler {
 
 impl Compiler {
     fn error(&mut self, loc: &Loc, field: impl Into<String>, msg: impl Into<String>) {
-        self.plan.diagnostics.push(Diagnostic::error(Some(loc.clone()), field, msg));
+        self.plan
+            .diagnostics
+            .push(Diagnostic::error(Some(loc.clone()), field, msg));
     }
 
     fn warn(&mut self, loc: &Loc, field: impl Into<String>, msg: impl Into<String>) {
-        self.plan.diagnostics.push(Diagnostic::warning(Some(loc.clone()), field, msg));
+        self.plan
+            .diagnostics
+            .push(Diagnostic::warning(Some(loc.clone()), field, msg));
     }
 
-    fn cascade(&mut self, c: &Cascade, parent: Option<(ScopeId, NodeId)>, prefix: &str) -> (usize, ScopeId) {
+    fn cascade(
+        &mut self,
+        c: &Cascade,
+        parent: Option<(ScopeId, NodeId)>,
+        prefix: &str,
+    ) -> (usize, ScopeId) {
         let scope = self.plan.scopes.len();
         self.plan.scopes.push(Scope {
             cascade: c.name.clone(),
@@ -78,18 +103,40 @@ impl Compiler {
                 continue;
             }
             if RESERVED_IDS.contains(&s.id.as_str()) {
-                self.error(&s.loc, "stage_id", format!("`{}` is reserved for the context; choose another stage id", s.id));
+                self.error(
+                    &s.loc,
+                    "stage_id",
+                    format!(
+                        "`{}` is reserved for the context; choose another stage id",
+                        s.id
+                    ),
+                );
             }
             if let Some(first) = seen.insert(&s.id, &s.loc) {
                 let line = first.line;
-                self.error(&s.loc, "stage_id", format!("duplicate stage id `{}` (first used at line {line})", s.id));
+                self.error(
+                    &s.loc,
+                    "stage_id",
+                    format!("duplicate stage id `{}` (first used at line {line})", s.id),
+                );
             }
         }
     }
 
-    fn list(&mut self, c: &Cascade, stages: &[Stage], scope: ScopeId, owner: Option<NodeId>, prefix: &str) -> usize {
+    fn list(
+        &mut self,
+        c: &Cascade,
+        stages: &[Stage],
+        scope: ScopeId,
+        owner: Option<NodeId>,
+        prefix: &str,
+    ) -> usize {
         let block = self.plan.blocks.len();
-        self.plan.blocks.push(Block { nodes: Vec::new(), owner, scope });
+        self.plan.blocks.push(Block {
+            nodes: Vec::new(),
+            owner,
+            scope,
+        });
         let mut local: BTreeMap<String, NodeId> = BTreeMap::new();
         for stage in stages {
             let id = self.plan.nodes.len();
@@ -102,7 +149,10 @@ impl Compiler {
         for (i, stage) in stages.iter().enumerate() {
             let node = self.plan.blocks[block].nodes[i];
             let deps = match &stage.dependencies {
-                None => i.checked_sub(1).map(|p| vec![self.plan.blocks[block].nodes[p]]).unwrap_or_default(),
+                None => i
+                    .checked_sub(1)
+                    .map(|p| vec![self.plan.blocks[block].nodes[p]])
+                    .unwrap_or_default(),
                 Some(list) => {
                     let mut deps = Vec::new();
                     for (j, (dep, loc)) in list.iter().enumerate() {
@@ -139,18 +189,38 @@ impl Compiler {
         block
     }
 
-    fn node(&mut self, c: &Cascade, s: &Stage, block: usize, scope: ScopeId, prefix: &str) -> PlanNode {
-        let error = s.error_handling.clone().or_else(|| c.error_handling.clone()).unwrap_or_default();
+    fn node(
+        &mut self,
+        c: &Cascade,
+        s: &Stage,
+        block: usize,
+        scope: ScopeId,
+        prefix: &str,
+    ) -> PlanNode {
+        let error = s
+            .error_handling
+            .clone()
+            .or_else(|| c.error_handling.clone())
+            .unwrap_or_default();
         if error.strategy.runs_as_retry() {
             self.warn(&s.loc, format!("{}.error_handling.strategy", s.id), format!("strategy `{}` has no executor yet (it arrives with the swarm and AI-stage work); it runs as `retry` and the results say so", error.strategy.as_str()));
         }
-        let fail_fast = error.strategy == ErrorStrategy::Fail && error.continue_on_failure != Some(true);
+        let fail_fast =
+            error.strategy == ErrorStrategy::Fail && error.continue_on_failure != Some(true);
         let kind = self.kind(s);
         if s.max_iterations.is_some() && s.repeat.is_none() && s.ty != StageType::CodexSandbox {
-            self.warn(&s.loc, format!("{}.max_iterations", s.id), "`max_iterations` has no effect without `repeat`");
+            self.warn(
+                &s.loc,
+                format!("{}.max_iterations", s.id),
+                "`max_iterations` has no effect without `repeat`",
+            );
         }
         if s.ty == StageType::Conditional && s.condition.is_none() && s.branches.is_none() {
-            self.warn(&s.loc, format!("{}.type", s.id), "a conditional stage without `condition` or `branches` always runs");
+            self.warn(
+                &s.loc,
+                format!("{}.type", s.id),
+                "a conditional stage without `condition` or `branches` always runs",
+            );
         }
         PlanNode {
             id: format!("{prefix}{}", s.id),
@@ -178,9 +248,15 @@ impl Compiler {
 
     /// The node's kind before its child blocks exist (filled by `children`).
     fn kind(&mut self, s: &Stage) -> NodeKind {
-        let nested = s.branches.is_some() as u8 + (!s.substages.is_empty()) as u8 + s.cascade.is_some() as u8;
+        let nested = s.branches.is_some() as u8
+            + (!s.substages.is_empty()) as u8
+            + s.cascade.is_some() as u8;
         if nested > 1 {
-            self.error(&s.loc, s.id.clone(), "a stage has at most one of `branches`, `substages` and `cascade`");
+            self.error(
+                &s.loc,
+                s.id.clone(),
+                "a stage has at most one of `branches`, `substages` and `cascade`",
+            );
         }
         if nested > 0 && !s.skills.is_empty() {
             self.error(&s.loc, format!("{}.skills", s.id), "a stage with `branches`, `substages` or `cascade` runs those, not skills of its own; move the skills into a stage of their own");
@@ -199,11 +275,19 @@ impl Compiler {
         }
         if skills.is_empty() {
             if s.for_each.is_some() {
-                self.error(&s.loc, format!("{}.for_each", s.id), "`for_each` needs a `skill` to run per item");
+                self.error(
+                    &s.loc,
+                    format!("{}.for_each", s.id),
+                    "`for_each` needs a `skill` to run per item",
+                );
             }
             return NodeKind::Pass;
         }
-        NodeKind::Tasks { skills, parallel: s.ty.fans_out(), for_each: s.for_each.clone() }
+        NodeKind::Tasks {
+            skills,
+            parallel: s.ty.fans_out(),
+            for_each: s.for_each.clone(),
+        }
     }
 
     fn children(&mut self, c: &Cascade, s: &Stage, node: NodeId, scope: ScopeId, prefix: &str) {
@@ -213,7 +297,9 @@ impl Compiler {
             let block = self.list(c, &s.substages, scope, Some(node), prefix);
             self.plan.nodes[node].kind = NodeKind::Group { block };
         } else if let Some((name, loc)) = &s.cascade {
-            let Some(sub) = c.subcascades.get(name) else { return };
+            let Some(sub) = c.subcascades.get(name) else {
+                return;
+            };
             for decl in &sub.inputs {
                 if decl.required && decl.default.is_none() && !s.inputs.contains_key(&decl.name) {
                     self.error(loc, format!("{}.inputs", s.id), format!("sub-cascade `{name}` requires input `{}`; pass it in this stage's `inputs`", decl.name));
@@ -221,24 +307,50 @@ impl Compiler {
             }
             let child_prefix = format!("{}/", self.plan.nodes[node].id);
             let (block, child_scope) = self.cascade(sub, Some((scope, node)), &child_prefix);
-            self.plan.nodes[node].kind = NodeKind::Sub { block, scope: child_scope, cascade: name.clone() };
+            self.plan.nodes[node].kind = NodeKind::Sub {
+                block,
+                scope: child_scope,
+                cascade: name.clone(),
+            };
         }
     }
 
-    fn branches(&mut self, c: &Cascade, s: &Stage, branches: &Branches, node: NodeId, scope: ScopeId, prefix: &str) {
+    fn branches(
+        &mut self,
+        c: &Cascade,
+        s: &Stage,
+        branches: &Branches,
+        node: NodeId,
+        scope: ScopeId,
+        prefix: &str,
+    ) {
         let (list, named_default, selector) = match branches {
             Branches::List(bs) => (bs.clone(), None, BranchSelector::FirstMatch),
-            Branches::Map { branches, default } => (branches.clone(), default.clone(), BranchSelector::Named),
+            Branches::Map { branches, default } => {
+                (branches.clone(), default.clone(), BranchSelector::Named)
+            }
             Branches::PassFail { pass, fail } => {
                 let pass_block = self.list(c, pass, scope, Some(node), prefix);
                 let fail_block = self.list(c, fail, scope, Some(node), prefix);
                 if s.condition.is_none() {
-                    self.error(&s.loc, format!("{}.condition", s.id), "pass/fail branches need the stage's `condition`");
+                    self.error(
+                        &s.loc,
+                        format!("{}.condition", s.id),
+                        "pass/fail branches need the stage's `condition`",
+                    );
                 }
                 self.plan.nodes[node].kind = NodeKind::Branch {
                     branches: vec![
-                        PlanBranch { name: "pass".into(), condition: None, block: pass_block },
-                        PlanBranch { name: "fail".into(), condition: None, block: fail_block },
+                        PlanBranch {
+                            name: "pass".into(),
+                            condition: None,
+                            block: pass_block,
+                        },
+                        PlanBranch {
+                            name: "fail".into(),
+                            condition: None,
+                            block: fail_block,
+                        },
                     ],
                     default: Some(1),
                     selector: BranchSelector::PassFail,
@@ -251,45 +363,88 @@ impl Compiler {
         let mut seen = BTreeSet::new();
         for (i, b) in list.iter().enumerate() {
             if !seen.insert(b.name.clone()) {
-                self.error(&b.loc, format!("{}.branches", s.id), format!("duplicate branch name `{}`", b.name));
+                self.error(
+                    &b.loc,
+                    format!("{}.branches", s.id),
+                    format!("duplicate branch name `{}`", b.name),
+                );
             }
             if b.is_default {
                 if default.is_some() {
-                    self.error(&b.loc, format!("{}.branches.{}", s.id, b.name), "only one branch can be the default");
+                    self.error(
+                        &b.loc,
+                        format!("{}.branches.{}", s.id, b.name),
+                        "only one branch can be the default",
+                    );
                 }
                 default = Some(i);
             }
             let block = self.list(c, &b.stages, scope, Some(node), prefix);
-            out.push(PlanBranch { name: b.name.clone(), condition: b.condition.clone(), block });
+            out.push(PlanBranch {
+                name: b.name.clone(),
+                condition: b.condition.clone(),
+                block,
+            });
         }
         if let Some((name, loc)) = named_default {
             match list.iter().position(|b| b.name == name) {
                 Some(i) if default.is_none() || default == Some(i) => default = Some(i),
-                Some(_) => self.error(&loc, format!("{}.branches.default", s.id), "only one branch can be the default"),
+                Some(_) => self.error(
+                    &loc,
+                    format!("{}.branches.default", s.id),
+                    "only one branch can be the default",
+                ),
                 None => {
                     let hint = suggestion(&name, list.iter().map(|b| b.name.as_str()));
-                    self.error(&loc, format!("{}.branches.default", s.id), format!("default branch `{name}` does not exist{hint}"));
+                    self.error(
+                        &loc,
+                        format!("{}.branches.default", s.id),
+                        format!("default branch `{name}` does not exist{hint}"),
+                    );
                 }
             }
         }
         for (i, b) in list.iter().enumerate() {
-            if b.condition.is_none() && Some(i) != default && selector == BranchSelector::FirstMatch {
-                self.error(&b.loc, format!("{}.branches.{}", s.id, b.name), format!("branch `{}` has no condition and is not the default, so it can never run", b.name));
+            if b.condition.is_none() && Some(i) != default && selector == BranchSelector::FirstMatch
+            {
+                self.error(
+                    &b.loc,
+                    format!("{}.branches.{}", s.id, b.name),
+                    format!(
+                        "branch `{}` has no condition and is not the default, so it can never run",
+                        b.name
+                    ),
+                );
             }
         }
         let any_condition = list.iter().any(|b| b.condition.is_some());
-        if selector == BranchSelector::Named && default.is_none() && !any_condition && s.condition.is_none() {
+        if selector == BranchSelector::Named
+            && default.is_none()
+            && !any_condition
+            && s.condition.is_none()
+        {
             self.error(&s.loc, format!("{}.branches", s.id), "no branch has a condition and there is no `default`: give the stage a `condition` naming a branch, branch conditions, or a `default`");
         }
-        self.plan.nodes[node].kind = NodeKind::Branch { branches: out, default, selector };
+        self.plan.nodes[node].kind = NodeKind::Branch {
+            branches: out,
+            default,
+            selector,
+        };
     }
 
     /// Kahn's algorithm over one block; a leftover node lies on a cycle,
     /// which is printed in run order.
     fn check_cycles(&mut self, block: usize) -> bool {
         let nodes = self.plan.blocks[block].nodes.clone();
-        let mut indegree: BTreeMap<NodeId, usize> = nodes.iter().map(|&n| (n, self.plan.nodes[n].deps.len())).collect();
-        let mut ready: Vec<NodeId> = indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let mut indegree: BTreeMap<NodeId, usize> = nodes
+            .iter()
+            .map(|&n| (n, self.plan.nodes[n].deps.len()))
+            .collect();
+        let mut ready: Vec<NodeId> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut done = BTreeSet::new();
         while let Some(n) = ready.pop() {
             done.insert(n);
@@ -311,20 +466,29 @@ impl Compiler {
             // Walk "depends on" edges among leftover nodes until one repeats.
             let mut path = vec![start];
             let mut cur = start;
-            loop {
-                let Some(&next) = self.plan.nodes[cur].deps.iter().find(|d| !done.contains(*d)) else { break };
+            while let Some(&next) = self.plan.nodes[cur]
+                .deps
+                .iter()
+                .find(|d| !done.contains(*d))
+            {
                 if let Some(pos) = path.iter().position(|&p| p == next) {
+                    // `path` follows "depends on"; reversed it is run order.
                     let mut cycle: Vec<NodeId> = path[pos..].to_vec();
                     cycle.reverse();
+                    // Start at the stage written first, for stable messages.
+                    let first = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                    cycle.rotate_left(first);
                     cycle.push(cycle[0]);
-                    if cycle.iter().any(|n| reported.contains(n)) {
-                        break;
+                    if !cycle.iter().any(|n| reported.contains(n)) {
+                        reported.extend(cycle.iter().copied());
+                        let names: Vec<&str> = cycle
+                            .iter()
+                            .map(|&n| self.plan.nodes[n].local_id.as_str())
+                            .collect();
+                        let loc = self.plan.nodes[cycle[0]].loc.clone();
+                        let msg = format!("dependency cycle: {}", names.join(" -> "));
+                        self.error(&loc, format!("{}.dependencies", names[0]), msg);
                     }
-                    reported.extend(cycle.iter().copied());
-                    let names: Vec<&str> = cycle.iter().map(|&n| self.plan.nodes[n].local_id.as_str()).collect();
-                    let loc = self.plan.nodes[cycle[0]].loc.clone();
-                    let msg = format!("dependency cycle: {}", names.join(" -> "));
-                    self.error(&loc, format!("{}.dependencies", names[0]), msg);
                     break;
                 }
                 path.push(next);
@@ -335,11 +499,17 @@ impl Compiler {
     }
 
     fn repeat(&mut self, s: &Stage, node: NodeId, block: usize, local: &BTreeMap<String, NodeId>) {
-        let Some((target, loc)) = &s.repeat else { return };
+        let Some((target, loc)) = &s.repeat else {
+            return;
+        };
         let field = format!("{}.repeat", s.id);
         let Some(&t) = local.get(target) else {
             let hint = suggestion(target, local.keys().map(String::as_str));
-            self.error(loc, field, format!("repeat target `{target}` is not a stage of this list{hint}"));
+            self.error(
+                loc,
+                field,
+                format!("repeat target `{target}` is not a stage of this list{hint}"),
+            );
             return;
         };
         let ancestors = self.closure(node, |n, plan| plan.nodes[n].deps.clone());
@@ -348,8 +518,18 @@ impl Compiler {
             return;
         }
         let nodes = self.plan.blocks[block].nodes.clone();
-        let descendants = self.closure(t, |n, plan| nodes.iter().copied().filter(|&m| plan.nodes[m].deps.contains(&n)).collect());
-        let body: Vec<NodeId> = nodes.iter().copied().filter(|n| ancestors.contains(n) && descendants.contains(n)).collect();
+        let descendants = self.closure(t, |n, plan| {
+            nodes
+                .iter()
+                .copied()
+                .filter(|&m| plan.nodes[m].deps.contains(&n))
+                .collect()
+        });
+        let body: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| ancestors.contains(n) && descendants.contains(n))
+            .collect();
         let max_iterations = match s.max_iterations {
             Some(m) => m,
             None => {
@@ -357,11 +537,19 @@ impl Compiler {
                 DEFAULT_MAX_ITERATIONS
             }
         };
-        self.plan.nodes[node].repeat = Some(Repeat { target: t, max_iterations, body });
+        self.plan.nodes[node].repeat = Some(Repeat {
+            target: t,
+            max_iterations,
+            body,
+        });
     }
 
     /// `start` and every node reachable through `next`.
-    fn closure(&self, start: NodeId, next: impl Fn(NodeId, &Plan) -> Vec<NodeId>) -> BTreeSet<NodeId> {
+    fn closure(
+        &self,
+        start: NodeId,
+        next: impl Fn(NodeId, &Plan) -> Vec<NodeId>,
+    ) -> BTreeSet<NodeId> {
         let mut seen = BTreeSet::from([start]);
         let mut stack = vec![start];
         while let Some(n) = stack.pop() {

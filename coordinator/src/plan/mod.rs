@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::spec::{CondSpec, Diagnostic, ErrorHandling, InputDecl, Loc, MemoryConfig, SkillRef, StageMemory, StageType, SwarmConfig};
+use crate::spec::{
+    CondSpec, Diagnostic, ErrorHandling, InputDecl, Loc, MemoryConfig, SkillRef, StageMemory,
+    StageType, SwarmConfig,
+};
 
 pub use compile::{PlanOptions, compile};
 pub use render::{Format, render};
@@ -98,16 +101,28 @@ pub struct PlanNode {
 pub enum NodeKind {
     /// Runs skills: one after another, or all at once (`parallel`), once or
     /// per `for_each` item.
-    Tasks { skills: Vec<SkillRef>, parallel: bool, for_each: Option<Value> },
+    Tasks {
+        skills: Vec<SkillRef>,
+        parallel: bool,
+        for_each: Option<Value>,
+    },
     /// No skill: the stage's outputs are its rendered inputs.
     Pass,
     /// A conditional: one branch's block runs, the others are skipped.
-    Branch { branches: Vec<PlanBranch>, default: Option<usize>, selector: BranchSelector },
+    Branch {
+        branches: Vec<PlanBranch>,
+        default: Option<usize>,
+        selector: BranchSelector,
+    },
     /// `substages`: a block in the same scope.
     Group { block: BlockId },
     /// `cascade: NAME`: a block in a new scope whose inputs are this
     /// stage's rendered inputs.
-    Sub { block: BlockId, scope: ScopeId, cascade: String },
+    Sub {
+        block: BlockId,
+        scope: ScopeId,
+        cascade: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,10 @@ pub fn render(plan: &Plan, format: Format) -> String {
 pub fn model_of(plan: &Plan, n: NodeId) -> Option<(String, String)> {
     let node = &plan.nodes[n];
     let requested = match &node.kind {
-        NodeKind::Tasks { skills, .. } => skills.iter().find_map(|s| s.model.clone()).or_else(|| node.model.clone()),
+        NodeKind::Tasks { skills, .. } => skills
+            .iter()
+            .find_map(|s| s.model.clone())
+            .or_else(|| node.model.clone()),
         _ => node.model.clone(),
     };
     let requested = match (requested, node.ty) {
@@ -43,10 +46,18 @@ pub fn model_of(plan: &Plan, n: NodeId) -> Option<(String, String)> {
 fn kind_label(plan: &Plan, n: NodeId) -> String {
     let node = &plan.nodes[n];
     match &node.kind {
-        NodeKind::Tasks { skills, parallel, for_each } => {
+        NodeKind::Tasks {
+            skills,
+            parallel,
+            for_each,
+        } => {
             let names: Vec<&str> = skills.iter().map(|s| s.skill.as_str()).collect();
             let mode = if *parallel { "in parallel" } else { "in order" };
-            let each = if for_each.is_some() { ", for each item" } else { "" };
+            let each = if for_each.is_some() {
+                ", for each item"
+            } else {
+                ""
+            };
             format!("skills {} ({mode}{each})", names.join(", "))
         }
         NodeKind::Pass => "no skill (outputs its inputs)".to_owned(),
@@ -66,30 +77,80 @@ fn text_block(plan: &Plan, block: BlockId, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     for &n in &plan.blocks[block].nodes {
         let node = &plan.nodes[n];
-        out.push_str(&format!("{pad}{} [{}] {}\n", node.local_id, node.ty.as_str(), kind_label(plan, n)));
-        let deps: Vec<&str> = node.deps.iter().map(|&d| plan.nodes[d].local_id.as_str()).collect();
-        out.push_str(&format!("{pad}    after: {}\n", if deps.is_empty() { "(start)".to_owned() } else { deps.join(", ") }));
+        out.push_str(&format!(
+            "{pad}{} [{}] {}\n",
+            node.local_id,
+            node.ty.as_str(),
+            kind_label(plan, n)
+        ));
+        let deps: Vec<&str> = node
+            .deps
+            .iter()
+            .map(|&d| plan.nodes[d].local_id.as_str())
+            .collect();
+        out.push_str(&format!(
+            "{pad}    after: {}\n",
+            if deps.is_empty() {
+                "(start)".to_owned()
+            } else {
+                deps.join(", ")
+            }
+        ));
         if let Some((model, why)) = model_of(plan, n) {
             out.push_str(&format!("{pad}    model: {model} ({why})\n"));
         }
         if let Some(w) = &node.swarm {
             let agents = w.max_agents.map_or("auto".to_owned(), |m| m.to_string());
-            out.push_str(&format!("{pad}    topology: {:?}, strategy {:?}, max agents {agents}\n", w.topology, w.strategy).to_lowercase());
+            out.push_str(
+                &format!(
+                    "{pad}    topology: {:?}, strategy {:?}, max agents {agents}\n",
+                    w.topology, w.strategy
+                )
+                .to_lowercase(),
+            );
         }
-        if let (Some(c), false) = (&node.condition, node.repeat.is_some() || matches!(node.kind, NodeKind::Branch { .. })) {
+        if let (Some(c), false) = (
+            &node.condition,
+            node.repeat.is_some() || matches!(node.kind, NodeKind::Branch { .. }),
+        ) {
             out.push_str(&format!("{pad}    only if: {}\n", c.text));
         }
         if let Some(r) = &node.repeat {
-            let cond = node.condition.as_ref().map_or("always".to_owned(), |c| format!("while {}", c.text));
-            out.push_str(&format!("{pad}    loop: back to {} ({cond}), at most {} iterations\n", plan.nodes[r.target].local_id, r.max_iterations));
+            let cond = node
+                .condition
+                .as_ref()
+                .map_or("always".to_owned(), |c| format!("while {}", c.text));
+            out.push_str(&format!(
+                "{pad}    loop: back to {} ({cond}), at most {} iterations\n",
+                plan.nodes[r.target].local_id, r.max_iterations
+            ));
         }
         if node.error.strategy != crate::spec::ErrorStrategy::Fail || node.error.max_retries > 0 {
-            let fb = node.error.fallback.as_ref().map(|f| format!(", fallback {f}")).unwrap_or_default();
-            out.push_str(&format!("{pad}    on error: {} (up to {} retries, {:?} backoff{fb})\n", node.error.strategy.as_str(), node.error.max_retries, node.error.backoff.kind).to_lowercase());
+            let fb = node
+                .error
+                .fallback
+                .as_ref()
+                .map(|f| format!(", fallback {f}"))
+                .unwrap_or_default();
+            out.push_str(
+                &format!(
+                    "{pad}    on error: {} (up to {} retries, {:?} backoff{fb})\n",
+                    node.error.strategy.as_str(),
+                    node.error.max_retries,
+                    node.error.backoff.kind
+                )
+                .to_lowercase(),
+            );
         }
         match &node.kind {
-            NodeKind::Branch { branches, default, selector } => {
-                if let (Some(c), BranchSelector::Named | BranchSelector::PassFail) = (&node.condition, selector) {
+            NodeKind::Branch {
+                branches,
+                default,
+                selector,
+            } => {
+                if let (Some(c), BranchSelector::Named | BranchSelector::PassFail) =
+                    (&node.condition, selector)
+                {
                     out.push_str(&format!("{pad}    select by: {}\n", c.text));
                 }
                 for (i, b) in branches.iter().enumerate() {
@@ -106,7 +167,9 @@ fn text_block(plan: &Plan, block: BlockId, depth: usize, out: &mut String) {
                     text_block(plan, b.block, depth + 3, out);
                 }
             }
-            NodeKind::Group { block } | NodeKind::Sub { block, .. } => text_block(plan, *block, depth + 2, out),
+            NodeKind::Group { block } | NodeKind::Sub { block, .. } => {
+                text_block(plan, *block, depth + 2, out)
+            }
             _ => {}
         }
     }
@@ -120,7 +183,13 @@ fn json_plan(plan: &Plan) -> Value {
 }
 
 fn json_block(plan: &Plan, block: BlockId) -> Value {
-    Value::Array(plan.blocks[block].nodes.iter().map(|&n| json_node(plan, n)).collect())
+    Value::Array(
+        plan.blocks[block]
+            .nodes
+            .iter()
+            .map(|&n| json_node(plan, n))
+            .collect(),
+    )
 }
 
 fn json_node(plan: &Plan, n: NodeId) -> Value {
@@ -140,20 +209,35 @@ fn json_node(plan: &Plan, n: NodeId) -> Value {
         obj.insert("condition".into(), json!(c.text));
     }
     if let Some(w) = &node.swarm {
-        obj.insert("swarm".into(), json!({"topology": w.topology, "strategy": w.strategy, "max_agents": w.max_agents}));
+        obj.insert(
+            "swarm".into(),
+            json!({"topology": w.topology, "strategy": w.strategy, "max_agents": w.max_agents}),
+        );
     }
     if let Some(r) = &node.repeat {
-        obj.insert("repeat".into(), json!({"target": plan.nodes[r.target].local_id, "max_iterations": r.max_iterations}));
+        obj.insert(
+            "repeat".into(),
+            json!({"target": plan.nodes[r.target].local_id, "max_iterations": r.max_iterations}),
+        );
     }
     match &node.kind {
-        NodeKind::Tasks { skills, parallel, for_each } => {
-            obj.insert("skills".into(), json!(skills.iter().map(|s| s.skill.clone()).collect::<Vec<_>>()));
+        NodeKind::Tasks {
+            skills,
+            parallel,
+            for_each,
+        } => {
+            obj.insert(
+                "skills".into(),
+                json!(skills.iter().map(|s| s.skill.clone()).collect::<Vec<_>>()),
+            );
             obj.insert("parallel".into(), json!(parallel));
             if let Some(fe) = for_each {
                 obj.insert("for_each".into(), fe.clone());
             }
         }
-        NodeKind::Branch { branches, default, .. } => {
+        NodeKind::Branch {
+            branches, default, ..
+        } => {
             let bs: Vec<Value> = branches
                 .iter()
                 .enumerate()
@@ -178,23 +262,49 @@ fn quote(s: &str) -> String {
 }
 
 fn dot(plan: &Plan) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded];\n", quote(&plan.name));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded];\n",
+        quote(&plan.name)
+    );
     for (n, node) in plan.nodes.iter().enumerate() {
         let shape = match node.kind {
             NodeKind::Branch { .. } => ", shape=diamond",
             _ => "",
         };
-        out.push_str(&format!("  \"{}\" [label=\"{}\\n[{}]\"{shape}];\n", quote(&node.id), quote(&node.local_id), node.ty.as_str()));
+        out.push_str(&format!(
+            "  \"{}\" [label=\"{}\\n[{}]\"{shape}];\n",
+            quote(&node.id),
+            quote(&node.local_id),
+            node.ty.as_str()
+        ));
         for &d in &node.deps {
-            out.push_str(&format!("  \"{}\" -> \"{}\";\n", quote(&plan.nodes[d].id), quote(&node.id)));
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\";\n",
+                quote(&plan.nodes[d].id),
+                quote(&node.id)
+            ));
         }
         for (label, block) in child_edges(plan, n) {
-            for &first in plan.blocks[block].nodes.iter().filter(|&&c| plan.nodes[c].deps.is_empty()) {
-                out.push_str(&format!("  \"{}\" -> \"{}\" [style=dashed, label=\"{}\"];\n", quote(&node.id), quote(&plan.nodes[first].id), quote(&label)));
+            for &first in plan.blocks[block]
+                .nodes
+                .iter()
+                .filter(|&&c| plan.nodes[c].deps.is_empty())
+            {
+                out.push_str(&format!(
+                    "  \"{}\" -> \"{}\" [style=dashed, label=\"{}\"];\n",
+                    quote(&node.id),
+                    quote(&plan.nodes[first].id),
+                    quote(&label)
+                ));
             }
         }
         if let Some(r) = &node.repeat {
-            out.push_str(&format!("  \"{}\" -> \"{}\" [style=dotted, label=\"repeat ≤{}\", constraint=false];\n", quote(&node.id), quote(&plan.nodes[r.target].id), r.max_iterations));
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\" [style=dotted, label=\"repeat ≤{}\", constraint=false];\n",
+                quote(&node.id),
+                quote(&plan.nodes[r.target].id),
+                r.max_iterations
+            ));
         }
     }
     out.push_str("}\n");
@@ -203,7 +313,9 @@ fn dot(plan: &Plan) -> String {
 
 fn child_edges(plan: &Plan, n: NodeId) -> Vec<(String, BlockId)> {
     match &plan.nodes[n].kind {
-        NodeKind::Branch { branches, .. } => branches.iter().map(|b| (b.name.clone(), b.block)).collect(),
+        NodeKind::Branch { branches, .. } => {
+            branches.iter().map(|b| (b.name.clone(), b.block)).collect()
+        }
         NodeKind::Group { block } => vec![("substages".into(), *block)],
         NodeKind::Sub { block, cascade, .. } => vec![(format!("cascade {cascade}"), *block)],
         _ => Vec::new(),
@@ -223,12 +335,26 @@ fn mermaid(plan: &Plan) -> String {
             out.push_str(&format!("  {} --> {}\n", id(d), id(n)));
         }
         for (label, block) in child_edges(plan, n) {
-            for &first in plan.blocks[block].nodes.iter().filter(|&&c| plan.nodes[c].deps.is_empty()) {
-                out.push_str(&format!("  {} -.->|{}| {}\n", id(n), label.replace('|', "/"), id(first)));
+            for &first in plan.blocks[block]
+                .nodes
+                .iter()
+                .filter(|&&c| plan.nodes[c].deps.is_empty())
+            {
+                out.push_str(&format!(
+                    "  {} -.->|{}| {}\n",
+                    id(n),
+                    label.replace('|', "/"),
+                    id(first)
+                ));
             }
         }
         if let Some(r) = &node.repeat {
-            out.push_str(&format!("  {} -.->|repeat ≤{}| {}\n", id(n), r.max_iterations, id(r.target)));
+            out.push_str(&format!(
+                "  {} -.->|repeat ≤{}| {}\n",
+                id(n),
+                r.max_iterations,
+                id(r.target)
+            ));
         }
     }
     out

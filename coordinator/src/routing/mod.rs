@@ -42,14 +42,23 @@ pub fn is_router(name: &str) -> bool {
 /// Selects with every input known (at dispatch, inputs rendered).
 pub fn select(requested: &str, inputs: &Map<String, Value>) -> Selection {
     if !is_router(requested) {
-        return Selection { model: requested.to_owned(), reason: "named in the cascade".into() };
+        return Selection {
+            model: requested.to_owned(),
+            reason: "named in the cascade".into(),
+        };
     }
     for (flag, model) in AUTO_SELECT_RULES {
         if inputs.get(flag).is_some_and(truthy) {
-            return Selection { model: model.into(), reason: format!("auto-select: input `{flag}` is set") };
+            return Selection {
+                model: model.into(),
+                reason: format!("auto-select: input `{flag}` is set"),
+            };
         }
     }
-    Selection { model: DEFAULT_MODEL.into(), reason: "auto-select: no routing flag set, best overall".into() }
+    Selection {
+        model: DEFAULT_MODEL.into(),
+        reason: "auto-select: no routing flag set, best overall".into(),
+    }
 }
 
 /// Selects at plan time; a flag that is still a `${...}` template makes
@@ -64,7 +73,10 @@ pub fn plan(requested: &str, inputs: &Map<String, Value>) -> Planned {
                 return Planned::AtRunTime(format!("auto-select: depends on `{flag}` = {s}"));
             }
             Some(v) if truthy(v) => {
-                return Planned::Model(Selection { model: model.into(), reason: format!("auto-select: input `{flag}` is set") });
+                return Planned::Model(Selection {
+                    model: model.into(),
+                    reason: format!("auto-select: input `{flag}` is set"),
+                });
             }
             _ => {}
         }
@@ -77,7 +89,10 @@ fn truthy(v: &Value) -> bool {
         Value::Null => false,
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !matches!(s.to_ascii_lowercase().as_str(), "" | "false" | "no" | "off" | "0"),
+        Value::String(s) => !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "" | "false" | "no" | "off" | "0"
+        ),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
@@ -96,7 +111,10 @@ mod tests {
     fn seed_rules_in_order() {
         let cases = [
             (json!({}), "claude"),
-            (json!({"large_context": true, "current_info": true}), "gemini-megacontext"),
+            (
+                json!({"large_context": true, "current_info": true}),
+                "gemini-megacontext",
+            ),
             (json!({"current_info": true}), "gemini-search"),
             (json!({"visual_output": "yes"}), "gemini-media"),
             (json!({"rapid_prototype": 1}), "codex-auto"),
@@ -111,7 +129,10 @@ mod tests {
 
     #[test]
     fn templates_defer_the_choice() {
-        let p = plan("auto-select", &inputs(json!({"large_context": "${inputs.big}"})));
+        let p = plan(
+            "auto-select",
+            &inputs(json!({"large_context": "${inputs.big}"})),
+        );
         assert!(matches!(p, Planned::AtRunTime(_)));
     }
 }

@@ -33,11 +33,21 @@ fn ser_loc<S: serde::Serializer>(loc: &Option<Loc>, s: S) -> Result<S::Ok, S::Er
 
 impl Diagnostic {
     pub fn error(loc: Option<Loc>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, loc, field: field.into(), message: message.into() }
+        Diagnostic {
+            severity: Severity::Error,
+            loc,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn warning(loc: Option<Loc>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, loc, field: field.into(), message: message.into() }
+        Diagnostic {
+            severity: Severity::Warning,
+            loc,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -48,14 +58,14 @@ impl Diagnostic {
     /// under the column, when the source text is at hand.
     pub fn render(&self, source: Option<&str>) -> String {
         let mut out = self.to_string();
-        if let (Some(loc), Some(src)) = (&self.loc, source) {
-            if let Some(line) = src.lines().nth(loc.line.saturating_sub(1) as usize) {
-                let line: String = line.chars().take(200).collect();
-                let num = loc.line.to_string();
-                let pad = " ".repeat(num.len());
-                let caret = " ".repeat(loc.col.saturating_sub(1).min(200) as usize);
-                out.push_str(&format!("\n {pad} |\n {num} | {line}\n {pad} | {caret}^"));
-            }
+        if let (Some(loc), Some(src)) = (&self.loc, source)
+            && let Some(line) = src.lines().nth(loc.line.saturating_sub(1) as usize)
+        {
+            let line: String = line.chars().take(200).collect();
+            let num = loc.line.to_string();
+            let pad = " ".repeat(num.len());
+            let caret = " ".repeat(loc.col.saturating_sub(1).min(200) as usize);
+            out.push_str(&format!("\n {pad} |\n {num} | {line}\n {pad} | {caret}^"));
         }
         out
     }
@@ -79,7 +89,10 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The closest candidate to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(&word.to_lowercase(), &c.to_lowercase());
@@ -108,7 +121,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// `, did you mean `x`?` or nothing.
 pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    did_you_mean(word, candidates).map(|c| format!(", did you mean `{c}`?")).unwrap_or_default()
+    did_you_mean(word, candidates)
+        .map(|c| format!(", did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -117,7 +132,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("dependecies", ["dependencies", "depends_on"]), Some("dependencies"));
+        assert_eq!(
+            did_you_mean("dependecies", ["dependencies", "depends_on"]),
+            Some("dependencies")
+        );
         assert_eq!(did_you_mean("tset", ["test", "lint"]), Some("test"));
         assert_eq!(did_you_mean("zzzzzz", ["test", "lint"]), None);
     }

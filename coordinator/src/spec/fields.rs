@@ -23,7 +23,10 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, v, _)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, v, _)| *v)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -31,7 +34,10 @@ impl<'a> Fields<'a> {
     }
 
     pub fn key_loc(&self, key: &str) -> Option<&'a Loc> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, l)| *l)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, l)| *l)
     }
 
     /// The first of several aliases present, with the name used.
@@ -40,7 +46,11 @@ impl<'a> Fields<'a> {
     }
 
     pub fn field(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
@@ -54,11 +64,13 @@ impl Reader {
     }
 
     pub fn error(&mut self, loc: &Loc, field: impl Into<String>, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(Some(loc.clone()), field, message));
+        self.diags
+            .push(Diagnostic::error(Some(loc.clone()), field, message));
     }
 
     pub fn warn(&mut self, loc: &Loc, field: impl Into<String>, message: impl Into<String>) {
-        self.diags.push(Diagnostic::warning(Some(loc.clone()), field, message));
+        self.diags
+            .push(Diagnostic::warning(Some(loc.clone()), field, message));
     }
 
     pub fn has_errors(&self) -> bool {
@@ -66,9 +78,19 @@ impl Reader {
     }
 
     /// Checks that `node` is a mapping whose keys are all in `allowed`.
-    pub fn fields<'a>(&mut self, node: &'a Node, path: &str, what: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+    pub fn fields<'a>(
+        &mut self,
+        node: &'a Node,
+        path: &str,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'a>> {
         let Kind::Map(entries) = &node.kind else {
-            self.error(&node.loc, path, format!("{what} must be a mapping, found {}", node.type_name()));
+            self.error(
+                &node.loc,
+                path,
+                format!("{what} must be a mapping, found {}", node.type_name()),
+            );
             return None;
         };
         let mut out = Vec::with_capacity(entries.len());
@@ -79,14 +101,26 @@ impl Reader {
                 continue;
             };
             if !allowed.contains(&key) {
-                let field = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                let field = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
                 let hint = suggestion(key, allowed.iter().copied());
-                self.error(&k.loc, field, format!("unknown field `{key}` in {what}{hint}"));
+                self.error(
+                    &k.loc,
+                    field,
+                    format!("unknown field `{key}` in {what}{hint}"),
+                );
                 continue;
             }
             out.push((key, v, &k.loc));
         }
-        Some(Fields { node, path: path.to_owned(), entries: out })
+        Some(Fields {
+            node,
+            path: path.to_owned(),
+            entries: out,
+        })
     }
 
     pub fn string(&mut self, node: &Node, field: &str) -> Option<String> {
@@ -94,7 +128,11 @@ impl Reader {
             Kind::Str(s) => Some(s.clone()),
             Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => node.scalar_text(),
             _ => {
-                self.error(&node.loc, field, format!("expected a string, found {}", node.type_name()));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("expected a string, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -115,12 +153,20 @@ impl Reader {
                 "enabled" | "yes" | "on" => Some(true),
                 "disabled" | "no" | "off" => Some(false),
                 _ => {
-                    self.error(&node.loc, field, format!("expected true or false, found `{s}`"));
+                    self.error(
+                        &node.loc,
+                        field,
+                        format!("expected true or false, found `{s}`"),
+                    );
                     None
                 }
             },
             _ => {
-                self.error(&node.loc, field, format!("expected true or false, found {}", node.type_name()));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("expected true or false, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -140,12 +186,22 @@ impl Reader {
         match v {
             Some(v) if v >= min && v <= max => Some(v),
             Some(v) => {
-                self.error(&node.loc, field, format!("{v} is out of range ({min} to {max})"));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("{v} is out of range ({min} to {max})"),
+                );
                 None
             }
             None => {
-                let shown = node.scalar_text().unwrap_or_else(|| node.type_name().to_owned());
-                self.error(&node.loc, field, format!("expected a whole number, found `{shown}`"));
+                let shown = node
+                    .scalar_text()
+                    .unwrap_or_else(|| node.type_name().to_owned());
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("expected a whole number, found `{shown}`"),
+                );
                 None
             }
         }
@@ -162,7 +218,11 @@ impl Reader {
             Kind::Float(x) => x.to_string(),
             Kind::Str(s) => s.clone(),
             _ => {
-                self.error(&node.loc, field, format!("expected a duration like `30s`, found {}", node.type_name()));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("expected a duration like `30s`, found {}", node.type_name()),
+                );
                 return None;
             }
         };
@@ -189,11 +249,16 @@ impl Reader {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| {
-                    self.string(item, &format!("{field}[{i}]")).map(|s| (s, item.loc.clone()))
+                    self.string(item, &format!("{field}[{i}]"))
+                        .map(|s| (s, item.loc.clone()))
                 })
                 .collect(),
             _ => {
-                self.error(&node.loc, field, format!("expected a list of names, found {}", node.type_name()));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!("expected a list of names, found {}", node.type_name()),
+                );
                 Vec::new()
             }
         }
@@ -201,7 +266,11 @@ impl Reader {
 
     pub fn opt_string_list(&mut self, f: &Fields<'_>, key: &str) -> Vec<String> {
         match f.get(key) {
-            Some(n) => self.string_list(n, &f.field(key)).into_iter().map(|(s, _)| s).collect(),
+            Some(n) => self
+                .string_list(n, &f.field(key))
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -215,20 +284,40 @@ impl Reader {
                 _ => Map::new(),
             },
             _ => {
-                self.error(&node.loc, field, format!("expected a mapping of names to values, found {}", node.type_name()));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!(
+                        "expected a mapping of names to values, found {}",
+                        node.type_name()
+                    ),
+                );
                 Map::new()
             }
         }
     }
 
     /// One of the named choices, with a did-you-mean when it is close.
-    pub fn choice<T>(&mut self, node: &Node, field: &str, names: &[&str], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    pub fn choice<T>(
+        &mut self,
+        node: &Node,
+        field: &str,
+        names: &[&str],
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
         let s = self.string(node, field)?;
         match parse(&s) {
             Some(v) => Some(v),
             None => {
                 let hint = suggestion(&s, names.iter().copied());
-                self.error(&node.loc, field, format!("unknown value `{s}` (expected one of: {}){hint}", names.join(", ")));
+                self.error(
+                    &node.loc,
+                    field,
+                    format!(
+                        "unknown value `{s}` (expected one of: {}){hint}",
+                        names.join(", ")
+                    ),
+                );
                 None
             }
         }

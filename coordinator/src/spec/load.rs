@@ -64,33 +64,55 @@ fn load_inner(path: &Path, out: &mut Loaded, stack: &mut Vec<PathBuf>) -> Option
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            out.diagnostics.push(Diagnostic::error(None, "", format!("cannot read `{name}`: {e}")));
+            out.diagnostics.push(Diagnostic::error(
+                None,
+                "",
+                format!("cannot read `{name}`: {e}"),
+            ));
             return None;
         }
     };
     if !meta.is_file() {
-        out.diagnostics.push(Diagnostic::error(None, "", format!("`{name}` is not a file")));
+        out.diagnostics.push(Diagnostic::error(
+            None,
+            "",
+            format!("`{name}` is not a file"),
+        ));
         return None;
     }
     if meta.len() > MAX_FILE_BYTES {
         out.diagnostics.push(Diagnostic::error(
             None,
             "",
-            format!("`{name}` is {} bytes; cascade files are limited to {MAX_FILE_BYTES} bytes", meta.len()),
+            format!(
+                "`{name}` is {} bytes; cascade files are limited to {MAX_FILE_BYTES} bytes",
+                meta.len()
+            ),
         ));
         return None;
     }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            out.diagnostics.push(Diagnostic::error(None, "", format!("cannot read `{name}`: {e}")));
+            out.diagnostics.push(Diagnostic::error(
+                None,
+                "",
+                format!("cannot read `{name}`: {e}"),
+            ));
             return None;
         }
     };
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            out.diagnostics.push(Diagnostic::error(None, "", format!("`{name}` is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())));
+            out.diagnostics.push(Diagnostic::error(
+                None,
+                "",
+                format!(
+                    "`{name}` is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            ));
             return None;
         }
     };
@@ -101,17 +123,30 @@ fn load_inner(path: &Path, out: &mut Loaded, stack: &mut Vec<PathBuf>) -> Option
     c
 }
 
-fn parse_and_resolve(path: &Path, text: &str, out: &mut Loaded, stack: &mut Vec<PathBuf>) -> Option<Cascade> {
+fn parse_and_resolve(
+    path: &Path,
+    text: &str,
+    out: &mut Loaded,
+    stack: &mut Vec<PathBuf>,
+) -> Option<Cascade> {
     let file: Arc<str> = Arc::from(display(path));
     out.sources.insert(file.to_string(), text.to_owned());
     let root = match yaml::parse(&file, text) {
         Ok(Some(root)) => root,
         Ok(None) => {
-            out.diagnostics.push(Diagnostic::error(Some(yaml::Loc::new(&file, 1, 1)), "", "the file is empty"));
+            out.diagnostics.push(Diagnostic::error(
+                Some(yaml::Loc::new(&file, 1, 1)),
+                "",
+                "the file is empty",
+            ));
             return None;
         }
         Err(failures) => {
-            out.diagnostics.extend(failures.into_iter().map(|f| Diagnostic::error(Some(f.loc), "", f.message)));
+            out.diagnostics.extend(
+                failures
+                    .into_iter()
+                    .map(|f| Diagnostic::error(Some(f.loc), "", f.message)),
+            );
             return None;
         }
     };
@@ -143,12 +178,24 @@ fn resolve_subcascades(cascade: &mut Cascade, out: &mut Loaded, stack: &mut Vec<
         };
         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
         if let Some(pos) = stack.iter().position(|p| *p == canonical) {
-            let cycle: Vec<String> = stack[pos..].iter().chain(std::iter::once(&canonical)).map(|p| file_name(p)).collect();
-            out.diagnostics.push(Diagnostic::error(Some(loc), "cascade", format!("sub-cascades form a cycle: {}", cycle.join(" -> "))));
+            let cycle: Vec<String> = stack[pos..]
+                .iter()
+                .chain(std::iter::once(&canonical))
+                .map(|p| file_name(p))
+                .collect();
+            out.diagnostics.push(Diagnostic::error(
+                Some(loc),
+                "cascade",
+                format!("sub-cascades form a cycle: {}", cycle.join(" -> ")),
+            ));
             continue;
         }
         if stack.len() >= MAX_SUBCASCADE_DEPTH {
-            out.diagnostics.push(Diagnostic::error(Some(loc), "cascade", format!("sub-cascades nest deeper than {MAX_SUBCASCADE_DEPTH} levels")));
+            out.diagnostics.push(Diagnostic::error(
+                Some(loc),
+                "cascade",
+                format!("sub-cascades nest deeper than {MAX_SUBCASCADE_DEPTH} levels"),
+            ));
             continue;
         }
         if let Some(sub) = load_inner(&path, out, stack) {
@@ -158,18 +205,28 @@ fn resolve_subcascades(cascade: &mut Cascade, out: &mut Loaded, stack: &mut Vec<
 }
 
 fn display_dir(dir: &Path) -> String {
-    if dir.as_os_str().is_empty() { ".".into() } else { display(dir) }
+    if dir.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        display(dir)
+    }
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(|| display(p), |n| n.to_string_lossy().into_owned())
+    p.file_name()
+        .map_or_else(|| display(p), |n| n.to_string_lossy().into_owned())
 }
 
 fn find_beside(dir: &Path, name: &str) -> Option<PathBuf> {
     if name.contains("..") && Path::new(name).is_absolute() {
         return None;
     }
-    for candidate in [format!("{name}.yaml"), format!("{name}.yml"), format!("{name}.json"), name.to_owned()] {
+    for candidate in [
+        format!("{name}.yaml"),
+        format!("{name}.yml"),
+        format!("{name}.json"),
+        name.to_owned(),
+    ] {
         let p = dir.join(&candidate);
         if p.is_file() {
             return Some(p);

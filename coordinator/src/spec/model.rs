@@ -54,8 +54,14 @@ pub enum StageType {
 }
 
 impl StageType {
-    pub const NAMES: [&'static str; 6] =
-        ["sequential", "parallel", "conditional", "codex-sandbox", "multi-model", "swarm-parallel"];
+    pub const NAMES: [&'static str; 6] = [
+        "sequential",
+        "parallel",
+        "conditional",
+        "codex-sandbox",
+        "multi-model",
+        "swarm-parallel",
+    ];
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -143,7 +149,10 @@ pub enum Branches {
     List(Vec<Branch>),
     /// Named branches. The stage's `condition` may evaluate to a branch name
     /// (a selector); else each branch's own condition; else `default`.
-    Map { branches: Vec<Branch>, default: Option<(String, Loc)> },
+    Map {
+        branches: Vec<Branch>,
+        default: Option<(String, Loc)>,
+    },
     /// `pass` when the stage's condition holds, else `fail`.
     PassFail { pass: Vec<Stage>, fail: Vec<Stage> },
 }
@@ -221,7 +230,13 @@ impl ErrorStrategy {
         })
     }
 
-    pub const NAMES: [&'static str; 5] = ["retry", "codex-auto-fix", "model-switch", "swarm-recovery", "fail"];
+    pub const NAMES: [&'static str; 5] = [
+        "retry",
+        "codex-auto-fix",
+        "model-switch",
+        "swarm-recovery",
+        "fail",
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -236,7 +251,10 @@ impl ErrorStrategy {
     /// Strategies whose own executor is not built yet; they retry, and the
     /// results say so.
     pub fn runs_as_retry(self) -> bool {
-        matches!(self, Self::CodexAutoFix | Self::ModelSwitch | Self::SwarmRecovery)
+        matches!(
+            self,
+            Self::CodexAutoFix | Self::ModelSwitch | Self::SwarmRecovery
+        )
     }
 }
 
@@ -258,7 +276,12 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { kind: BackoffKind::Exponential, base_ms: 1000, max_ms: 60_000, jitter: true }
+        Backoff {
+            kind: BackoffKind::Exponential,
+            base_ms: 1000,
+            max_ms: 60_000,
+            jitter: true,
+        }
     }
 }
 

@@ -21,28 +21,80 @@ use super::model::*;
 use super::yaml::{Kind, Loc, Node};
 
 const DOC_SECTIONS: &[&str] = &[
-    "name", "description", "version", "config", "inputs", "stages", "memory", "error_handling",
-    "github_integration", "quality_gates", "notifications", "monitoring", "timeout", "data_flow",
-    "hooks", "workflows",
+    "name",
+    "description",
+    "version",
+    "config",
+    "inputs",
+    "stages",
+    "memory",
+    "error_handling",
+    "github_integration",
+    "quality_gates",
+    "notifications",
+    "monitoring",
+    "timeout",
+    "data_flow",
+    "hooks",
+    "workflows",
 ];
 
 /// Sections accepted now whose behaviour comes with a later part of the
 /// system; each use is a warning, never silently ignored.
 const DEFERRED_SECTIONS: &[(&str, &str)] = &[
-    ("github_integration", "GitHub integration is not implemented yet; the section is not acted on"),
-    ("quality_gates", "quality gates are not enforced yet; express a gate as a conditional stage"),
+    (
+        "github_integration",
+        "GitHub integration is not implemented yet; the section is not acted on",
+    ),
+    (
+        "quality_gates",
+        "quality gates are not enforced yet; express a gate as a conditional stage",
+    ),
     ("notifications", "notifications are not sent yet"),
     ("monitoring", "monitoring settings are not applied yet"),
     ("hooks", "cascade hooks are not run yet"),
-    ("data_flow", "`data_flow` is descriptive only: data flows through ${...} references"),
+    (
+        "data_flow",
+        "`data_flow` is descriptive only: data flows through ${...} references",
+    ),
 ];
 
 pub const STAGE_FIELDS: &[&str] = &[
-    "stage_id", "stage", "skill_id", "id", "name", "description", "type", "model", "skill",
-    "skills", "steps", "inputs", "outputs", "dependencies", "depends_on", "condition",
-    "conditions", "branches", "repeat", "max_iterations", "memory", "memory_shared",
-    "swarm_config", "codex_config", "test_suite", "tests", "fix_strategy", "error_recovery",
-    "error_handling", "cascade", "substages", "timeout", "task_timeout", "for_each", "priority",
+    "stage_id",
+    "stage",
+    "skill_id",
+    "id",
+    "name",
+    "description",
+    "type",
+    "model",
+    "skill",
+    "skills",
+    "steps",
+    "inputs",
+    "outputs",
+    "dependencies",
+    "depends_on",
+    "condition",
+    "conditions",
+    "branches",
+    "repeat",
+    "max_iterations",
+    "memory",
+    "memory_shared",
+    "swarm_config",
+    "codex_config",
+    "test_suite",
+    "tests",
+    "fix_strategy",
+    "error_recovery",
+    "error_handling",
+    "cascade",
+    "substages",
+    "timeout",
+    "task_timeout",
+    "for_each",
+    "priority",
 ];
 
 const ID_KEYS: &[&str] = &["stage_id", "stage", "skill_id", "id"];
@@ -50,7 +102,11 @@ const ID_KEYS: &[&str] = &["stage_id", "stage", "skill_id", "id"];
 /// Normalises one parsed document. Sub-cascades are resolved by the loader.
 pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
     let Kind::Map(entries) = &root.kind else {
-        r.error(&root.loc, "", format!("a cascade must be a mapping, found {}", root.type_name()));
+        r.error(
+            &root.loc,
+            "",
+            format!("a cascade must be a mapping, found {}", root.type_name()),
+        );
         return None;
     };
     let mut top_allowed: Vec<&str> = DOC_SECTIONS.to_vec();
@@ -65,7 +121,11 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         match &c.kind {
             Kind::Map(_) => nested = r.fields(c, "cascade", "the `cascade` section", DOC_SECTIONS),
             Kind::Str(s) => name_from_cascade = Some((s.clone(), c.loc.clone())),
-            _ => r.error(&c.loc, "cascade", format!("expected a mapping or a name, found {}", c.type_name())),
+            _ => r.error(
+                &c.loc,
+                "cascade",
+                format!("expected a mapping or a name, found {}", c.type_name()),
+            ),
         }
     }
 
@@ -75,7 +135,14 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         let b = nested.as_ref().and_then(|n| n.get(key));
         match (a, b) {
             (Some(x), Some(y)) => {
-                r.error(&y.loc, format!("cascade.{key}"), format!("`{key}` is given both at the top level (line {}) and under `cascade:`", x.loc.line));
+                r.error(
+                    &y.loc,
+                    format!("cascade.{key}"),
+                    format!(
+                        "`{key}` is given both at the top level (line {}) and under `cascade:`",
+                        x.loc.line
+                    ),
+                );
                 Some((y, format!("cascade.{key}")))
             }
             (Some(x), None) => Some((x, key.to_owned())),
@@ -93,10 +160,18 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         }
     };
     let description = section(r, "description").and_then(|(n, f)| r.string(n, &f));
-    let version = section(r, "version").and_then(|(n, f)| r.string(n, &f)).unwrap_or_else(|| "1.0.0".into());
-    let config = section(r, "config").map(|(n, f)| r.value_map(n, &f)).unwrap_or_default();
-    let inputs = section(r, "inputs").map(|(n, f)| input_decls(r, n, &f)).unwrap_or_default();
-    let memory = section(r, "memory").map(|(n, f)| memory_config(r, n, &f)).unwrap_or_default();
+    let version = section(r, "version")
+        .and_then(|(n, f)| r.string(n, &f))
+        .unwrap_or_else(|| "1.0.0".into());
+    let config = section(r, "config")
+        .map(|(n, f)| r.value_map(n, &f))
+        .unwrap_or_default();
+    let inputs = section(r, "inputs")
+        .map(|(n, f)| input_decls(r, n, &f))
+        .unwrap_or_default();
+    let memory = section(r, "memory")
+        .map(|(n, f)| memory_config(r, n, &f))
+        .unwrap_or_default();
     let error_handling = section(r, "error_handling").and_then(|(n, f)| error_handling(r, n, &f));
     let timeout = section(r, "timeout").and_then(|(n, f)| r.duration(n, &f));
 
@@ -110,13 +185,24 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
 
     let stages = match (section(r, "stages"), section(r, "workflows")) {
         (Some((s, _)), Some((w, _))) => {
-            r.error(&w.loc, "workflows", format!("give either `stages` (line {}) or `workflows`, not both", s.loc.line));
+            r.error(
+                &w.loc,
+                "workflows",
+                format!(
+                    "give either `stages` (line {}) or `workflows`, not both",
+                    s.loc.line
+                ),
+            );
             Vec::new()
         }
         (Some((s, f)), None) => stage_list(r, s, &f, true),
         (None, Some((w, f))) => stage_list(r, w, &f, false),
         (None, None) => {
-            r.error(&root.loc, "stages", "a cascade needs `stages` (or `workflows`)");
+            r.error(
+                &root.loc,
+                "stages",
+                "a cascade needs `stages` (or `workflows`)",
+            );
             Vec::new()
         }
     };
@@ -147,10 +233,24 @@ fn input_decls(r: &mut Reader, node: &Node, field: &str) -> Vec<InputDecl> {
             for (i, item) in items.iter().enumerate() {
                 let f = format!("{field}[{i}]");
                 if let Some(name) = item.as_str() {
-                    out.push(InputDecl { name: name.to_owned(), ty: None, description: None, required: false, default: None, loc: item.loc.clone() });
+                    out.push(InputDecl {
+                        name: name.to_owned(),
+                        ty: None,
+                        description: None,
+                        required: false,
+                        default: None,
+                        loc: item.loc.clone(),
+                    });
                     continue;
                 }
-                let Some(fs) = r.fields(item, &f, "an input", &["name", "type", "description", "required", "default"]) else { continue };
+                let Some(fs) = r.fields(
+                    item,
+                    &f,
+                    "an input",
+                    &["name", "type", "description", "required", "default"],
+                ) else {
+                    continue;
+                };
                 let Some(name) = r.opt_string(&fs, "name") else {
                     r.error(&item.loc, f, "an input needs a `name`");
                     continue;
@@ -160,25 +260,57 @@ fn input_decls(r: &mut Reader, node: &Node, field: &str) -> Vec<InputDecl> {
         }
         Kind::Map(entries) => {
             for (k, v) in entries {
-                let Some(name) = k.scalar_text() else { continue };
+                let Some(name) = k.scalar_text() else {
+                    continue;
+                };
                 let f = format!("{field}.{name}");
                 if matches!(v.kind, Kind::Map(_)) {
-                    if let Some(fs) = r.fields(v, &f, "an input", &["type", "description", "required", "default"]) {
+                    if let Some(fs) = r.fields(
+                        v,
+                        &f,
+                        "an input",
+                        &["type", "description", "required", "default"],
+                    ) {
                         out.push(input_decl(r, name, &fs, k.loc.clone()));
                     }
                 } else {
                     // `name: value` is shorthand for a default value.
-                    let default = if matches!(v.kind, Kind::Null) { None } else { Some(v.to_json()) };
-                    out.push(InputDecl { name, ty: None, description: None, required: false, default, loc: k.loc.clone() });
+                    let default = if matches!(v.kind, Kind::Null) {
+                        None
+                    } else {
+                        Some(v.to_json())
+                    };
+                    out.push(InputDecl {
+                        name,
+                        ty: None,
+                        description: None,
+                        required: false,
+                        default,
+                        loc: k.loc.clone(),
+                    });
                 }
             }
         }
-        _ => r.error(&node.loc, field, format!("`inputs` must be a list or a mapping, found {}", node.type_name())),
+        _ => r.error(
+            &node.loc,
+            field,
+            format!(
+                "`inputs` must be a list or a mapping, found {}",
+                node.type_name()
+            ),
+        ),
     }
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for d in &out {
         if let Some(line) = seen.insert(d.name.clone(), d.loc.line) {
-            r.error(&d.loc, field, format!("input `{}` is declared twice (first at line {line})", d.name));
+            r.error(
+                &d.loc,
+                field,
+                format!(
+                    "input `{}` is declared twice (first at line {line})",
+                    d.name
+                ),
+            );
         }
     }
     out
@@ -189,20 +321,41 @@ fn input_decl(r: &mut Reader, name: String, fs: &Fields<'_>, loc: Loc) -> InputD
     let description = r.opt_string(fs, "description");
     let default = fs.get("default").map(Node::to_json);
     let required = r.opt_bool(fs, "required").unwrap_or(false);
-    InputDecl { name, ty, description, required, default, loc }
+    InputDecl {
+        name,
+        ty,
+        description,
+        required,
+        default,
+        loc,
+    }
 }
 
 fn memory_config(r: &mut Reader, node: &Node, field: &str) -> MemoryConfig {
-    const KEYS: &[&str] = &["persistence", "scope", "retention", "keys", "cleanup_between_stages", "cleanup_on_exit", "max_memory_mb", "checkpoints", "storage"];
-    let Some(fs) = r.fields(node, field, "the `memory` section", KEYS) else { return MemoryConfig::default() };
+    const KEYS: &[&str] = &[
+        "persistence",
+        "scope",
+        "retention",
+        "keys",
+        "cleanup_between_stages",
+        "cleanup_on_exit",
+        "max_memory_mb",
+        "checkpoints",
+        "storage",
+    ];
+    let Some(fs) = r.fields(node, field, "the `memory` section", KEYS) else {
+        return MemoryConfig::default();
+    };
     let enabled = r.opt_bool(&fs, "persistence").unwrap_or(true);
     let scope = fs
         .get("scope")
-        .and_then(|n| r.choice(n, &fs.field("scope"), &["cascade", "global"], |s| match s {
-            "cascade" => Some(MemoryScope::Cascade),
-            "global" => Some(MemoryScope::Global),
-            _ => None,
-        }))
+        .and_then(|n| {
+            r.choice(n, &fs.field("scope"), &["cascade", "global"], |s| match s {
+                "cascade" => Some(MemoryScope::Cascade),
+                "global" => Some(MemoryScope::Global),
+                _ => None,
+            })
+        })
         .unwrap_or_default();
     if let Some(n) = fs.get("storage") {
         r.warn(&n.loc, fs.field("storage"), "`storage` is ignored: memory lives in the configured store (local disk, or JetStream KV on a swarm)");
@@ -224,14 +377,29 @@ fn memory_config(r: &mut Reader, node: &Node, field: &str) -> MemoryConfig {
 }
 
 pub fn error_handling(r: &mut Reader, node: &Node, field: &str) -> Option<ErrorHandling> {
-    const KEYS: &[&str] = &["strategy", "max_retries", "retries", "backoff", "base_delay", "max_delay", "jitter", "fallback", "escalate_after", "escalation", "continue_on_failure", "max_iterations"];
+    const KEYS: &[&str] = &[
+        "strategy",
+        "max_retries",
+        "retries",
+        "backoff",
+        "base_delay",
+        "max_delay",
+        "jitter",
+        "fallback",
+        "escalate_after",
+        "escalation",
+        "continue_on_failure",
+        "max_iterations",
+    ];
     // The seed's prose form: a list of strategy names.
     if let Kind::Seq(items) = &node.kind {
         let mut eh = ErrorHandling::default();
         let mut first = true;
         for (i, item) in items.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            let Some(s) = r.string(item, &f) else { continue };
+            let Some(s) = r.string(item, &f) else {
+                continue;
+            };
             if s.replace('_', "-") == "fallback-to-alternative" {
                 r.warn(&item.loc, f, "`fallback_to_alternative` names no skill; use `fallback: SKILL` in an error_handling mapping");
                 continue;
@@ -241,7 +409,11 @@ pub fn error_handling(r: &mut Reader, node: &Node, field: &str) -> Option<ErrorH
                     eh.strategy = st;
                     first = false;
                 }
-                Some(_) => r.warn(&item.loc, f, format!("only the first strategy of the list applies; `{s}` is not used")),
+                Some(_) => r.warn(
+                    &item.loc,
+                    f,
+                    format!("only the first strategy of the list applies; `{s}` is not used"),
+                ),
                 None => {
                     let hint = super::diag::suggestion(&s, ErrorStrategy::NAMES);
                     r.error(&item.loc, f, format!("unknown strategy `{s}`{hint}"));
@@ -255,12 +427,21 @@ pub fn error_handling(r: &mut Reader, node: &Node, field: &str) -> Option<ErrorH
     }
     let fs = r.fields(node, field, "`error_handling`", KEYS)?;
     let mut eh = ErrorHandling::default();
-    if let Some(n) = fs.get("strategy") {
-        if let Some(s) = r.choice(n, &fs.field("strategy"), &ErrorStrategy::NAMES, ErrorStrategy::parse) {
-            eh.strategy = s;
-        }
+    if let Some(n) = fs.get("strategy")
+        && let Some(s) = r.choice(
+            n,
+            &fs.field("strategy"),
+            &ErrorStrategy::NAMES,
+            ErrorStrategy::parse,
+        )
+    {
+        eh.strategy = s;
     }
-    let default_retries = if eh.strategy == ErrorStrategy::Fail { 0 } else { 3 };
+    let default_retries = if eh.strategy == ErrorStrategy::Fail {
+        0
+    } else {
+        3
+    };
     eh.max_retries = fs
         .first_of(&["max_retries", "retries"])
         .and_then(|(k, n)| r.uint(n, &fs.field(k), 0, 1000))
@@ -284,10 +465,11 @@ pub fn error_handling(r: &mut Reader, node: &Node, field: &str) -> Option<ErrorH
     if let Some(n) = fs.get("max_iterations") {
         // codex-auto-fix's iteration budget; until the sandbox loop exists
         // it bounds the retries.
-        if let Some(v) = r.uint(n, &fs.field("max_iterations"), 1, 1000) {
-            if !fs.has("max_retries") && !fs.has("retries") {
-                eh.max_retries = v as u32;
-            }
+        if let Some(v) = r.uint(n, &fs.field("max_iterations"), 1, 1000)
+            && !fs.has("max_retries")
+            && !fs.has("retries")
+        {
+            eh.max_retries = v as u32;
         }
     }
     Some(eh)
@@ -302,21 +484,36 @@ fn backoff(r: &mut Reader, node: &Node, field: &str, out: &mut Backoff) {
         _ => None,
     };
     if let Kind::Map(_) = node.kind {
-        let Some(fs) = r.fields(node, field, "`backoff`", &["type", "kind", "base", "base_delay", "max", "max_delay", "jitter"]) else { return };
-        if let Some((k, n)) = fs.first_of(&["type", "kind"]) {
-            if let Some(kind) = r.choice(n, &fs.field(k), &kinds, parse) {
-                out.kind = kind;
-            }
+        let Some(fs) = r.fields(
+            node,
+            field,
+            "`backoff`",
+            &[
+                "type",
+                "kind",
+                "base",
+                "base_delay",
+                "max",
+                "max_delay",
+                "jitter",
+            ],
+        ) else {
+            return;
+        };
+        if let Some((k, n)) = fs.first_of(&["type", "kind"])
+            && let Some(kind) = r.choice(n, &fs.field(k), &kinds, parse)
+        {
+            out.kind = kind;
         }
-        if let Some((k, n)) = fs.first_of(&["base", "base_delay"]) {
-            if let Some(d) = r.duration(n, &fs.field(k)) {
-                out.base_ms = d.as_millis() as u64;
-            }
+        if let Some((k, n)) = fs.first_of(&["base", "base_delay"])
+            && let Some(d) = r.duration(n, &fs.field(k))
+        {
+            out.base_ms = d.as_millis() as u64;
         }
-        if let Some((k, n)) = fs.first_of(&["max", "max_delay"]) {
-            if let Some(d) = r.duration(n, &fs.field(k)) {
-                out.max_ms = d.as_millis() as u64;
-            }
+        if let Some((k, n)) = fs.first_of(&["max", "max_delay"])
+            && let Some(d) = r.duration(n, &fs.field(k))
+        {
+            out.max_ms = d.as_millis() as u64;
         }
         if let Some(j) = r.opt_bool(&fs, "jitter") {
             out.jitter = j;
@@ -342,13 +539,21 @@ pub fn stage_list(r: &mut Reader, node: &Node, field: &str, implicit_sequence: b
                 Some(s)
             })
             .collect(),
-        Kind::Map(entries) if entries.iter().any(|(k, _)| k.scalar_text().is_some_and(|t| is_numbered(&t))) => {
+        Kind::Map(entries)
+            if entries
+                .iter()
+                .any(|(k, _)| k.scalar_text().is_some_and(|t| is_numbered(&t))) =>
+        {
             r.error(&node.loc, field, "stages are written as a numbered list (`1. model: \"task\"`), which is prose, not a cascade; write a list of stages: `- stage: research` with `skill:` and `model:` fields");
             Vec::new()
         }
         Kind::Null => Vec::new(),
         _ => {
-            r.error(&node.loc, field, format!("expected a list of stages, found {}", node.type_name()));
+            r.error(
+                &node.loc,
+                field,
+                format!("expected a list of stages, found {}", node.type_name()),
+            );
             Vec::new()
         }
     }
@@ -361,7 +566,9 @@ fn is_numbered(key: &str) -> bool {
 
 fn is_valid_id(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -369,7 +576,17 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
     let fs = r.fields(node, field, "a stage", STAGE_FIELDS)?;
     let ids: Vec<&str> = ID_KEYS.iter().copied().filter(|k| fs.has(k)).collect();
     if ids.len() > 1 {
-        r.error(&node.loc, field, format!("give one id, not {}", ids.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")));
+        r.error(
+            &node.loc,
+            field,
+            format!(
+                "give one id, not {}",
+                ids.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        );
     }
     let name = r.opt_string(&fs, "name");
     let id = match fs.first_of(ID_KEYS) {
@@ -377,7 +594,11 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         None => match (&name, fs.get("name")) {
             (Some(nm), Some(n)) if is_valid_id(nm) => Some((nm.clone(), n.loc.clone(), "name")),
             _ => {
-                r.error(&node.loc, format!("{field}.stage_id"), "a stage needs a `stage_id` (or `stage`, `skill_id`, or an id-like `name`)");
+                r.error(
+                    &node.loc,
+                    format!("{field}.stage_id"),
+                    "a stage needs a `stage_id` (or `stage`, `skill_id`, or an id-like `name`)",
+                );
                 None
             }
         },
@@ -393,32 +614,62 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
     };
 
     let ty_node = fs.get("type");
-    let ty = ty_node.and_then(|n| r.choice(n, &fs.field("type"), &StageType::NAMES, StageType::parse));
+    let ty =
+        ty_node.and_then(|n| r.choice(n, &fs.field("type"), &StageType::NAMES, StageType::parse));
     let has_branches = fs.has("branches");
-    let ty = ty.unwrap_or(if has_branches { StageType::Conditional } else { StageType::Sequential });
+    let ty = ty.unwrap_or(if has_branches {
+        StageType::Conditional
+    } else {
+        StageType::Sequential
+    });
 
     let mut skills = Vec::new();
     match (fs.get("skill"), fs.first_of(&["skills", "steps"])) {
-        (Some(a), Some((k, _))) => r.error(&a.loc, fs.field("skill"), format!("give `skill` or `{k}`, not both")),
+        (Some(a), Some((k, _))) => r.error(
+            &a.loc,
+            fs.field("skill"),
+            format!("give `skill` or `{k}`, not both"),
+        ),
         (Some(n), None) => {
             if let Some(s) = r.string(n, &fs.field("skill")) {
-                skills.push(SkillRef { skill: s, inputs: Map::new(), outputs: Vec::new(), model: None, priority: None, loc: n.loc.clone() });
+                skills.push(SkillRef {
+                    skill: s,
+                    inputs: Map::new(),
+                    outputs: Vec::new(),
+                    model: None,
+                    priority: None,
+                    loc: n.loc.clone(),
+                });
             }
         }
         (None, Some((k, n))) => skills = skill_refs(r, n, &fs.field(k)),
         (None, None) => {}
     }
 
-    let inputs = fs.get("inputs").map(|n| r.value_map(n, &fs.field("inputs"))).unwrap_or_default();
+    let inputs = fs
+        .get("inputs")
+        .map(|n| r.value_map(n, &fs.field("inputs")))
+        .unwrap_or_default();
     let outputs = match fs.get("outputs") {
-        Some(n) if matches!(n.kind, Kind::Map(_)) => n.as_map().map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect()).unwrap_or_default(),
-        Some(n) => r.string_list(n, &fs.field("outputs")).into_iter().map(|(s, _)| s).collect(),
+        Some(n) if matches!(n.kind, Kind::Map(_)) => n
+            .as_map()
+            .map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect())
+            .unwrap_or_default(),
+        Some(n) => r
+            .string_list(n, &fs.field("outputs"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
         None => Vec::new(),
     };
     let dependencies = match fs.first_of(&["dependencies", "depends_on"]) {
         Some((k, n)) => {
             if fs.has("dependencies") && fs.has("depends_on") {
-                r.error(&n.loc, fs.field(k), "give `dependencies` or `depends_on`, not both");
+                r.error(
+                    &n.loc,
+                    fs.field(k),
+                    "give `dependencies` or `depends_on`, not both",
+                );
             }
             Some(r.string_list(n, &fs.field(k)))
         }
@@ -426,30 +677,57 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
     };
     let condition = match (fs.get("condition"), fs.get("conditions")) {
         (Some(a), Some(_)) => {
-            r.error(&a.loc, fs.field("condition"), "give `condition` or `conditions`, not both");
+            r.error(
+                &a.loc,
+                fs.field("condition"),
+                "give `condition` or `conditions`, not both",
+            );
             None
         }
         (Some(n), None) => condition(r, n, &fs.field("condition")),
         (None, Some(n)) => condition(r, n, &fs.field("conditions")),
         (None, None) => None,
     };
-    let branches = fs.get("branches").and_then(|n| branches(r, n, &fs.field("branches"), &id));
+    let branches = fs
+        .get("branches")
+        .and_then(|n| branches(r, n, &fs.field("branches"), &id));
     if has_branches && ty != StageType::Conditional && ty_node.is_some() {
-        r.error(&node.loc, fs.field("type"), format!("a stage with `branches` is `conditional`, not `{}`", ty.as_str()));
+        r.error(
+            &node.loc,
+            fs.field("type"),
+            format!(
+                "a stage with `branches` is `conditional`, not `{}`",
+                ty.as_str()
+            ),
+        );
     }
-    let repeat = fs.get("repeat").and_then(|n| r.string(n, &fs.field("repeat")).map(|s| (s, n.loc.clone())));
-    let max_iterations = r.opt_uint(&fs, "max_iterations", 1, 10_000).map(|v| v as u32);
+    let repeat = fs
+        .get("repeat")
+        .and_then(|n| r.string(n, &fs.field("repeat")).map(|s| (s, n.loc.clone())));
+    let max_iterations = r
+        .opt_uint(&fs, "max_iterations", 1, 10_000)
+        .map(|v| v as u32);
 
     let mut memory = StageMemory::default();
     if let Some(n) = fs.get("memory") {
         stage_memory(r, n, &fs.field("memory"), &mut memory);
     }
     memory.shared = r.opt_bool(&fs, "memory_shared").or(memory.shared);
-    let swarm = fs.get("swarm_config").and_then(|n| swarm_config(r, n, &fs.field("swarm_config")));
+    let swarm = fs
+        .get("swarm_config")
+        .and_then(|n| swarm_config(r, n, &fs.field("swarm_config")));
     let sandbox = sandbox_config(r, &fs);
-    let error_handling = fs.get("error_handling").and_then(|n| error_handling(r, n, &fs.field("error_handling")));
-    let cascade = fs.get("cascade").and_then(|n| r.string(n, &fs.field("cascade")).map(|s| (s, n.loc.clone())));
-    let substages = fs.get("substages").map(|n| stage_list(r, n, &fs.field("substages"), true)).unwrap_or_default();
+    let error_handling = fs
+        .get("error_handling")
+        .and_then(|n| error_handling(r, n, &fs.field("error_handling")));
+    let cascade = fs.get("cascade").and_then(|n| {
+        r.string(n, &fs.field("cascade"))
+            .map(|s| (s, n.loc.clone()))
+    });
+    let substages = fs
+        .get("substages")
+        .map(|n| stage_list(r, n, &fs.field("substages"), true))
+        .unwrap_or_default();
     let for_each = fs.get("for_each").map(Node::to_json);
 
     Some(Stage {
@@ -484,7 +762,11 @@ fn skill_refs(r: &mut Reader, node: &Node, field: &str) -> Vec<SkillRef> {
         Kind::Seq(items) => items.iter().collect(),
         Kind::Str(_) => vec![node],
         _ => {
-            r.error(&node.loc, field, format!("expected a list of skills, found {}", node.type_name()));
+            r.error(
+                &node.loc,
+                field,
+                format!("expected a list of skills, found {}", node.type_name()),
+            );
             return Vec::new();
         }
     };
@@ -492,26 +774,55 @@ fn skill_refs(r: &mut Reader, node: &Node, field: &str) -> Vec<SkillRef> {
     for (i, item) in items.into_iter().enumerate() {
         let f = format!("{field}[{i}]");
         if let Some(s) = item.as_str() {
-            out.push(SkillRef { skill: s.to_owned(), inputs: Map::new(), outputs: Vec::new(), model: None, priority: None, loc: item.loc.clone() });
+            out.push(SkillRef {
+                skill: s.to_owned(),
+                inputs: Map::new(),
+                outputs: Vec::new(),
+                model: None,
+                priority: None,
+                loc: item.loc.clone(),
+            });
             continue;
         }
-        let Some(fs) = r.fields(item, &f, "a skill", &["skill", "name", "inputs", "outputs", "model", "priority"]) else { continue };
+        let Some(fs) = r.fields(
+            item,
+            &f,
+            "a skill",
+            &["skill", "name", "inputs", "outputs", "model", "priority"],
+        ) else {
+            continue;
+        };
         let Some((k, n)) = fs.first_of(&["skill", "name"]) else {
             r.error(&item.loc, f, "a skill entry needs `skill: NAME`");
             continue;
         };
-        let Some(skill) = r.string(n, &fs.field(k)) else { continue };
+        let Some(skill) = r.string(n, &fs.field(k)) else {
+            continue;
+        };
         let outputs = match fs.get("outputs") {
-            Some(o) if matches!(o.kind, Kind::Map(_)) => o.as_map().map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect()).unwrap_or_default(),
-            Some(o) => r.string_list(o, &fs.field("outputs")).into_iter().map(|(s, _)| s).collect(),
+            Some(o) if matches!(o.kind, Kind::Map(_)) => o
+                .as_map()
+                .map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect())
+                .unwrap_or_default(),
+            Some(o) => r
+                .string_list(o, &fs.field("outputs"))
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
             None => Vec::new(),
         };
         out.push(SkillRef {
             skill,
-            inputs: fs.get("inputs").map(|n| r.value_map(n, &fs.field("inputs"))).unwrap_or_default(),
+            inputs: fs
+                .get("inputs")
+                .map(|n| r.value_map(n, &fs.field("inputs")))
+                .unwrap_or_default(),
             outputs,
             model: r.opt_string(&fs, "model"),
-            priority: fs.get("priority").and_then(|n| match n.kind { Kind::Int(i) => Some(i), _ => None }),
+            priority: fs.get("priority").and_then(|n| match n.kind {
+                Kind::Int(i) => Some(i),
+                _ => None,
+            }),
             loc: item.loc.clone(),
         });
     }
@@ -525,7 +836,11 @@ fn condition(r: &mut Reader, node: &Node, field: &str) -> Option<CondSpec> {
         other => other.to_string(),
     };
     match Condition::from_json(&json) {
-        Ok(cond) => Some(CondSpec { cond, text, loc: node.loc.clone() }),
+        Ok(cond) => Some(CondSpec {
+            cond,
+            text,
+            loc: node.loc.clone(),
+        }),
         Err(e) => {
             r.error(&node.loc, field, format!("invalid condition: {e}"));
             None
@@ -539,42 +854,79 @@ fn stage_memory(r: &mut Reader, node: &Node, field: &str, out: &mut StageMemory)
         Kind::Str(s) if s == "shared" => out.shared = Some(true),
         Kind::Bool(b) => out.persistent = *b,
         Kind::Map(_) => {
-            let Some(fs) = r.fields(node, field, "stage `memory`", &["read_keys", "write_keys", "persistent", "shared"]) else { return };
+            let Some(fs) = r.fields(
+                node,
+                field,
+                "stage `memory`",
+                &["read_keys", "write_keys", "persistent", "shared"],
+            ) else {
+                return;
+            };
             out.read_keys = r.opt_string_list(&fs, "read_keys");
             out.write_keys = r.opt_string_list(&fs, "write_keys");
             out.persistent = r.opt_bool(&fs, "persistent").unwrap_or(false);
             out.shared = r.opt_bool(&fs, "shared");
         }
-        _ => r.error(&node.loc, field, "expected `persistent` or a mapping with `read_keys` / `write_keys`"),
+        _ => r.error(
+            &node.loc,
+            field,
+            "expected `persistent` or a mapping with `read_keys` / `write_keys`",
+        ),
     }
 }
 
 fn swarm_config(r: &mut Reader, node: &Node, field: &str) -> Option<SwarmConfig> {
-    let fs = r.fields(node, field, "`swarm_config`", &["topology", "max_agents", "strategy", "memory_shared"])?;
+    let fs = r.fields(
+        node,
+        field,
+        "`swarm_config`",
+        &["topology", "max_agents", "strategy", "memory_shared"],
+    )?;
     let topology = fs
         .get("topology")
-        .and_then(|n| r.choice(n, &fs.field("topology"), &["mesh", "star", "hierarchical"], |s| match s {
-            "mesh" => Some(Topology::Mesh),
-            "star" => Some(Topology::Star),
-            "hierarchical" => Some(Topology::Hierarchical),
-            _ => None,
-        }))
+        .and_then(|n| {
+            r.choice(
+                n,
+                &fs.field("topology"),
+                &["mesh", "star", "hierarchical"],
+                |s| match s {
+                    "mesh" => Some(Topology::Mesh),
+                    "star" => Some(Topology::Star),
+                    "hierarchical" => Some(Topology::Hierarchical),
+                    _ => None,
+                },
+            )
+        })
         .unwrap_or(Topology::Mesh);
     let strategy = fs
         .get("strategy")
-        .and_then(|n| r.choice(n, &fs.field("strategy"), &["balanced", "specialized", "adaptive"], |s| match s {
-            "balanced" => Some(Strategy::Balanced),
-            "specialized" => Some(Strategy::Specialized),
-            "adaptive" => Some(Strategy::Adaptive),
-            _ => None,
-        }))
+        .and_then(|n| {
+            r.choice(
+                n,
+                &fs.field("strategy"),
+                &["balanced", "specialized", "adaptive"],
+                |s| match s {
+                    "balanced" => Some(Strategy::Balanced),
+                    "specialized" => Some(Strategy::Specialized),
+                    "adaptive" => Some(Strategy::Adaptive),
+                    _ => None,
+                },
+            )
+        })
         .unwrap_or(Strategy::Balanced);
     let max_agents = match fs.get("max_agents") {
         Some(n) if n.as_str() == Some("auto") => None,
-        Some(n) => r.uint(n, &fs.field("max_agents"), 1, 100_000).map(|v| v as u32),
+        Some(n) => r
+            .uint(n, &fs.field("max_agents"), 1, 100_000)
+            .map(|v| v as u32),
         None => None,
     };
-    Some(SwarmConfig { topology, max_agents, strategy, memory_shared: r.opt_bool(&fs, "memory_shared") })
+    Some(SwarmConfig {
+        topology,
+        max_agents,
+        strategy,
+        memory_shared: r.opt_bool(&fs, "memory_shared"),
+    })
 }
 
 fn sandbox_config(r: &mut Reader, fs: &Fields<'_>) -> Option<SandboxConfig> {
@@ -593,7 +945,11 @@ fn sandbox_config(r: &mut Reader, fs: &Fields<'_>) -> Option<SandboxConfig> {
                 }
                 cfg.raw.insert(key.to_owned(), Value::Object(m));
             } else {
-                r.error(&n.loc, fs.field(key), format!("expected a mapping, found {}", n.type_name()));
+                r.error(
+                    &n.loc,
+                    fs.field(key),
+                    format!("expected a mapping, found {}", n.type_name()),
+                );
             }
         }
     }
@@ -606,8 +962,29 @@ fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let f = format!("{field}[{i}]");
-                let Some(fs) = r.fields(item, &f, "a branch", &["name", "condition", "conditions", "stages", "default", "description", "skill", "skills", "model", "cascade", "inputs"]) else { continue };
-                let name = r.opt_string(&fs, "name").unwrap_or_else(|| format!("branch{i}"));
+                let Some(fs) = r.fields(
+                    item,
+                    &f,
+                    "a branch",
+                    &[
+                        "name",
+                        "condition",
+                        "conditions",
+                        "stages",
+                        "default",
+                        "description",
+                        "skill",
+                        "skills",
+                        "model",
+                        "cascade",
+                        "inputs",
+                    ],
+                ) else {
+                    continue;
+                };
+                let name = r
+                    .opt_string(&fs, "name")
+                    .unwrap_or_else(|| format!("branch{i}"));
                 if let Some(b) = branch(r, &fs, name, stage_id, item.loc.clone()) {
                     out.push(b);
                 }
@@ -615,39 +992,86 @@ fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<
             Some(Branches::List(out))
         }
         Kind::Map(entries) => {
-            let keys: Vec<String> = entries.iter().filter_map(|(k, _)| k.scalar_text()).collect();
-            let pass_fail = !keys.is_empty() && keys.iter().all(|k| k == "pass" || k == "fail") && entries.iter().all(|(_, v)| matches!(v.kind, Kind::Seq(_)));
+            let keys: Vec<String> = entries
+                .iter()
+                .filter_map(|(k, _)| k.scalar_text())
+                .collect();
+            let pass_fail = !keys.is_empty()
+                && keys.iter().all(|k| k == "pass" || k == "fail")
+                && entries.iter().all(|(_, v)| matches!(v.kind, Kind::Seq(_)));
             if pass_fail {
-                let pass = node.get("pass").map(|n| stage_list(r, n, &format!("{field}.pass"), true)).unwrap_or_default();
-                let fail = node.get("fail").map(|n| stage_list(r, n, &format!("{field}.fail"), true)).unwrap_or_default();
+                let pass = node
+                    .get("pass")
+                    .map(|n| stage_list(r, n, &format!("{field}.pass"), true))
+                    .unwrap_or_default();
+                let fail = node
+                    .get("fail")
+                    .map(|n| stage_list(r, n, &format!("{field}.fail"), true))
+                    .unwrap_or_default();
                 return Some(Branches::PassFail { pass, fail });
             }
             let mut out = Vec::new();
             let mut default = None;
             for (k, v) in entries {
-                let Some(name) = k.scalar_text() else { continue };
+                let Some(name) = k.scalar_text() else {
+                    continue;
+                };
                 let f = format!("{field}.{name}");
-                if name == "default" {
-                    if let Some(s) = v.as_str() {
-                        default = Some((s.to_owned(), v.loc.clone()));
-                        continue;
-                    }
+                if name == "default"
+                    && let Some(s) = v.as_str()
+                {
+                    default = Some((s.to_owned(), v.loc.clone()));
+                    continue;
                 }
                 if let Kind::Seq(_) = v.kind {
                     let stages = stage_list(r, v, &f, true);
-                    out.push(Branch { is_default: name == "default", name, condition: None, stages, loc: k.loc.clone() });
+                    out.push(Branch {
+                        is_default: name == "default",
+                        name,
+                        condition: None,
+                        stages,
+                        loc: k.loc.clone(),
+                    });
                     continue;
                 }
-                let Some(fs) = r.fields(v, &f, "a branch", &["condition", "conditions", "stages", "default", "description", "skill", "skills", "model", "cascade", "inputs"]) else { continue };
+                let Some(fs) = r.fields(
+                    v,
+                    &f,
+                    "a branch",
+                    &[
+                        "condition",
+                        "conditions",
+                        "stages",
+                        "default",
+                        "description",
+                        "skill",
+                        "skills",
+                        "model",
+                        "cascade",
+                        "inputs",
+                    ],
+                ) else {
+                    continue;
+                };
                 if let Some(mut b) = branch(r, &fs, name.clone(), stage_id, k.loc.clone()) {
                     b.is_default |= name == "default";
                     out.push(b);
                 }
             }
-            Some(Branches::Map { branches: out, default })
+            Some(Branches::Map {
+                branches: out,
+                default,
+            })
         }
         _ => {
-            r.error(&node.loc, field, format!("`branches` must be a list or a mapping, found {}", node.type_name()));
+            r.error(
+                &node.loc,
+                field,
+                format!(
+                    "`branches` must be a list or a mapping, found {}",
+                    node.type_name()
+                ),
+            );
             None
         }
     }
@@ -655,23 +1079,47 @@ fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<
 
 /// One branch: its own `stages`, or a `skill`/`skills`/`cascade` directly,
 /// which becomes one stage named `<stage>-<branch>`.
-fn branch(r: &mut Reader, fs: &Fields<'_>, name: String, stage_id: &str, loc: Loc) -> Option<Branch> {
+fn branch(
+    r: &mut Reader,
+    fs: &Fields<'_>,
+    name: String,
+    stage_id: &str,
+    loc: Loc,
+) -> Option<Branch> {
     let condition = match fs.first_of(&["condition", "conditions"]) {
         Some((k, n)) => condition(r, n, &fs.field(k)),
         None => None,
     };
     let is_default = r.opt_bool(fs, "default").unwrap_or(false);
-    let direct = ["skill", "skills", "cascade", "model", "inputs"].iter().any(|k| fs.has(k));
+    let direct = ["skill", "skills", "cascade", "model", "inputs"]
+        .iter()
+        .any(|k| fs.has(k));
     let stages = match fs.get("stages") {
         Some(n) => {
             if direct {
-                r.error(&loc, fs.field("stages"), "a branch has either `stages` or a `skill`/`cascade` of its own, not both");
+                r.error(
+                    &loc,
+                    fs.field("stages"),
+                    "a branch has either `stages` or a `skill`/`cascade` of its own, not both",
+                );
             }
             stage_list(r, n, &fs.field("stages"), true)
         }
         None if direct => {
             let skills = match (fs.get("skill"), fs.get("skills")) {
-                (Some(n), _) => r.string(n, &fs.field("skill")).map(|s| vec![SkillRef { skill: s, inputs: Map::new(), outputs: Vec::new(), model: None, priority: None, loc: n.loc.clone() }]).unwrap_or_default(),
+                (Some(n), _) => r
+                    .string(n, &fs.field("skill"))
+                    .map(|s| {
+                        vec![SkillRef {
+                            skill: s,
+                            inputs: Map::new(),
+                            outputs: Vec::new(),
+                            model: None,
+                            priority: None,
+                            loc: n.loc.clone(),
+                        }]
+                    })
+                    .unwrap_or_default(),
                 (None, Some(n)) => skill_refs(r, n, &fs.field("skills")),
                 (None, None) => Vec::new(),
             };
@@ -683,7 +1131,10 @@ fn branch(r: &mut Reader, fs: &Fields<'_>, name: String, stage_id: &str, loc: Lo
                 ty: StageType::Sequential,
                 model: r.opt_string(fs, "model"),
                 skills,
-                inputs: fs.get("inputs").map(|n| r.value_map(n, &fs.field("inputs"))).unwrap_or_default(),
+                inputs: fs
+                    .get("inputs")
+                    .map(|n| r.value_map(n, &fs.field("inputs")))
+                    .unwrap_or_default(),
                 outputs: Vec::new(),
                 dependencies: None,
                 condition: None,
@@ -694,7 +1145,10 @@ fn branch(r: &mut Reader, fs: &Fields<'_>, name: String, stage_id: &str, loc: Lo
                 swarm: None,
                 sandbox: None,
                 error_handling: None,
-                cascade: fs.get("cascade").and_then(|n| r.string(n, &fs.field("cascade")).map(|s| (s, n.loc.clone()))),
+                cascade: fs.get("cascade").and_then(|n| {
+                    r.string(n, &fs.field("cascade"))
+                        .map(|s| (s, n.loc.clone()))
+                }),
                 substages: Vec::new(),
                 timeout: None,
                 task_timeout: None,
@@ -703,5 +1157,11 @@ fn branch(r: &mut Reader, fs: &Fields<'_>, name: String, stage_id: &str, loc: Lo
         }
         None => Vec::new(),
     };
-    Some(Branch { name, condition, is_default, stages, loc })
+    Some(Branch {
+        name,
+        condition,
+        is_default,
+        stages,
+        loc,
+    })
 }

@@ -36,7 +36,11 @@ pub struct Loc {
 
 impl Loc {
     pub fn new(file: &Arc<str>, line: usize, col: usize) -> Self {
-        Loc { file: file.clone(), line: line as u32, col: col as u32 }
+        Loc {
+            file: file.clone(),
+            line: line as u32,
+            col: col as u32,
+        }
     }
 }
 
@@ -92,7 +96,10 @@ impl Node {
 
     /// The value of key `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// A scalar rendered as text (for keys and string-ish fields).
@@ -118,7 +125,12 @@ impl Node {
             Kind::Map(entries) => Value::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.scalar_text().unwrap_or_else(|| "null".into()), v.to_json()))
+                    .map(|(k, v)| {
+                        (
+                            k.scalar_text().unwrap_or_else(|| "null".into()),
+                            v.to_json(),
+                        )
+                    })
                     .collect(),
             ),
         }
@@ -127,7 +139,12 @@ impl Node {
     fn size(&self) -> usize {
         match &self.kind {
             Kind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Kind::Map(entries) => 1 + entries.iter().map(|(k, v)| k.size() + v.size()).sum::<usize>(),
+            Kind::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.size() + v.size())
+                    .sum::<usize>()
+            }
             _ => 1,
         }
     }
@@ -141,14 +158,30 @@ pub struct ParseFailure {
 }
 
 enum Frame {
-    Seq { loc: Loc, items: Vec<Node>, anchor: usize },
-    Map { loc: Loc, entries: Vec<(Node, Node)>, pending_key: Option<Node>, anchor: usize },
+    Seq {
+        loc: Loc,
+        items: Vec<Node>,
+        anchor: usize,
+    },
+    Map {
+        loc: Loc,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        anchor: usize,
+    },
 }
 
 /// Parses the first document of `text`. Duplicate keys are reported as
 /// failures too: a later key silently winning hides mistakes.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Option<Node>, Vec<ParseFailure>> {
-    let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), nodes: 0, failures: Vec::new(), root: None };
+    let mut builder = Builder {
+        file: file.clone(),
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        failures: Vec::new(),
+        root: None,
+    };
     for event in Parser::new_from_str(text) {
         match event {
             Ok((event, span)) => {
@@ -170,7 +203,11 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Option<Node>, Vec<ParseFailu
             }
         }
     }
-    if builder.failures.is_empty() { Ok(builder.root) } else { Err(builder.failures) }
+    if builder.failures.is_empty() {
+        Ok(builder.root)
+    } else {
+        Err(builder.failures)
+    }
 }
 
 struct Builder {
@@ -188,7 +225,10 @@ impl Builder {
     }
 
     fn fail(&self, loc: Loc, message: impl Into<String>) -> ParseFailure {
-        ParseFailure { loc, message: message.into() }
+        ParseFailure {
+            loc,
+            message: message.into(),
+        }
     }
 
     fn count(&mut self, n: usize, loc: &Loc) -> Result<(), ParseFailure> {
@@ -220,16 +260,42 @@ impl Builder {
             }
             Event::SequenceStart(anchor, _) => {
                 self.count(1, &loc)?;
-                self.open(Frame::Seq { loc, items: Vec::new(), anchor })
+                self.open(Frame::Seq {
+                    loc,
+                    items: Vec::new(),
+                    anchor,
+                })
             }
             Event::MappingStart(anchor, _) => {
                 self.count(1, &loc)?;
-                self.open(Frame::Map { loc, entries: Vec::new(), pending_key: None, anchor })
+                self.open(Frame::Map {
+                    loc,
+                    entries: Vec::new(),
+                    pending_key: None,
+                    anchor,
+                })
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { loc, items, anchor }) => (Node { kind: Kind::Seq(items), loc }, anchor),
-                    Some(Frame::Map { loc, entries, anchor, .. }) => (Node { kind: Kind::Map(entries), loc }, anchor),
+                    Some(Frame::Seq { loc, items, anchor }) => (
+                        Node {
+                            kind: Kind::Seq(items),
+                            loc,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        loc,
+                        entries,
+                        anchor,
+                        ..
+                    }) => (
+                        Node {
+                            kind: Kind::Map(entries),
+                            loc,
+                        },
+                        anchor,
+                    ),
                     None => return Err(self.fail(loc, "malformed YAML: unbalanced collection end")),
                 };
                 self.push(node, anchor)
@@ -244,7 +310,11 @@ impl Builder {
                 node.loc = loc;
                 self.push(node, 0)
             }
-            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => Ok(()),
         }
     }
 
@@ -253,7 +323,10 @@ impl Builder {
             let loc = match &frame {
                 Frame::Seq { loc, .. } | Frame::Map { loc, .. } => loc.clone(),
             };
-            return Err(self.fail(loc, format!("nesting deeper than {MAX_DEPTH} levels; refusing the document")));
+            return Err(self.fail(
+                loc,
+                format!("nesting deeper than {MAX_DEPTH} levels; refusing the document"),
+            ));
         }
         self.stack.push(frame);
         Ok(())
@@ -272,16 +345,30 @@ impl Builder {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map { entries, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
                 None => {
                     if matches!(node.kind, Kind::Seq(_) | Kind::Map(_)) {
-                        return Err(ParseFailure { loc: node.loc, message: "a mapping key must be a plain value, not a list or mapping".into() });
+                        return Err(ParseFailure {
+                            loc: node.loc,
+                            message: "a mapping key must be a plain value, not a list or mapping"
+                                .into(),
+                        });
                     }
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_text() == node.scalar_text()) {
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.scalar_text() == node.scalar_text())
+                    {
                         let key = node.scalar_text().unwrap_or_else(|| "null".into());
                         return Err(ParseFailure {
                             loc: node.loc.clone(),
-                            message: format!("duplicate key `{key}` (first defined at line {})", first.loc.line),
+                            message: format!(
+                                "duplicate key `{key}` (first defined at line {})",
+                                first.loc.line
+                            ),
                         });
                     }
                     *pending_key = Some(node);
@@ -308,27 +395,27 @@ fn resolve_plain(s: &str) -> Kind {
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Kind::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Kind::Int(i);
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Kind::Int(i);
-        }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Kind::Int(i);
     }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Kind::Int(i);
-        }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Kind::Int(i);
     }
     let looks_numeric = s.bytes().any(|b| b.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_numeric {
-        if let Ok(f) = s.parse::<f64>() {
-            return Kind::Float(f);
-        }
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if looks_numeric && let Ok(f) = s.parse::<f64>() {
+        return Kind::Float(f);
     }
     Kind::Str(s.to_owned())
 }
@@ -343,9 +430,14 @@ mod tests {
 
     #[test]
     fn scalars_resolve_by_the_core_schema() {
-        let n = p("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: hello\ng: 0x10\n").expect("parses").expect("doc");
+        let n = p("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: hello\ng: 0x10\n")
+            .expect("parses")
+            .expect("doc");
         let j = n.to_json();
-        assert_eq!(j, serde_json::json!({"a":1,"b":1.5,"c":true,"d":null,"e":"1","f":"hello","g":16}));
+        assert_eq!(
+            j,
+            serde_json::json!({"a":1,"b":1.5,"c":true,"d":null,"e":"1","f":"hello","g":16})
+        );
     }
 
     #[test]
@@ -359,12 +451,18 @@ mod tests {
     fn duplicate_keys_are_refused_with_both_lines() {
         let e = p("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
         assert_eq!(e[0].loc.line, 3);
-        assert!(e[0].message.contains("first defined at line 1"), "{}", e[0].message);
+        assert!(
+            e[0].message.contains("first defined at line 1"),
+            "{}",
+            e[0].message
+        );
     }
 
     #[test]
     fn json_loads_too() {
-        let n = p(r#"{"a": [1, {"b": "c"}], "d": null}"#).expect("parses").expect("doc");
+        let n = p(r#"{"a": [1, {"b": "c"}], "d": null}"#)
+            .expect("parses")
+            .expect("doc");
         assert_eq!(n.to_json(), serde_json::json!({"a":[1,{"b":"c"}],"d":null}));
     }
 
@@ -390,7 +488,11 @@ mod tests {
     #[test]
     fn malformed_yaml_names_the_position() {
         let e = p("a: [1, 2\nb: 3\n").expect_err("malformed");
-        assert!(e[0].message.starts_with("malformed YAML"), "{}", e[0].message);
+        assert!(
+            e[0].message.starts_with("malformed YAML"),
+            "{}",
+            e[0].message
+        );
         assert!(e[0].loc.line >= 1);
     }
 }
