@@ -179,12 +179,10 @@ impl Compiler {
             let node = self.plan.blocks[block].nodes[i];
             self.children(c, stage, node, scope, prefix);
         }
-        let acyclic = self.check_cycles(block);
-        if acyclic {
-            for (i, stage) in stages.iter().enumerate() {
-                let node = self.plan.blocks[block].nodes[i];
-                self.repeat(stage, node, block, &local);
-            }
+        self.check_cycles(block);
+        for (i, stage) in stages.iter().enumerate() {
+            let node = self.plan.blocks[block].nodes[i];
+            self.repeat(stage, node, block, &local);
         }
         block
     }
@@ -434,7 +432,7 @@ impl Compiler {
 
     /// Kahn's algorithm over one block; a leftover node lies on a cycle,
     /// which is printed in run order.
-    fn check_cycles(&mut self, block: usize) -> bool {
+    fn check_cycles(&mut self, block: usize) {
         let nodes = self.plan.blocks[block].nodes.clone();
         let mut indegree: BTreeMap<NodeId, usize> = nodes
             .iter()
@@ -495,7 +493,6 @@ impl Compiler {
                 cur = next;
             }
         }
-        done.len() == nodes.len()
     }
 
     fn repeat(&mut self, s: &Stage, node: NodeId, block: usize, local: &BTreeMap<String, NodeId>) {
