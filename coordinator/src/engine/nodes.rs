@@ -264,11 +264,11 @@ impl Engine {
     /// or fails naming the stage that failed.
     pub(super) fn complete_composite(&mut self, n: NodeId, block: BlockId, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
+        // A child that failed with `continue_on_failure` does not fail its
+        // parent; its cancelled dependents are consequences, not causes.
         let failed = plan.blocks[block].nodes.iter().copied().find(|&m| {
-            matches!(
-                self.nodes[m].status,
-                StageStatus::Failed | StageStatus::Cancelled
-            )
+            self.nodes[m].status == StageStatus::Failed
+                && plan.nodes[m].error.continue_on_failure != Some(true)
         });
         if let Some(m) = failed {
             let err = self.nodes[m].error.clone().unwrap_or_default();

@@ -319,7 +319,7 @@ pub enum MemoryScope {
     Global,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryConfig {
     pub enabled: bool,
     pub scope: MemoryScope,
@@ -331,6 +331,23 @@ pub struct MemoryConfig {
     pub cleanup_on_exit: bool,
     pub max_memory_mb: Option<u64>,
     pub checkpoints: Vec<String>,
+}
+
+impl Default for MemoryConfig {
+    /// Memory is on unless a cascade turns it off: stages may write and
+    /// read keys without a `memory:` section.
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: true,
+            scope: MemoryScope::Cascade,
+            retention: None,
+            keys: Vec::new(),
+            cleanup_between_stages: false,
+            cleanup_on_exit: false,
+            max_memory_mb: None,
+            checkpoints: Vec::new(),
+        }
+    }
 }
 
 impl Stage {
