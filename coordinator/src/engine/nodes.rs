@@ -93,6 +93,18 @@ impl Engine {
         }
         let ts = Value::String(super::report::rfc3339(now));
         self.ctx_mut(node.scope).set_var("timestamp", ts);
+        // A loop's pass starts at its target: `${iteration}` is the pass
+        // number (1-based), defined from the first pass on.
+        if let Some(r) = (0..plan.nodes.len()).find(|&r| {
+            plan.nodes[r]
+                .repeat
+                .as_ref()
+                .is_some_and(|rep| rep.target == n)
+        }) {
+            let pass = self.nodes[r].loop_iterations + 1;
+            self.ctx_mut(node.scope)
+                .set_var("iteration", Value::from(pass));
+        }
 
         // A gate: false skips the stage. (With `repeat` the condition is the
         // loop's; with branches it selects.)
