@@ -264,6 +264,7 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
             .map_or_else(default_concurrency, |c| c as usize),
         store: Arc::new(FileMemoryStore::new(&data_dir)),
     };
+    let leaves = final_stages(&plan);
     let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = progress::Progress::new(show);
     progress.started(&plan.name, run_id.as_str());
@@ -280,16 +281,35 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     }
     progress.finished(&report, a.output.as_deref());
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        // The answer: what the last stages produced (the whole report is
+        // in --output / --json).
+        let outputs: Map<String, Value> = leaves
+            .iter()
+            .filter_map(|id| {
+                let out = report.stages.get(id)?.get("output")?;
+                (!out.is_null()).then(|| (id.clone(), out.clone()))
+            })
+            .collect();
+        if !outputs.is_empty() {
+            println!("{}", serde_json::to_string_pretty(&outputs).unwrap_or_default());
+        }
     }
     if report.status == "success" {
         EXIT_OK
     } else {
         EXIT_RUN_FAILED
     }
+}
+
+/// Top-level stages no other stage depends on: where a run's result is.
+fn final_stages(plan: &Plan) -> Vec<String> {
+    let root = &plan.blocks[plan.root].nodes;
+    root.iter()
+        .filter(|&&n| !root.iter().any(|&m| plan.nodes[m].deps.contains(&n)))
+        .map(|&n| plan.nodes[n].id.clone())
+        .collect()
 }
 
 fn default_concurrency() -> usize {

@@ -1,0 +1,139 @@
+//! Every runnable example in `examples/` validates and runs to success.
+//!
+//! One test per top-level example: `coordinator validate FILE` exits 0, then
+//! `coordinator run FILE --output <tmp>/r.json --data-dir <tmp>/data` exits 0
+//! and the results file says `"status": "success"`. The run starts in a
+//! fresh temporary directory (the examples must not depend on the caller's
+//! working directory) with `TMPDIR` pointing inside it, so whatever the
+//! skills leave in the temp dir is removed with it.
+//!
+//! Top-level examples are the `*.yaml` / `*.json` files directly in
+//! `examples/`, except `*.child.yaml`: those are sub-cascades that other
+//! examples call with `cascade: NAME.child` (they run on their own too, but
+//! are covered through their parents). `every_example_has_a_test` fails when
+//! an example is added without a line in the list below.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the coordinator crate sits in the workspace")
+        .join("examples")
+}
+
+fn coordinator(cwd: &Path, tmp: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    cmd.current_dir(cwd)
+        .env("TMPDIR", tmp)
+        .env_remove("CASCADE_SKILLS_DIR")
+        .env_remove("CASCADE_INPUTS_FILE")
+        .env_remove("CASCADE_OUTPUT")
+        .env_remove("CASCADE_DATA_DIR")
+        .env_remove("CASCADE_CONCURRENCY");
+    cmd
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn check_example(file: &str) {
+    let path = examples_dir().join(file);
+    assert!(path.is_file(), "{} is missing", path.display());
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cwd = tmp.path().join("cwd");
+    let skill_tmp = tmp.path().join("tmp");
+    std::fs::create_dir_all(&cwd).expect("cwd");
+    std::fs::create_dir_all(&skill_tmp).expect("tmp");
+
+    let out = coordinator(&cwd, &skill_tmp)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("run coordinator validate");
+    assert!(out.status.success(), "{}", describe("validate", &out));
+
+    let results = tmp.path().join("r.json");
+    let out = coordinator(&cwd, &skill_tmp)
+        .arg("run")
+        .arg(&path)
+        .arg("--output")
+        .arg(&results)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .expect("run coordinator run");
+    assert!(out.status.success(), "{}", describe("run", &out));
+
+    let text = std::fs::read_to_string(&results).expect("the results file");
+    let report: Value = serde_json::from_str(&text).expect("the results are JSON");
+    assert_eq!(
+        report["status"], "success",
+        "{file}: results status\n{text}"
+    );
+    let stages = report["stages"].as_object().expect("`stages` is an object");
+    assert!(!stages.is_empty(), "{file}: no stages in the results");
+    for (id, stage) in stages {
+        let status = stage["status"].as_str().unwrap_or_default();
+        assert!(
+            status == "success" || status == "skipped",
+            "{file}: stage `{id}` is {status}\n{text}"
+        );
+    }
+}
+
+macro_rules! examples {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_example($file);
+            }
+        )*
+
+        const TESTED: &[&str] = &[$($file),*];
+    };
+}
+
+examples! {
+    quickstart => "quickstart.yaml",
+    linear_pipeline => "linear-pipeline.yaml",
+    parallel_fanout => "parallel-fanout.yaml",
+    conditional_branches => "conditional-branches.yaml",
+    iterative_refinement => "iterative-refinement.yaml",
+    error_handling => "error-handling.yaml",
+    workflows_variant => "workflows-variant.yaml",
+    sub_cascade => "sub-cascade.yaml",
+    data_pipeline => "data-pipeline.json",
+    test_and_fix => "test-and-fix.yaml",
+}
+
+#[test]
+fn every_example_has_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(examples_dir())
+        .expect("examples/")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+                && !name.ends_with(".child.yaml")
+        })
+        .collect();
+    found.sort();
+    let mut tested: Vec<String> = TESTED.iter().map(|s| (*s).to_owned()).collect();
+    tested.sort();
+    assert_eq!(
+        found, tested,
+        "every top-level example in examples/ needs a line in the `examples!` list of this file"
+    );
+}
