@@ -13,10 +13,12 @@
 //! - no logic, no I/O, no async runtime.
 
 mod codec;
+mod events;
 mod ids;
 mod task;
 
 pub use codec::{CodecError, decode, encode};
+pub use events::{Event, EventRecord, Millis, TimerId};
 pub use ids::{Attempt, RunId, SkillName, StageId, TaskId};
 pub use task::{Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
 

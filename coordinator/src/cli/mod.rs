@@ -281,7 +281,10 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     }
     progress.finished(&report, a.output.as_deref());
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     } else {
         // The answer: what the last stages produced (the whole report is
         // in --output / --json).
@@ -293,7 +296,10 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
             })
             .collect();
         if !outputs.is_empty() {
-            println!("{}", serde_json::to_string_pretty(&outputs).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outputs).unwrap_or_default()
+            );
         }
     }
     if report.status == "success" {

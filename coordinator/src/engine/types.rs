@@ -1,31 +1,12 @@
 //! Events in, effects out: the engine's vocabulary. Both are data, so the
 //! driver can log events and replay them, and tests can assert on effects.
 
-use cascade_proto::{Attempt, RunId, TaskId, TaskResult, TaskSpec};
+use cascade_proto::{Attempt, TaskId, TaskSpec};
+pub use cascade_proto::{Event, Millis, TimerId};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::spec::MemoryScope;
-
-/// Milliseconds since the Unix epoch, as given by the driver.
-pub type Millis = u64;
-
-/// Something that happened to a run. Past tense.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    RunStarted {
-        run_id: RunId,
-        inputs: Map<String, Value>,
-        /// The memory visible at start (global memory, or a resumed run's).
-        memory: Map<String, Value>,
-    },
-    TaskFinished(TaskResult),
-    TimerFired(TimerId),
-    CancelRequested {
-        reason: String,
-    },
-}
 
 /// Something the driver must do. Imperative.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,28 +40,6 @@ pub enum Effect {
     FinishRun {
         status: RunStatus,
     },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "timer", rename_all = "snake_case")]
-pub enum TimerId {
-    /// Dispatch the next attempt of a task after its backoff.
-    Retry {
-        task_id: TaskId,
-        attempt: Attempt,
-    },
-    /// A stage ran past its `timeout` (generation: which run of the stage,
-    /// since loops re-run stages).
-    StageTimeout {
-        stage: String,
-        generation: u32,
-    },
-    /// Backstop for an attempt whose worker never reported.
-    TaskTimeout {
-        task_id: TaskId,
-        attempt: Attempt,
-    },
-    RunTimeout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("empty duration".into());
     }
+    if t.starts_with('-') {
+        return Err(format!("bad duration `{text}`: must not be negative"));
+    }
     if let Ok(secs) = t.parse::<f64>() {
         return seconds(secs, text);
     }

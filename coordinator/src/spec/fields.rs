@@ -308,6 +308,18 @@ impl Reader {
         let s = self.string(node, field)?;
         match parse(&s) {
             Some(v) => Some(v),
+            None if s.contains('|') => {
+                // The seed's definition template writes `a | b | c` for "one of".
+                self.error(
+                    &node.loc,
+                    field,
+                    format!(
+                        "`{s}` lists alternatives (a template placeholder); choose one of: {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
             None => {
                 let hint = suggestion(&s, names.iter().copied());
                 self.error(

@@ -142,11 +142,23 @@ fn parse_and_resolve(
             return None;
         }
         Err(failures) => {
-            out.diagnostics.extend(
-                failures
-                    .into_iter()
-                    .map(|f| Diagnostic::error(Some(f.loc), "", f.message)),
-            );
+            // The seed's prose examples (`1. model: "task" (parallel)`) are
+            // often not even YAML; say what they are rather than only where
+            // the parser gave up.
+            let numbered = text.lines().any(|l| {
+                let l = l.trim_start();
+                normalize::is_numbered(l)
+                    && l.trim_start_matches(|c: char| c.is_ascii_digit())
+                        .starts_with(". ")
+            });
+            out.diagnostics.extend(failures.into_iter().map(|f| {
+                let message = if numbered && f.message.starts_with("malformed YAML") {
+                    format!("{}{}", f.message, normalize::NUMBERED_LIST_HINT)
+                } else {
+                    f.message
+                };
+                Diagnostic::error(Some(f.loc), "", message)
+            }));
             return None;
         }
     };

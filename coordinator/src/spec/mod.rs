@@ -16,6 +16,9 @@ pub mod model;
 pub mod normalize;
 pub mod yaml;
 
+#[cfg(test)]
+mod tests;
+
 pub use diag::{Diagnostic, Severity};
 pub use load::{Loaded, load_file, load_str};
 pub use model::*;

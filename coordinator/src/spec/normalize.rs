@@ -559,7 +559,13 @@ pub fn stage_list(r: &mut Reader, node: &Node, field: &str, implicit_sequence: b
     }
 }
 
-fn is_numbered(key: &str) -> bool {
+/// Added to a YAML syntax error in a document holding numbered-list lines.
+pub const NUMBERED_LIST_HINT: &str = "; the file holds a numbered list (`1. model: \"task\"`), \
+    which is prose, not a cascade: write a list of stages, `- stage: research` with `skill:` \
+    and `model:` fields";
+
+/// `1. ...`: a numbered-list item (prose), not a stage.
+pub fn is_numbered(key: &str) -> bool {
     let digits = key.chars().take_while(char::is_ascii_digit).count();
     digits > 0 && key[digits..].starts_with('.')
 }

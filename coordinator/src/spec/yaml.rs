@@ -195,9 +195,16 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Option<Node>, Vec<ParseFailu
             }
             Err(e) => {
                 let m = e.marker();
+                // The scanner looks ahead through flow collections and hits
+                // its own depth limit before the builder sees the events.
+                let message = if e.info().contains("recursion limit") {
+                    format!("nesting deeper than {MAX_DEPTH} levels; refusing the document")
+                } else {
+                    format!("malformed YAML: {}", e.info())
+                };
                 builder.failures.push(ParseFailure {
                     loc: Loc::new(file, m.line(), m.col() + 1),
-                    message: format!("malformed YAML: {}", e.info()),
+                    message,
                 });
                 break;
             }
