@@ -135,6 +135,11 @@ fn prepare(
                 .cloned(),
         );
     }
+    // Reading order: by file, then line and column; file-less ones first.
+    diagnostics.sort_by(|a, b| {
+        let key = |d: &Diagnostic| d.loc.as_ref().map(|l| (l.file.to_string(), l.line, l.col));
+        key(a).cmp(&key(b))
+    });
     Prepared {
         loaded,
         plan,

@@ -55,16 +55,24 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
     }
 }
 
-/// Every template and condition of a node, with the field it came from.
-fn sources(plan: &Plan, n: NodeId) -> Vec<(String, Result<Vec<Reference>, String>)> {
+/// A source of references: the field it came from, where it was written,
+/// and the references (or why they could not be read).
+type Source = (String, Loc, Result<Vec<Reference>, String>);
+
+/// Every template and condition of a node, each at its own location.
+fn sources(plan: &Plan, n: NodeId) -> Vec<Source> {
     let node = &plan.nodes[n];
     let id = &node.local_id;
     let mut out = Vec::new();
     let refs = |v: &Value| value_references(v).map_err(|e| e.to_string());
-    out.push((
-        format!("{id}.inputs"),
-        refs(&Value::Object(node.inputs.clone())),
-    ));
+    for (k, v) in &node.inputs {
+        let loc = node
+            .input_locs
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| node.loc.clone());
+        out.push((format!("{id}.inputs.{k}"), loc, refs(v)));
+    }
     if let NodeKind::Tasks {
         skills, for_each, ..
     } = &node.kind
@@ -72,21 +80,27 @@ fn sources(plan: &Plan, n: NodeId) -> Vec<(String, Result<Vec<Reference>, String
         for (i, s) in skills.iter().enumerate() {
             out.push((
                 format!("{id}.skills[{i}].inputs"),
+                s.loc.clone(),
                 refs(&Value::Object(s.inputs.clone())),
             ));
         }
         if let Some(fe) = for_each {
-            out.push((format!("{id}.for_each"), refs(fe)));
+            out.push((format!("{id}.for_each"), node.loc.clone(), refs(fe)));
         }
     }
     if let Some(c) = &node.condition {
-        out.push((format!("{id}.condition"), Ok(c.cond.references())));
+        out.push((
+            format!("{id}.condition"),
+            c.loc.clone(),
+            Ok(c.cond.references()),
+        ));
     }
     if let NodeKind::Branch { branches, .. } = &node.kind {
         for b in branches {
             if let Some(c) = &b.condition {
                 out.push((
                     format!("{id}.branches.{}.condition", b.name),
+                    c.loc.clone(),
                     Ok(c.cond.references()),
                 ));
             }
@@ -104,12 +118,12 @@ fn check_references(plan: &Plan, diags: &mut Vec<Diagnostic>) {
             .iter()
             .map(|d| d.name.as_str())
             .collect();
-        for (field, refs) in sources(plan, n) {
+        for (field, loc, refs) in sources(plan, n) {
             let refs = match refs {
                 Ok(r) => r,
                 Err(e) => {
                     diags.push(Diagnostic::error(
-                        Some(node.loc.clone()),
+                        Some(loc),
                         field,
                         format!("invalid template: {e}"),
                     ));
@@ -118,7 +132,7 @@ fn check_references(plan: &Plan, diags: &mut Vec<Diagnostic>) {
             };
             for r in refs {
                 if let Some(problem) = unresolvable(&r, &stage_ids, &inputs) {
-                    diags.push(problem.into_diag(node.loc.clone(), field.clone()));
+                    diags.push(problem.into_diag(loc.clone(), field.clone()));
                 }
             }
         }

@@ -231,6 +231,7 @@ impl Compiler {
             kind,
             model: s.model.clone(),
             inputs: s.inputs.clone(),
+            input_locs: s.input_locs.clone(),
             condition: s.condition.clone(),
             repeat: None,
             error: ErrorHandling { ..error },

@@ -80,6 +80,7 @@ pub struct PlanNode {
     pub kind: NodeKind,
     pub model: Option<String>,
     pub inputs: Map<String, Value>,
+    pub input_locs: std::collections::BTreeMap<String, Loc>,
     /// A gate: when false the stage is skipped. With `repeat` it is the
     /// loop condition instead; with branches, the selector.
     pub condition: Option<CondSpec>,

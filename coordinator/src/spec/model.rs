@@ -103,6 +103,8 @@ pub struct Stage {
     pub skills: Vec<SkillRef>,
     /// Stage inputs; strings may hold `${...}` templates.
     pub inputs: Map<String, Value>,
+    /// Where each input's value was written (for precise diagnostics).
+    pub input_locs: BTreeMap<String, Loc>,
     pub outputs: Vec<String>,
     /// `None`: after the previous stage of the same list; `Some([])`: no
     /// dependency at all.

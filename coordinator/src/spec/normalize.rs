@@ -656,6 +656,7 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         .get("inputs")
         .map(|n| r.value_map(n, &fs.field("inputs")))
         .unwrap_or_default();
+    let input_locs = fs.get("inputs").map(value_locs).unwrap_or_default();
     let outputs = match fs.get("outputs") {
         Some(n) if matches!(n.kind, Kind::Map(_)) => n
             .as_map()
@@ -745,6 +746,7 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         model: r.opt_string(&fs, "model"),
         skills,
         inputs,
+        input_locs,
         outputs,
         dependencies,
         condition,
@@ -1141,6 +1143,7 @@ fn branch(
                     .get("inputs")
                     .map(|n| r.value_map(n, &fs.field("inputs")))
                     .unwrap_or_default(),
+                input_locs: fs.get("inputs").map(value_locs).unwrap_or_default(),
                 outputs: Vec::new(),
                 dependencies: None,
                 condition: None,
@@ -1170,4 +1173,15 @@ fn branch(
         stages,
         loc,
     })
+}
+
+/// The location of each value of a mapping, by key.
+fn value_locs(node: &Node) -> BTreeMap<String, Loc> {
+    node.as_map()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.scalar_text()?, v.loc.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
