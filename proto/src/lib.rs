@@ -16,6 +16,7 @@ mod codec;
 mod events;
 mod ids;
 mod task;
+pub mod wire;
 
 pub use codec::{CodecError, decode, encode};
 pub use events::{Event, EventRecord, Millis, TimerId};

@@ -8,11 +8,15 @@
 //!   [`cascade_proto::TaskResult`]: built-ins run in-process, file skills run
 //!   as child processes in their own process group.
 //!
-//! The crate does no scheduling and no transport: the embedded driver and the
-//! swarm worker both call [`Executor::execute`] and decide what to do with the
-//! result.
+//! - [`nats`] is the NATS layer shared with the coordinator: connecting
+//!   with credentials, checking the server, creating and verifying streams,
+//!   buckets and consumers.
+//!
+//! The embedded driver and the swarm worker both call [`Executor::execute`]
+//! and decide what to do with the result.
 
 pub mod exec;
+pub mod nats;
 pub mod skills;
 
 pub use exec::Executor;

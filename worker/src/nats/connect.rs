@@ -1,0 +1,201 @@
+//! Connecting to NATS: URL and credentials from flags or the environment,
+//! and a server version check at connect.
+//!
+//! Server 2.9 and older are refused: they fail to create KV buckets with
+//! this client, silently drop config they do not know (a consumer's
+//! `filter_subjects`, per-message TTL) and, clustered, let several
+//! compare-and-set updates with the same revision succeed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Oldest server accepted.
+pub const MIN_SERVER: (u32, u32) = (2, 10);
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long = "nats",
+        value_name = "URL",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// A credentials file (JWT + nkey seed), as `nsc` writes them.
+    #[arg(long = "nats-creds", value_name = "FILE", env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// User name (with --nats-password).
+    #[arg(long = "nats-user", value_name = "USER", env = "NATS_USER")]
+    pub user: Option<String>,
+    #[arg(
+        long = "nats-password",
+        value_name = "PASSWORD",
+        env = "NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[arg(
+        long = "nats-token",
+        value_name = "TOKEN",
+        env = "NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// A file holding an nkey seed (`SU...`).
+    #[arg(long = "nats-nkey", value_name = "FILE", env = "NATS_NKEY")]
+    pub nkey: Option<PathBuf>,
+    /// CA certificate to trust for TLS (PEM).
+    #[arg(long = "nats-tls-ca", value_name = "FILE", env = "NATS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM; with --nats-tls-key).
+    #[arg(long = "nats-tls-cert", value_name = "FILE", env = "NATS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long = "nats-tls-key", value_name = "FILE", env = "NATS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even when the URL does not say `tls://`.
+    #[arg(long = "nats-tls", env = "NATS_TLS")]
+    pub tls: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read {what} `{path}`: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--nats-user needs --nats-password (and the other way round)")]
+    UserPassword,
+    #[error("--nats-tls-cert needs --nats-tls-key (and the other way round)")]
+    ClientCert,
+    #[error(
+        "nats-server {version} at {url} is too old: Cascade needs {}.{} or newer \
+         (2.9 and older lose consumer filters and fail KV creation)",
+        MIN_SERVER.0, MIN_SERVER.1
+    )]
+    TooOld { version: String, url: String },
+    #[error("JetStream is not enabled on the server at {url} (start nats-server with -js)")]
+    NoJetStream { url: String },
+    #[error("{what}: {message}")]
+    Setup { what: String, message: String },
+}
+
+/// Connects, names the connection, and checks the server version.
+pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, NatsError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(10))
+        .max_reconnects(None);
+    if let Some(path) = &args.creds {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|source| NatsError::Read {
+                what: "credentials file",
+                path: path.clone(),
+                source,
+            })?;
+    }
+    match (&args.user, &args.password) {
+        (Some(u), Some(p)) => opts = opts.user_and_password(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => return Err(NatsError::UserPassword),
+    }
+    if let Some(t) = &args.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(path) = &args.nkey {
+        let seed = std::fs::read_to_string(path).map_err(|source| NatsError::Read {
+            what: "nkey seed file",
+            path: path.clone(),
+            source,
+        })?;
+        opts = opts.nkey(seed.trim().to_owned());
+    }
+    if let Some(ca) = &args.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => opts = opts.add_client_certificate(c.clone(), k.clone()),
+        (None, None) => {}
+        _ => return Err(NatsError::ClientCert),
+    }
+    if args.tls || args.tls_ca.is_some() || args.url.starts_with("tls://") {
+        opts = opts.require_tls(true);
+    }
+    // The first connection fails fast (a supervisor restarts us); once
+    // connected, the client reconnects for ever.
+    let url = args.url.clone();
+    let client = opts
+        .connect(url.as_str())
+        .await
+        .map_err(|source| NatsError::Connect {
+            url: url.clone(),
+            source,
+        })?;
+    check_server(&client, &url).await?;
+    Ok(client)
+}
+
+async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), NatsError> {
+    // The INFO arrives with the connection; wait briefly if it has not.
+    let mut info = client.server_info();
+    for _ in 0..50 {
+        if !info.version.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        info = client.server_info();
+    }
+    if !version_ok(&info.version) {
+        return Err(NatsError::TooOld {
+            version: info.version,
+            url: url.to_owned(),
+        });
+    }
+    if !info.jetstream {
+        return Err(NatsError::NoJetStream {
+            url: url.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub fn version_ok(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= MIN_SERVER,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        for (v, ok) in [
+            ("2.15.1", true),
+            ("2.10.0", true),
+            ("3.0.0", true),
+            ("2.9.10", false),
+            ("2.9.21", false),
+            ("", false),
+            ("v2.11.3-beta", true),
+        ] {
+            assert_eq!(super::version_ok(v), ok, "{v}");
+        }
+    }
+}
