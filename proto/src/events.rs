@@ -49,11 +49,13 @@ pub enum TimerId {
     RunTimeout,
 }
 
-/// One entry of a run's event log: the event and the time the coordinator
-/// applied it (the engine reads no clock; replay must give it the same time).
+/// One entry of a run's event log: the events that arrived together and
+/// the time the coordinator applied them (the engine reads no clock; replay
+/// must give it the same time). Several events per entry is group commit:
+/// whatever was ready is written at once, never waiting for more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub v: u32,
     pub at: Millis,
-    pub event: Event,
+    pub events: Vec<Event>,
 }

@@ -121,6 +121,17 @@ pub fn key_claim(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
     key_result(run, task, attempt)
 }
 
+/// The claim a team lead holds on a batch message (the third token is not
+/// a number, so it never collides with a task attempt's key).
+pub fn key_claim_batch(run: &RunId, batch: &str) -> String {
+    format!("{}.{}.lead", token(run.as_str()), token(batch))
+}
+
+/// Core NATS (not stored): a team lead's [`BatchReport`]s for a run.
+pub fn subject_batch_report(run: &RunId) -> String {
+    format!("cascade.batch.{}", token(run.as_str()))
+}
+
 pub fn key_memory_global(key: &str) -> String {
     format!("global.{}", token(key))
 }
@@ -306,6 +317,11 @@ pub struct Claim {
     /// The JetStream delivery count of the message this worker got.
     pub delivered: u64,
     pub at: Millis,
+    /// The stream sequence of that message: a task re-published (by the
+    /// sweeper) is a newer message than any delivery of the old one, so
+    /// claims compare `(stream_seq, delivered)`.
+    #[serde(default)]
+    pub stream_seq: Option<u64>,
 }
 
 /// A task attempt's result, written once (KV create) by whoever finished
@@ -334,6 +350,21 @@ pub struct CancelRequest {
     pub task_id: Option<TaskId>,
     #[serde(default)]
     pub attempt: Option<Attempt>,
+}
+
+/// A team lead's summary of one batch, once every task of it has a
+/// result (informational: the results bucket stays authoritative).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchReport {
+    pub v: u32,
+    pub batch: String,
+    pub run_id: RunId,
+    pub lead: String,
+    /// Task id -> the member that ran it (`""` when sent to the mesh queue).
+    pub assigned: BTreeMap<String, String>,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub at: Millis,
 }
 
 /// A task that reached its delivery limit, moved out of the work queue.

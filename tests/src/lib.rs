@@ -125,3 +125,182 @@ impl Drop for NatsServer {
         }
     }
 }
+
+/// A workspace binary (`coordinator`, `worker`) from the same target
+/// directory as the running test. `scripts/test` builds every binary first.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A process of the swarm under test: its output goes to files we can
+/// read while it runs; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Proc {
+        let stderr_path = logs.join(format!("{name}.stderr"));
+        let stdout_path = logs.join(format!("{name}.stdout"));
+        let err = std::fs::File::create(&stderr_path).expect("stderr log file");
+        let out = std::fs::File::create(&stdout_path).expect("stdout log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_owned(),
+            stderr_path,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits until the process has printed `needle` on stderr.
+    pub fn await_output(&mut self, needle: &str, timeout: Duration) {
+        let name = self.name.clone();
+        await_condition(&format!("{name} to print `{needle}`"), timeout, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before printing `{needle}`:\n{}",
+                    self.stderr()
+                );
+            }
+            self.stderr().contains(needle).then_some(())
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// Flags that every process of a test swarm shares: short windows so
+/// redelivery and takeover happen within a test.
+pub const TEST_ACK_WAIT: &str = "2s";
+pub const TEST_LEASE_TTL: &str = "2s";
+pub const TEST_WORKER_TTL: &str = "3s";
+
+/// A whole swarm on this machine: a nats-server, coordinators, workers.
+#[derive(Debug)]
+pub struct TestSwarm {
+    pub nats: NatsServer,
+    pub logs: tempfile::TempDir,
+    pub coordinators: Vec<Proc>,
+    pub workers: Vec<Proc>,
+}
+
+impl TestSwarm {
+    pub fn new() -> TestSwarm {
+        TestSwarm {
+            nats: NatsServer::start(),
+            logs: tempfile::tempdir().expect("log dir"),
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    pub fn coordinator_cmd(&self) -> Command {
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.env("NATS_URL", &self.nats.client_url)
+            .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
+            .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
+            .env_remove("CASCADE_SKILLS_DIR");
+        cmd
+    }
+
+    /// Starts `coordinator serve` and waits until it serves.
+    pub fn start_coordinator(&mut self, name: &str) -> usize {
+        let mut cmd = self.coordinator_cmd();
+        cmd.args(["serve", "--name", name, "--lease-ttl", TEST_LEASE_TTL]);
+        let mut p = Proc::spawn(name, cmd, self.logs.path());
+        p.await_output("serving", Duration::from_secs(30));
+        self.coordinators.push(p);
+        self.coordinators.len() - 1
+    }
+
+    /// Starts a worker with these skills and extra flags; waits until it is
+    /// ready to claim.
+    pub fn start_worker(&mut self, name: &str, skills: &str, extra: &[&str]) -> usize {
+        let mut cmd = Command::new(binary("worker"));
+        cmd.env("NATS_URL", &self.nats.client_url)
+            .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
+            .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
+            .args(["--name", name, "--skills", skills])
+            .args(extra);
+        let mut p = Proc::spawn(name, cmd, self.logs.path());
+        p.await_output("ready", Duration::from_secs(30));
+        self.workers.push(p);
+        self.workers.len() - 1
+    }
+
+    /// `coordinator submit FILE --wait --output OUT`, with its exit code,
+    /// stdout and stderr.
+    pub fn submit_wait(&self, file: &Path, output: &Path, extra: &[&str]) -> (i32, String, String) {
+        let out = self
+            .coordinator_cmd()
+            .arg("submit")
+            .arg(file)
+            .args(["--wait", "--output"])
+            .arg(output)
+            .args(extra)
+            .output()
+            .expect("run coordinator submit");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Default for TestSwarm {
+    fn default() -> Self {
+        Self::new()
+    }
+}

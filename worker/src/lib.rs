@@ -17,6 +17,7 @@
 
 pub mod exec;
 pub mod nats;
+pub mod runner;
 pub mod skills;
 
 pub use exec::Executor;

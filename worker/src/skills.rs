@@ -22,6 +22,7 @@ use std::time::Duration;
 use cascade_proto::SkillName;
 
 pub use file::MAX_SKILL_FILE_BYTES;
+pub(crate) use file::parse_duration;
 
 /// Names of the skills every registry provides, sorted.
 pub const BUILTIN_SKILLS: &[&str] = &["echo", "fail", "noop", "sleep"];

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use super::runs::{CancelArgs, ResultsArgs, StatusArgs, WatchArgs};
+pub use super::submit::SubmitArgs;
+pub use super::workers::WorkersArgs;
 use crate::plan::Format;
 
 #[derive(Debug, Parser)]
@@ -32,6 +35,20 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a cascade in this process with local workers (no server needed).
     Run(RunArgs),
+    /// Validate a cascade and submit it to a swarm; prints the run id.
+    Submit(SubmitArgs),
+    /// One swarm run's state and stages, or a table of recent runs.
+    Status(StatusArgs),
+    /// Follow a swarm run's stages until it ends (exit 0 success, 1 otherwise).
+    Watch(WatchArgs),
+    /// Ask the swarm to cancel a run.
+    Cancel(CancelArgs),
+    /// A finished swarm run's results (the same JSON as `run --output`).
+    Results(ResultsArgs),
+    /// The swarm's live workers: skills, labels, load, last heartbeat.
+    Workers(WorkersArgs),
+    /// Drive submitted runs on the swarm (run several for high availability).
+    Serve(super::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,11 @@
 mod args;
 mod inputs;
 mod progress;
+mod runs;
+pub mod serve;
+mod submit;
+mod swarm;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -33,6 +38,13 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Validate(a) => validate(a),
         Command::Plan(a) => plan_cmd(a),
         Command::Run(a) => run_cmd(a, cancel).await,
+        Command::Submit(a) => submit::submit(a, cancel).await,
+        Command::Status(a) => runs::status(a).await,
+        Command::Watch(a) => runs::watch(a, cancel).await,
+        Command::Cancel(a) => runs::cancel(a).await,
+        Command::Results(a) => runs::results(a).await,
+        Command::Workers(a) => workers::workers(a).await,
+        Command::Serve(a) => serve::serve_cmd(a, cancel).await,
     }
 }
 
@@ -284,19 +296,24 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
         eprintln!("error: {e}");
         return EXIT_RUN_FAILED;
     }
-    progress.finished(&report, a.output.as_deref());
-    if a.json {
+    progress.finished(&value, a.output.as_deref());
+    print_answer(&value, &leaves, a.json)
+}
+
+/// Prints a finished run's answer on stdout (the whole report with
+/// `--json`, else what the final stages produced; the whole report is in
+/// `--output`) and returns the exit code its status calls for.
+fn print_answer(report: &Value, leaves: &[String], json: bool) -> u8 {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
+            serde_json::to_string_pretty(report).unwrap_or_default()
         );
     } else {
-        // The answer: what the last stages produced (the whole report is
-        // in --output / --json).
         let outputs: Map<String, Value> = leaves
             .iter()
             .filter_map(|id| {
-                let out = report.stages.get(id)?.get("output")?;
+                let out = report.get("stages")?.get(id)?.get("output")?;
                 (!out.is_null()).then(|| (id.clone(), out.clone()))
             })
             .collect();
@@ -307,7 +324,7 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
             );
         }
     }
-    if report.status == "success" {
+    if report.get("status").and_then(Value::as_str) == Some("success") {
         EXIT_OK
     } else {
         EXIT_RUN_FAILED

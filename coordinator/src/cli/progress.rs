@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::engine::{Effect, Engine, RunReport, StageStatus};
+use serde_json::{Map, Value};
+
+use crate::engine::{Effect, Engine, StageStatus};
 
 pub struct Progress {
     show: bool,
@@ -39,29 +41,23 @@ impl Progress {
         else {
             return;
         };
-        let first = |m: &Option<String>| {
-            m.as_deref()
-                .and_then(|s| s.lines().next())
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default()
-        };
-        let text = match status {
-            StageStatus::Running if message.is_none() => format!("▶ {stage}"),
-            StageStatus::Running => format!("▶ {stage}{}", first(message)),
-            StageStatus::Pending => format!("↺ {stage}{}", first(message)),
-            StageStatus::Success => format!("✓ {stage}"),
-            StageStatus::Failed => format!("✗ {stage} failed{}", first(message)),
-            StageStatus::Skipped => format!("↷ {stage} skipped{}", first(message)),
-            StageStatus::Cancelled => format!("⊘ {stage} cancelled{}", first(message)),
-        };
+        let text = stage_text(stage, *status, message.as_deref());
         self.line(&text);
     }
 
-    /// The closing summary is printed whatever `show` says: it is the
-    /// answer to the command.
-    pub fn finished(&self, r: &RunReport, output: Option<&Path>) {
+    /// Progress of a run followed over the swarm (`submit --wait`).
+    pub fn stage(&self, stage: &str, status: StageStatus) {
+        self.line(&stage_text(stage, status, None));
+    }
+
+    /// The closing summary (of a report as JSON) is printed whatever
+    /// `show` says: it is the answer to the command.
+    pub fn finished(&self, r: &Value, output: Option<&Path>) {
+        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("?");
+        let empty = Map::new();
+        let stages = r.get("stages").and_then(Value::as_object).unwrap_or(&empty);
         let mut counts = std::collections::BTreeMap::new();
-        for s in r.stages.values() {
+        for s in stages.values() {
             let status = s
                 .get("status")
                 .and_then(|v| v.as_str())
@@ -74,15 +70,15 @@ impl Progress {
         let _ = writeln!(
             err,
             "cascade {}: {} in {:.2}s ({})",
-            r.cascade,
-            r.status,
-            r.duration,
+            field("cascade"),
+            field("status"),
+            r.get("duration").and_then(Value::as_f64).unwrap_or(0.0),
             parts.join(", ")
         );
-        if let Some(e) = &r.error {
+        if let Some(e) = r.get("error").and_then(Value::as_str) {
             let _ = writeln!(err, "  {e}");
         }
-        for (id, s) in &r.stages {
+        for (id, s) in stages {
             if s.get("status").and_then(|v| v.as_str()) == Some("failed") {
                 let msg = s.get("error").and_then(|v| v.as_str()).unwrap_or("");
                 let _ = writeln!(
@@ -92,15 +88,32 @@ impl Progress {
                 );
             }
         }
-        if !r.escalations.is_empty() {
-            let _ = writeln!(
-                err,
-                "  {} escalation(s) recorded in the results",
-                r.escalations.len()
-            );
+        let escalations = r
+            .get("escalations")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if escalations > 0 {
+            let _ = writeln!(err, "  {escalations} escalation(s) recorded in the results");
         }
         if let Some(p) = output {
             let _ = writeln!(err, "  results: {}", p.display());
         }
+    }
+}
+
+/// One line of progress for a stage's new status: the symbols `run`,
+/// `submit --wait` and `watch` share.
+pub fn stage_text(stage: &str, status: StageStatus, message: Option<&str>) -> String {
+    let first = message
+        .and_then(|s| s.lines().next())
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    match status {
+        StageStatus::Running => format!("▶ {stage}{first}"),
+        StageStatus::Pending => format!("↺ {stage}{first}"),
+        StageStatus::Success => format!("✓ {stage}"),
+        StageStatus::Failed => format!("✗ {stage} failed{first}"),
+        StageStatus::Skipped => format!("↷ {stage} skipped{first}"),
+        StageStatus::Cancelled => format!("⊘ {stage} cancelled{first}"),
     }
 }

@@ -6,6 +6,7 @@
 //! - the NATS JetStream driver arrives with the swarm.
 
 pub mod local;
+pub mod nats;
 pub mod store;
 
 pub use local::{LocalOptions, run_local};

@@ -192,6 +192,16 @@ impl Engine {
             .collect()
     }
 
+    /// Whether a result would be acted on (its attempt is the one in
+    /// flight); drivers skip logging results that would be ignored.
+    pub fn accepts(&self, r: &cascade_proto::TaskResult) -> bool {
+        self.status.is_none()
+            && self
+                .tasks
+                .get(&r.task_id)
+                .is_some_and(|t| t.in_flight && t.attempt == r.attempt)
+    }
+
     /// Applies one event at time `now` and returns what the driver must do.
     /// Never panics; an event that does not fit the state is ignored and
     /// noted.

@@ -28,6 +28,11 @@ pub struct QueueSettings {
     pub memory_retention: Duration,
     /// In-memory storage (benchmarks only: loses everything on restart).
     pub memory_storage: bool,
+    /// Whether this process may change the age limits of existing buckets
+    /// to its own. Servers and workers do; one-shot clients (`submit`,
+    /// `status`, ...) do not, so a client with default flags never resets
+    /// a swarm's settings.
+    pub align_existing: bool,
 }
 
 impl Default for QueueSettings {
@@ -40,6 +45,7 @@ impl Default for QueueSettings {
             retention: Duration::from_secs(7 * 86_400),
             memory_retention: Duration::from_secs(7 * 86_400),
             memory_storage: false,
+            align_existing: true,
         }
     }
 }
@@ -127,6 +133,8 @@ impl Swarm {
                 storage,
                 max_age: settings.retention,
                 duplicate_window: Duration::from_secs(120),
+                // Replay reads a run's log by subject with direct gets.
+                allow_direct: true,
                 ..Default::default()
             },
         )
@@ -153,20 +161,60 @@ impl Swarm {
         };
         let keep = settings.retention;
         Ok(Swarm {
-            runs: ensure_bucket(&js, bucket(wire::BUCKET_RUNS, keep, 1)).await?,
-            submissions: ensure_bucket(&js, bucket(wire::BUCKET_SUBMISSIONS, keep, 1)).await?,
-            idempotency: ensure_bucket(&js, bucket(wire::BUCKET_IDEMPOTENCY, keep, 1)).await?,
-            leases: ensure_bucket(&js, bucket(wire::BUCKET_LEASES, keep, 1)).await?,
-            workers: ensure_bucket(&js, bucket(wire::BUCKET_WORKERS, settings.worker_ttl, 1))
-                .await?,
-            claims: ensure_bucket(&js, bucket(wire::BUCKET_CLAIMS, keep, 1)).await?,
-            results: ensure_bucket(&js, bucket(wire::BUCKET_RESULTS, keep, 1)).await?,
+            runs: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_RUNS, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
+            submissions: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_SUBMISSIONS, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
+            idempotency: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_IDEMPOTENCY, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
+            leases: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_LEASES, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
+            workers: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_WORKERS, settings.worker_ttl, 1),
+                settings.align_existing,
+            )
+            .await?,
+            claims: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_CLAIMS, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
+            results: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_RESULTS, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
             memory: ensure_bucket(
                 &js,
                 bucket(wire::BUCKET_MEMORY, settings.memory_retention, 1),
+                settings.align_existing,
             )
             .await?,
-            reports: ensure_bucket(&js, bucket(wire::BUCKET_REPORTS, keep, 1)).await?,
+            reports: ensure_bucket(
+                &js,
+                bucket(wire::BUCKET_REPORTS, keep, 1),
+                settings.align_existing,
+            )
+            .await?,
             objects: ensure_objects(&js, storage, keep).await?,
             client,
             js,
@@ -259,10 +307,23 @@ async fn ensure_stream(
             ),
         });
     }
+    if want.allow_direct && !got.allow_direct {
+        let mut cfg = got.clone();
+        cfg.allow_direct = true;
+        s = js
+            .update_stream(cfg)
+            .await
+            .map(|_| s)
+            .map_err(|e| setup_err(format!("stream `{name}`"), e))?;
+    }
     Ok(s)
 }
 
-async fn ensure_bucket(js: &jetstream::Context, want: kv::Config) -> Result<kv::Store, NatsError> {
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    want: kv::Config,
+    align: bool,
+) -> Result<kv::Store, NatsError> {
     let name = want.bucket.clone();
     match js.get_key_value(&name).await {
         Ok(store) => {
@@ -274,7 +335,7 @@ async fn ensure_bucket(js: &jetstream::Context, want: kv::Config) -> Result<kv::
                 .info()
                 .await
                 .map_err(|e| setup_err(format!("bucket `{name}`"), e))?;
-            if info.config.max_age != want.max_age {
+            if align && info.config.max_age != want.max_age {
                 // A bucket's age limit is ours to set: align it.
                 js.create_or_update_key_value(want)
                     .await

@@ -1,0 +1,113 @@
+//! `coordinator serve`: drive submitted runs on the swarm.
+
+use std::time::Duration;
+
+use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED};
+use crate::driver::nats::{ServeOptions, serve};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::spec::duration::parse_duration(s)
+}
+
+/// Settings every process of one swarm must share (they shape the durable
+/// consumers): the coordinator and `worker` take the same flags.
+#[derive(Clone, Debug, Args)]
+pub struct QueueArgs {
+    /// How long a task may run without a progress ack before it is
+    /// redelivered (workers ack progress every third of it).
+    #[arg(long, value_name = "DURATION", env = "CASCADE_ACK_WAIT", default_value = "30s", value_parser = duration)]
+    pub ack_wait: Duration,
+    /// Deliveries of one task before it is dead-lettered.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "CASCADE_MAX_DELIVER",
+        default_value_t = 5
+    )]
+    pub max_deliver: i64,
+    /// How long a worker stays registered after its last heartbeat.
+    #[arg(long, value_name = "DURATION", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = duration)]
+    pub worker_ttl: Duration,
+}
+
+impl QueueArgs {
+    pub fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            worker_ttl: self.worker_ttl,
+            ..QueueSettings::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// This coordinator's name [default: coordinator-<host>-<pid>].
+    #[arg(long, value_name = "NAME", env = "CASCADE_COORDINATOR_NAME")]
+    pub name: Option<String>,
+    /// A run's lease: another coordinator takes the run over this long
+    /// after its owner stops renewing.
+    #[arg(long, value_name = "DURATION", env = "CASCADE_LEASE_TTL", default_value = "10s", value_parser = duration)]
+    pub lease_ttl: Duration,
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into())
+}
+
+pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("coordinator-{}-{}", host_name(), std::process::id()));
+    if a.queue.max_deliver < 1 || a.lease_ttl < Duration::from_millis(300) {
+        eprintln!("error: --max-deliver must be at least 1 and --lease-ttl at least 300ms");
+        return EXIT_INVALID;
+    }
+    let client = match connect(&a.nats, &name).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_RUN_FAILED;
+        }
+    };
+    let swarm = match Swarm::setup(client.clone(), a.queue.settings()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_RUN_FAILED;
+        }
+    };
+    eprintln!("coordinator {name}: serving on {}", a.nats.url);
+    let outcome = serve(
+        swarm,
+        ServeOptions {
+            name,
+            lease_ttl: a.lease_ttl,
+        },
+        cancel,
+    )
+    .await;
+    let _ = client.drain().await;
+    match outcome {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_RUN_FAILED
+        }
+    }
+}

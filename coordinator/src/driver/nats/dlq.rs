@@ -1,0 +1,113 @@
+//! Dead letters. A task message that reaches its delivery limit stays in a
+//! work-queue stream for ever; the server only announces it. Every
+//! coordinator hears the advisory; the first one moves the message to the
+//! DLQ stream with its story, deletes it, and writes a terminal failure as
+//! the attempt's result so the stage fails visibly.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::message::PublishMessage;
+use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
+use cascade_proto::{
+    Failure, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskResult, decode, encode,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+#[derive(serde::Deserialize)]
+struct Advisory {
+    stream_seq: u64,
+    #[serde(default)]
+    deliveries: u64,
+}
+
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), String> {
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+        wire::STREAM_TASKS
+    );
+    let mut sub = shared
+        .swarm
+        .client
+        .subscribe(subject)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => m,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        let Ok(adv) = serde_json::from_slice::<Advisory>(&msg.payload) else {
+            continue;
+        };
+        dead_letter(&shared, adv.stream_seq, adv.deliveries).await;
+    }
+}
+
+pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
+    let Ok(raw) = shared.swarm.tasks.get_raw_message(seq).await else {
+        return;
+    }; // already handled
+    let task = decode::<TaskMessage>(&raw.payload).ok();
+    let skill = task
+        .as_ref()
+        .map_or_else(|| "undecodable".to_owned(), |t| t.spec.skill.to_string());
+    let reason = format!(
+        "delivered {deliveries} times without a result: the worker crashed or lost it each time"
+    );
+    let letter = DeadLetter {
+        v: PROTOCOL_VERSION,
+        stream_seq: seq,
+        subject: raw.subject.to_string(),
+        deliveries,
+        task: task.as_ref().map(|t| t.spec.clone()),
+        raw: task.is_none().then(|| raw.payload.to_vec()),
+        reason: reason.clone(),
+        at: super::now_ms(),
+    };
+    let Ok(bytes) = encode(&letter) else { return };
+    let publish = PublishMessage::build()
+        .payload(bytes.into())
+        .message_id(format!("dlq:{seq}"));
+    match shared
+        .swarm
+        .js
+        .send_publish(wire::subject_dlq(&skill), publish)
+        .await
+    {
+        Ok(ack) => {
+            if ack.await.is_err() {
+                return;
+            }
+        }
+        Err(_) => return,
+    }
+    let _ = shared.swarm.tasks.delete_message(seq).await;
+    if let Some(t) = task {
+        tracing::error!(run_id = %t.spec.run_id, task = %t.spec.task_id, deliveries, "task dead-lettered");
+        let result = TaskResult {
+            task_id: t.spec.task_id.clone(),
+            attempt: t.spec.attempt,
+            worker: String::new(),
+            duration_ms: 0,
+            outcome: TaskOutcome::Failed(Failure::new(
+                FailureKind::Terminal,
+                format!("dead-lettered: {reason}"),
+            )),
+        };
+        let rec = ResultRecord {
+            v: PROTOCOL_VERSION,
+            run_id: t.spec.run_id.clone(),
+            result,
+            outputs_ref: None,
+            route: Some(t.route),
+        };
+        if let Ok(bytes) = encode(&rec) {
+            let key = wire::key_result(&t.spec.run_id, &t.spec.task_id, t.spec.attempt);
+            let _ = shared.swarm.results.create(&key, bytes.into()).await;
+        }
+    }
+}

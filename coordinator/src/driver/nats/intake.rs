@@ -1,0 +1,88 @@
+//! Submissions: consumed durably from the submit queue by every
+//! coordinator (they compete), recorded as runs, then owned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, PullConsumer};
+use cascade_proto::wire::{self, RunRecord, RunState, Submission};
+use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+pub async fn consumer(shared: &Shared) -> Result<PullConsumer, String> {
+    let cfg = consumer::pull::Config {
+        durable_name: Some(wire::CONSUMER_SUBMIT.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        inactive_threshold: Duration::ZERO,
+        ..Default::default()
+    };
+    shared
+        .swarm
+        .submit
+        .get_or_create_consumer(wire::CONSUMER_SUBMIT, cfg)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes submissions until cancelled; every new run id goes to `owned`
+/// so this coordinator tries to drive it at once.
+pub async fn run(
+    shared: Arc<Shared>,
+    owned: mpsc::Sender<RunId>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let consumer = consumer(&shared).await?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        let Some(Ok(msg)) = msg else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            continue;
+        };
+        match decode::<Submission>(&msg.payload) {
+            Ok(sub) => {
+                let run_id = sub.run_id.clone();
+                record(&shared, &sub).await;
+                let _ = msg.ack().await;
+                let _ = owned.send(run_id).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable submission discarded");
+                let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            }
+        }
+    }
+}
+
+/// The submission and a queued run record, unless they exist already (a
+/// redelivered submission changes nothing).
+async fn record(shared: &Shared, sub: &Submission) {
+    let key = wire::token(sub.run_id.as_str());
+    if let Ok(bytes) = encode(sub) {
+        let _ = shared.swarm.submissions.create(&key, bytes.into()).await;
+    }
+    let rec = RunRecord {
+        v: PROTOCOL_VERSION,
+        run_id: sub.run_id.clone(),
+        cascade: sub.main.clone(),
+        state: RunState::Queued,
+        created_at: sub.submitted_at,
+        updated_at: super::now_ms(),
+        owner: None,
+        stages: Default::default(),
+        error: None,
+        cancel_requested: None,
+    };
+    if let Ok(bytes) = encode(&rec) {
+        let _ = shared.swarm.runs.create(&key, bytes.into()).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! The NATS JetStream driver: `coordinator serve`.
+//!
+//! ```text
+//!  serve ─┬─ intake      submissions ─▶ run records ─▶ own them
+//!         ├─ owner       every lease_ttl/3: runs not final and not owned ─▶ try the lease
+//!         │     └─ run driver per owned run (run.rs): replay, then events ⇄ engine ⇄ effects
+//!         ├─ registry    watch of the workers bucket (routing, sweeping)
+//!         └─ dlq         max-deliveries advisories ─▶ dead-letter stream + terminal result
+//! ```
+//! Several coordinators may serve the same swarm: they compete for
+//! submissions, and a run is driven by whoever holds its lease; a
+//! coordinator that dies stops renewing and another one replays the run's
+//! log and carries on.
+
+mod dlq;
+mod intake;
+mod lease;
+mod memory;
+mod objects;
+mod report;
+mod route;
+mod run;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cascade_proto::wire::{self, RunRecord, WorkerInfo};
+use cascade_proto::{Millis, RunId, decode};
+use cascade_worker::nats::Swarm;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use route::{Registry, Target};
+
+/// Run ids waiting to be tried for ownership. Intake adds one per
+/// submission; the owner loop drains it; a full queue only delays a run
+/// until the next periodic scan.
+const OWN_QUEUE: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// This coordinator's name (lease owner, logs).
+    pub name: String,
+    /// How long a run's lease lasts without renewal (renewed every third).
+    pub lease_ttl: Duration,
+}
+
+pub(crate) struct Shared {
+    pub swarm: Swarm,
+    pub opts: ServeOptions,
+    pub registry: Registry,
+}
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// Serves until `cancel`: returns once every task it started has ended.
+pub async fn serve(
+    swarm: Swarm,
+    opts: ServeOptions,
+    cancel: CancellationToken,
+) -> Result<(), ServeError> {
+    let shared = Arc::new(Shared {
+        swarm,
+        opts,
+        registry: Registry::default(),
+    });
+    // Fail at start, not later, if the submit consumer cannot exist.
+    intake::consumer(&shared).await.map_err(ServeError::Nats)?;
+    let tracker = TaskTracker::new();
+    let (own_tx, own_rx) = mpsc::channel(OWN_QUEUE);
+    spawn(
+        &tracker,
+        "intake",
+        intake::run(shared.clone(), own_tx, cancel.clone()),
+    );
+    spawn(
+        &tracker,
+        "registry",
+        watch_registry(shared.clone(), cancel.clone()),
+    );
+    spawn(
+        &tracker,
+        "dead-letters",
+        dlq::run(shared.clone(), cancel.clone()),
+    );
+    spawn(
+        &tracker,
+        "owner",
+        own_runs(shared.clone(), own_rx, tracker.clone(), cancel.clone()),
+    );
+    tracing::info!(name = %shared.opts.name, "coordinator serving");
+    cancel.cancelled().await;
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The one way this driver starts a background task: named, traced, its
+/// error logged once where it ends.
+fn spawn<F>(tracker: &TaskTracker, name: &'static str, fut: F)
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    tracker.spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::error!(task = name, error = %e, "background task failed");
+        }
+    });
+}
+
+async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), String> {
+    let mut watch = shared
+        .swarm
+        .workers
+        .watch_all()
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let entry = tokio::select! {
+            e = watch.next() => e,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        let Some(Ok(entry)) = entry else { continue };
+        match entry.operation {
+            async_nats::jetstream::kv::Operation::Put => {
+                if let Ok(info) = decode::<WorkerInfo>(&entry.value) {
+                    shared.registry.workers.insert(info.name.clone(), info);
+                }
+            }
+            _ => {
+                if let Some(name) = wire::untoken(&entry.key) {
+                    shared.registry.workers.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// Tries to own runs: new ones from intake at once, and every lease_ttl/3
+/// every run that is not final, so orphans of a dead coordinator are
+/// picked up once their lease expires.
+async fn own_runs(
+    shared: Arc<Shared>,
+    mut new_runs: mpsc::Receiver<RunId>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let mut tick = tokio::time::interval(shared.opts.lease_ttl / 3);
+    let driving: Arc<dashmap::DashSet<RunId>> = Arc::new(dashmap::DashSet::new());
+    loop {
+        let candidates: BTreeSet<RunId> = tokio::select! {
+            Some(id) = new_runs.recv() => BTreeSet::from([id]),
+            _ = tick.tick() => open_runs(&shared).await,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        for run_id in candidates {
+            if driving.contains(&run_id) {
+                continue;
+            }
+            let Some(held) = lease::acquire(
+                &shared.swarm.leases,
+                &run_id,
+                &shared.opts.name,
+                now_ms(),
+                shared.opts.lease_ttl,
+            )
+            .await
+            else {
+                continue;
+            };
+            tracing::info!(run_id = %run_id, "driving run");
+            driving.insert(run_id.clone());
+            let (shared, driving, cancel) = (shared.clone(), driving.clone(), cancel.clone());
+            tracker.spawn(async move {
+                let id = held.run_id.clone();
+                match run::drive(shared, held, cancel).await {
+                    Ok(()) => {}
+                    Err(run::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
+                    Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
+                }
+                driving.remove(&id);
+            });
+        }
+    }
+}
+
+async fn open_runs(shared: &Shared) -> BTreeSet<RunId> {
+    let mut out = BTreeSet::new();
+    let Ok(mut keys) = shared.swarm.runs.keys().await else {
+        return out;
+    };
+    while let Some(Ok(k)) = keys.next().await {
+        if let Ok(Some(bytes)) = shared.swarm.runs.get(&k).await
+            && let Ok(r) = decode::<RunRecord>(&bytes)
+            && !r.state.is_final()
+        {
+            out.insert(r.run_id);
+        }
+    }
+    out
+}

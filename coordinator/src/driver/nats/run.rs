@@ -1,0 +1,754 @@
+//! Driving one run over NATS: the engine, fed from the run's event log and
+//! the results bucket, its effects performed on JetStream.
+//!
+//! ```text
+//!  start: replay cascade.event.<run> through the engine (same effects,
+//!         dispatches not re-sent unless the task has no result) ─┐
+//!  loop:  results watch ─┐                                        │
+//!         timers ────────┼─▶ events ─▶ append to the log (expected ▼
+//!         cancel flag ───┘   sequence: single writer) ─▶ engine.apply
+//!                                        ─▶ effects: publish tasks, KV memory,
+//!                                           run record, report
+//! ```
+//! The log entry is written before the engine acts on it, so a coordinator
+//! killed at any point is replaced by one that replays the same decisions
+//! and re-sends only what may not have been sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use bytes::Bytes;
+use cascade_proto::wire::{
+    self, BatchMessage, CancelRequest, Claim, ResultRecord, Route, RunRecord, RunState, Submission,
+    TaskMessage,
+};
+use cascade_proto::{
+    Event, EventRecord, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec, TimerId,
+    decode, encode,
+};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::lease::Held;
+use super::route::{StageAgents, Target, Want};
+use crate::engine::{Effect, Engine, StageStatus};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::spec::{ErrorStrategy, Strategy, Topology};
+
+/// Most results taken into one log entry (group commit).
+const MAX_BATCH: usize = 1024;
+/// Task publishes awaiting their PubAck at once. async-nats allows 5,000
+/// unconfirmed publishes; going past that without collecting deadlocks.
+const PUBLISH_WINDOW: usize = 1024;
+/// A publish waiting for its PubAck.
+type AckFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// The run record is rewritten at most this often while the run goes.
+const RECORD_FLUSH: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("run {0}: {1}")]
+    Nats(RunId, String),
+    #[error("run {0}: another coordinator wrote its event log; giving it up")]
+    Superseded(RunId),
+    #[error("run {0}: lease lost")]
+    LeaseLost(RunId),
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    run_id: RunId,
+    engine: Engine,
+    subject: String,
+    last_seq: u64,
+    timers: BTreeMap<(Millis, u64), TimerId>,
+    timer_seq: u64,
+    record: RunRecord,
+    record_dirty: bool,
+    agents: StageAgents,
+    /// Where each task's last attempt failed (swarm-recovery avoids it).
+    failed_on: HashMap<TaskId, String>,
+    cancel_sent: bool,
+}
+
+fn now() -> Millis {
+    super::now_ms()
+}
+
+fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
+    RunError::Nats(run.clone(), e.to_string())
+}
+
+/// Loads a submission into a plan (no skill check: workers bring skills).
+fn plan_of(sub: &Submission) -> Result<Plan, String> {
+    let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
+    if loaded.has_errors() {
+        return Err(loaded.render_diagnostics().join("\n"));
+    }
+    let cascade = loaded
+        .cascade
+        .ok_or_else(|| "the cascade did not load".to_owned())?;
+    let plan = plan::compile(
+        &cascade,
+        &PlanOptions {
+            skills: None,
+            inputs: Some(sub.inputs.clone()),
+        },
+    );
+    if plan.has_errors() {
+        let errs: Vec<String> = plan
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
+        return Err(errs.join("\n"));
+    }
+    Ok(plan)
+}
+
+pub async fn drive(
+    shared: Arc<Shared>,
+    mut lease: Held,
+    cancel: CancellationToken,
+) -> Result<(), RunError> {
+    let run_id = lease.run_id.clone();
+    let swarm = &shared.swarm;
+    let sub_bytes = swarm
+        .submissions
+        .get(wire::token(run_id.as_str()))
+        .await
+        .map_err(|e| err(&run_id, e))?
+        .ok_or_else(|| err(&run_id, "no submission stored for this run"))?;
+    let sub: Submission = decode(&sub_bytes).map_err(|e| err(&run_id, e))?;
+    let record = load_record(&shared, &run_id, &sub).await;
+    let plan = match plan_of(&sub) {
+        Ok(p) => Arc::new(p),
+        Err(msg) => {
+            fail_unplannable(&shared, &run_id, record, msg).await;
+            lease.release(&swarm.leases).await;
+            return Ok(());
+        }
+    };
+    let mut d = Driver {
+        shared: shared.clone(),
+        subject: wire::subject_events(&run_id),
+        run_id: run_id.clone(),
+        engine: Engine::new(plan),
+        last_seq: 0,
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        record,
+        record_dirty: true,
+        agents: StageAgents::default(),
+        failed_on: HashMap::new(),
+        cancel_sent: false,
+    };
+    d.record.owner = Some(shared.opts.name.clone());
+    d.record.state = RunState::Running;
+    let replayed = d.replay().await?;
+    if replayed == 0 {
+        let memory = super::memory::load(&shared, &run_id, d.engine.plan().memory.scope).await;
+        let start = Event::RunStarted {
+            run_id: run_id.clone(),
+            inputs: sub.inputs.clone(),
+            memory,
+        };
+        d.commit(vec![start]).await?;
+    } else {
+        d.resend_in_flight().await?;
+    }
+    let result = d.run_loop(&mut lease, &cancel).await;
+    match result {
+        Ok(()) => {
+            d.finish().await;
+            lease.release(&swarm.leases).await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRecord {
+    if let Ok(Some(bytes)) = shared.swarm.runs.get(wire::token(run_id.as_str())).await
+        && let Ok(r) = decode::<RunRecord>(&bytes)
+    {
+        return r;
+    }
+    RunRecord {
+        v: PROTOCOL_VERSION,
+        run_id: run_id.clone(),
+        cascade: sub.main.clone(),
+        state: RunState::Queued,
+        created_at: sub.submitted_at,
+        updated_at: now(),
+        owner: None,
+        stages: BTreeMap::new(),
+        error: None,
+        cancel_requested: None,
+    }
+}
+
+async fn fail_unplannable(shared: &Shared, run_id: &RunId, mut record: RunRecord, msg: String) {
+    tracing::error!(run_id = %run_id, error = %msg, "submitted cascade does not plan");
+    record.state = RunState::Failed;
+    record.error = Some(msg.clone());
+    record.updated_at = now();
+    let report = serde_json::json!({"run_id": run_id.as_str(), "status": "failed", "error": msg, "stages": {}});
+    super::report::write(shared, run_id, &report).await;
+    super::report::update_record(shared, &record).await;
+}
+
+impl Driver {
+    /// Rebuilds the engine from the run's log; returns how many entries.
+    async fn replay(&mut self) -> Result<u64, RunError> {
+        let mut count = 0;
+        loop {
+            let next = self
+                .shared
+                .swarm
+                .events
+                .direct_get_next_for_subject(self.subject.clone(), Some(self.last_seq + 1))
+                .await;
+            let msg = match next {
+                Ok(m) => m,
+                Err(e)
+                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                {
+                    break;
+                }
+                Err(e) => return Err(err(&self.run_id, e)),
+            };
+            self.last_seq = msg.sequence;
+            count += 1;
+            let rec: EventRecord = decode(&msg.payload).map_err(|e| {
+                err(
+                    &self.run_id,
+                    format!("event log entry {}: {e}", msg.sequence),
+                )
+            })?;
+            for event in rec.events {
+                let fx = self.engine.apply(event, rec.at);
+                self.absorb_replayed(fx).await;
+            }
+        }
+        if count > 0 {
+            tracing::info!(run_id = %self.run_id, entries = count, "replayed the run's event log");
+        }
+        Ok(count)
+    }
+
+    /// Effects seen during replay: timers and state are rebuilt, memory
+    /// writes re-done (idempotent, in order); tasks are not re-sent here.
+    async fn absorb_replayed(&mut self, fx: Vec<Effect>) {
+        for effect in fx {
+            match effect {
+                Effect::StartTimer { timer, at } => self.add_timer(timer, at),
+                Effect::StageChanged { stage, status, .. } => self.stage_changed(stage, status),
+                Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
+                    super::memory::perform(&self.shared, &self.run_id, &effect).await;
+                }
+                Effect::DispatchTask(_) | Effect::CancelTask { .. } | Effect::FinishRun { .. } => {}
+            }
+        }
+    }
+
+    /// After a takeover: every attempt the log says is in flight and has no
+    /// result yet is sent again (same message id: deduplicated when the
+    /// first send is recent; fenced by attempt number when it is not).
+    async fn resend_in_flight(&mut self) -> Result<(), RunError> {
+        let mut fx = Vec::new();
+        for spec in self.engine.in_flight() {
+            let key = wire::key_result(&self.run_id, &spec.task_id, spec.attempt);
+            if matches!(self.shared.swarm.results.get(&key).await, Ok(Some(_))) {
+                continue; // the watch will deliver it
+            }
+            fx.push(Effect::DispatchTask(spec));
+        }
+        self.perform(fx).await
+    }
+
+    fn add_timer(&mut self, timer: TimerId, at: Millis) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    fn stage_changed(&mut self, stage: String, status: StageStatus) {
+        self.record.stages.insert(stage, status.as_str().to_owned());
+        self.record_dirty = true;
+    }
+
+    /// Appends events to the log (single writer), then applies them.
+    async fn commit(&mut self, events: Vec<Event>) -> Result<(), RunError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let rec = EventRecord {
+            v: PROTOCOL_VERSION,
+            at,
+            events,
+        };
+        let payload = encode(&rec).map_err(|e| err(&self.run_id, e))?;
+        let msg = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .expected_last_subject_sequence(self.last_seq);
+        let ack = self
+            .shared
+            .swarm
+            .js
+            .send_publish(self.subject.clone(), msg)
+            .await
+            .map_err(|e| err(&self.run_id, e))?;
+        match ack.await {
+            Ok(a) => self.last_seq = a.sequence,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                // Under R3 load this can be spurious: look before giving up.
+                let last = self
+                    .shared
+                    .swarm
+                    .events
+                    .get_last_raw_message_by_subject(&self.subject)
+                    .await;
+                match last {
+                    Ok(m) if m.sequence != self.last_seq => {
+                        return Err(RunError::Superseded(self.run_id.clone()));
+                    }
+                    _ => return Err(err(&self.run_id, e)),
+                }
+            }
+            Err(e) => return Err(err(&self.run_id, e)),
+        }
+        let mut fx = Vec::new();
+        for event in rec.events {
+            fx.extend(self.engine.apply(event, at));
+        }
+        self.perform(fx).await
+    }
+
+    async fn run_loop(
+        &mut self,
+        lease: &mut Held,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let swarm = self.shared.swarm.clone();
+        let mut results = swarm
+            .results
+            .watch_with_history(wire::key_results_of_run(&self.run_id))
+            .await
+            .map_err(|e| err(&self.run_id, e))?;
+        let mut run_watch = swarm
+            .runs
+            .watch_with_history(wire::token(self.run_id.as_str()))
+            .await
+            .map_err(|e| err(&self.run_id, e))?;
+        let ttl = self.shared.opts.lease_ttl;
+        let mut renew = tokio::time::interval(ttl / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(swarm.settings.ack_wait.max(Duration::from_secs(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = tokio::time::Instant::now();
+        self.flush_record().await;
+        while !self.engine.is_finished() {
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let flush_at = self.record_dirty.then_some(last_flush + RECORD_FLUSH);
+            tokio::select! {
+                entry = results.next() => {
+                    let Some(entry) = entry else { return Err(err(&self.run_id, "results watch ended")) };
+                    let mut batch = Vec::new();
+                    if let Ok(e) = entry { self.take_result(&e.value, &mut batch).await; }
+                    // Group commit: everything already arrived, never waiting for more.
+                    while batch.len() < MAX_BATCH {
+                        match futures::FutureExt::now_or_never(results.next()) {
+                            Some(Some(Ok(e))) => self.take_result(&e.value, &mut batch).await,
+                            Some(Some(Err(_))) => {}
+                            _ => break,
+                        }
+                    }
+                    self.commit(batch).await?;
+                }
+                () = sleep_until_ms(next_timer), if next_timer.is_some() => {
+                    let due: Vec<TimerId> = {
+                        let t = now();
+                        let keys: Vec<(Millis, u64)> = self.timers.range(..=(t, u64::MAX)).map(|(k, _)| *k).collect();
+                        keys.into_iter().filter_map(|k| self.timers.remove(&k)).collect()
+                    };
+                    self.commit(due.into_iter().map(Event::TimerFired).collect()).await?;
+                }
+                update = run_watch.next() => {
+                    if let Some(Ok(entry)) = update
+                        && let Ok(r) = decode::<RunRecord>(&entry.value)
+                            && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
+                                self.cancel_sent = true;
+                                self.record.cancel_requested = Some(reason.clone());
+                                self.commit(vec![Event::CancelRequested { reason }]).await?;
+                            }
+                }
+                () = tokio::time::sleep_until(flush_at.unwrap_or(last_flush)), if flush_at.is_some() => {
+                    self.flush_record().await;
+                    last_flush = tokio::time::Instant::now();
+                }
+                _ = renew.tick() => {
+                    if !lease.renew(&swarm.leases, &self.shared.opts.name, now(), ttl).await {
+                        return Err(RunError::LeaseLost(self.run_id.clone()));
+                    }
+                }
+                _ = sweep.tick() => self.sweep().await?,
+                () = cancel.cancelled() => {
+                    // Shutting down: leave the run to another coordinator.
+                    self.flush_record().await;
+                    return Err(RunError::LeaseLost(self.run_id.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A result from the bucket, as an event if the engine wants it.
+    async fn take_result(&mut self, value: &[u8], batch: &mut Vec<Event>) {
+        let rec: ResultRecord = match decode(value) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "undecodable result record ignored");
+                return;
+            }
+        };
+        let mut result = rec.result;
+        if !self.engine.accepts(&result) {
+            return;
+        }
+        if let (Some(name), TaskOutcome::Succeeded { outputs }) =
+            (&rec.outputs_ref, &mut result.outcome)
+        {
+            match super::objects::get_json(&self.shared, name).await {
+                Some(v) => *outputs = v,
+                None => {
+                    result.outcome = TaskOutcome::Failed(cascade_proto::Failure::retryable(
+                        format!("outputs object `{name}` is missing"),
+                    ));
+                }
+            }
+        }
+        let ok = matches!(result.outcome, TaskOutcome::Succeeded { .. });
+        if !result.worker.is_empty() {
+            self.shared
+                .registry
+                .record(&result.worker, ok, result.duration_ms);
+            if !ok {
+                self.failed_on
+                    .insert(result.task_id.clone(), result.worker.clone());
+            }
+        }
+        batch.push(Event::TaskFinished(result));
+    }
+
+    async fn perform(&mut self, fx: Vec<Effect>) -> Result<(), RunError> {
+        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        let mut batches: BTreeMap<(String, String), Vec<TaskSpec>> = BTreeMap::new();
+        for effect in fx {
+            match effect {
+                Effect::DispatchTask(spec) => {
+                    if let Some(lead) = self.dispatch(spec, &mut acks, &mut batches).await? {
+                        let _ = lead;
+                    }
+                    while acks.len() >= PUBLISH_WINDOW {
+                        if let Some(Err(e)) = acks.next().await {
+                            return Err(err(&self.run_id, e));
+                        }
+                    }
+                }
+                Effect::CancelTask { task_id, attempt } => {
+                    let req = CancelRequest {
+                        v: PROTOCOL_VERSION,
+                        run_id: self.run_id.clone(),
+                        task_id: Some(task_id),
+                        attempt: Some(attempt),
+                    };
+                    if let Ok(bytes) = encode(&req) {
+                        let _ = self
+                            .shared
+                            .swarm
+                            .client
+                            .publish(wire::subject_cancel(&self.run_id), bytes.into())
+                            .await;
+                    }
+                }
+                Effect::StartTimer { timer, at } => self.add_timer(timer, at),
+                Effect::StageChanged { stage, status, .. } => self.stage_changed(stage, status),
+                Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
+                    super::memory::perform(&self.shared, &self.run_id, &effect).await;
+                }
+                Effect::FinishRun { .. } => {}
+            }
+        }
+        for ((lead, stage), tasks) in batches {
+            let batch = BatchMessage {
+                v: PROTOCOL_VERSION,
+                batch: format!(
+                    "{}:{stage}:{}",
+                    self.run_id,
+                    tasks.first().map_or(0, |t| t.attempt.0)
+                ),
+                run_id: self.run_id.clone(),
+                tasks,
+                dispatched_at: now(),
+            };
+            let payload = encode(&batch).map_err(|e| err(&self.run_id, e))?;
+            let msg = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(wire::token(&batch.batch));
+            let ack = self
+                .shared
+                .swarm
+                .js
+                .send_publish(wire::subject_task_lead(&lead), msg)
+                .await
+                .map_err(|e| err(&self.run_id, e))?;
+            acks.push(ack.into_future());
+        }
+        while let Some(ack) = acks.next().await {
+            ack.map_err(|e| err(&self.run_id, e))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one task where its topology sends it (or adds it to a
+    /// lead's batch).
+    async fn dispatch(
+        &mut self,
+        mut spec: TaskSpec,
+        acks: &mut FuturesUnordered<AckFuture>,
+        batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
+    ) -> Result<Option<String>, RunError> {
+        let plan = self.engine.plan().clone();
+        let node = plan
+            .node_by_id(spec.stage_id.as_str())
+            .map(|n| &plan.nodes[n]);
+        let (topology, strategy, max_agents) = node
+            .and_then(|n| n.swarm.as_ref())
+            .map_or((Topology::Mesh, Strategy::Balanced, None), |s| {
+                (s.topology, s.strategy, s.max_agents)
+            });
+        let recovering = node.is_some_and(|n| n.error.strategy == ErrorStrategy::SwarmRecovery)
+            && spec.attempt.0 > 1;
+        let avoid = if recovering {
+            self.failed_on.get(&spec.task_id).cloned()
+        } else {
+            None
+        };
+        let labels = BTreeMap::new();
+        let want = Want {
+            stage: spec.stage_id.as_str(),
+            skill: spec.skill.as_str(),
+            topology,
+            strategy,
+            max_agents,
+            labels: &labels,
+            avoid: avoid.as_deref(),
+        };
+        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
+        let target = self
+            .shared
+            .registry
+            .route(&want, &mut self.agents, now(), ttl_ms);
+        let (subject, route) = match target {
+            Target::Mesh => (wire::subject_task_skill(spec.skill.as_str()), Route::Mesh),
+            Target::Worker(w) => (wire::subject_task_worker(&w), Route::Direct { worker: w }),
+            Target::Lead(lead) => {
+                batches
+                    .entry((lead.clone(), spec.stage_id.to_string()))
+                    .or_default()
+                    .push(spec);
+                return Ok(Some(lead));
+            }
+        };
+        let mut inputs_ref = None;
+        let size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
+        if size > wire::INLINE_LIMIT {
+            let name = format!(
+                "inputs.{}",
+                wire::key_result(&self.run_id, &spec.task_id, spec.attempt)
+            );
+            super::objects::put_json(&self.shared, &name, &spec.inputs)
+                .await
+                .map_err(|e| err(&self.run_id, e))?;
+            spec.inputs = Value::Null;
+            inputs_ref = Some(name);
+        }
+        let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
+        let message = TaskMessage {
+            v: PROTOCOL_VERSION,
+            spec,
+            route,
+            dispatched_at: now(),
+            inputs_ref,
+        };
+        let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id);
+        let ack = self
+            .shared
+            .swarm
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| err(&self.run_id, e))?;
+        acks.push(ack.into_future());
+        Ok(None)
+    }
+
+    /// A task is lost when it was claimed, its message is gone (a late ack
+    /// from a worker that had lost it deleted the redelivery) and no result
+    /// was written: send it again.
+    async fn sweep(&mut self) -> Result<(), RunError> {
+        let swarm = self.shared.swarm.clone();
+        let mut lost = Vec::new();
+        for spec in self.engine.in_flight() {
+            let key = wire::key_claim(&self.run_id, &spec.task_id, spec.attempt);
+            let claimed = matches!(swarm.claims.get(&key).await, Ok(Some(_)));
+            if !claimed {
+                continue; // still queued, or not picked up yet
+            }
+            if matches!(swarm.results.get(&key).await, Ok(Some(_))) {
+                continue;
+            }
+            // The claim's worker is alive and working if its registry
+            // entry says it holds tasks; a lost task has no live holder.
+            let holder = swarm
+                .claims
+                .get(&key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| decode::<Claim>(&b).ok());
+            let alive = holder.as_ref().is_some_and(|c| {
+                self.shared
+                    .registry
+                    .workers
+                    .get(&c.worker)
+                    .is_some_and(|w| {
+                        now().saturating_sub(w.heartbeat_at)
+                            <= swarm.settings.worker_ttl.as_millis() as u64
+                            && w.in_flight > 0
+                    })
+            });
+            if !alive && !self.message_pending(&spec).await {
+                tracing::warn!(run_id = %self.run_id, task = %spec.task_id, attempt = %spec.attempt, "claimed task has no message and no result: re-enqueueing");
+                lost.push(spec);
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        for spec in lost {
+            let subject = wire::subject_task_skill(spec.skill.as_str());
+            let msg_id = format!(
+                "{}:{}:{}:swept{}",
+                self.run_id,
+                spec.task_id,
+                spec.attempt,
+                now()
+            );
+            let message = TaskMessage {
+                v: PROTOCOL_VERSION,
+                spec,
+                route: Route::Mesh,
+                dispatched_at: now(),
+                inputs_ref: None,
+            };
+            let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
+            let ack = swarm
+                .js
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(msg_id),
+                )
+                .await
+                .map_err(|e| err(&self.run_id, e))?;
+            acks.push(ack.into_future());
+        }
+        while let Some(a) = acks.next().await {
+            a.map_err(|e| err(&self.run_id, e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a message for this attempt is still in the task queue.
+    async fn message_pending(&self, spec: &TaskSpec) -> bool {
+        let mut stream = self.shared.swarm.tasks.clone();
+        let Ok(info) = stream.info().await else {
+            return true;
+        };
+        // Small queues are checked exactly; a large backlog is assumed to
+        // hold it (the sweep is for stragglers, not a scan of every task).
+        if info.state.messages > 10_000 {
+            return true;
+        }
+        let mut seq = info.state.first_sequence;
+        while seq <= info.state.last_sequence && seq > 0 {
+            match self.shared.swarm.tasks.get_raw_message(seq).await {
+                Ok(m) => {
+                    if let Ok(t) = decode::<TaskMessage>(&m.payload)
+                        && t.spec.task_id == spec.task_id
+                        && t.spec.attempt == spec.attempt
+                        && t.spec.run_id == spec.run_id
+                    {
+                        return true;
+                    }
+                    seq = m.sequence + 1;
+                }
+                Err(_) => seq += 1,
+            }
+        }
+        false
+    }
+
+    async fn flush_record(&mut self) {
+        if !self.record_dirty {
+            return;
+        }
+        self.record.updated_at = now();
+        super::report::update_record(&self.shared, &self.record).await;
+        self.record_dirty = false;
+    }
+
+    async fn finish(&mut self) {
+        let report = self.engine.report();
+        let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        super::report::write(&self.shared, &self.run_id, &value).await;
+        self.record.state = match report.status.as_str() {
+            "success" => RunState::Success,
+            "partial" => RunState::Partial,
+            _ => RunState::Failed,
+        };
+        self.record.error = report.error.clone();
+        self.record_dirty = true;
+        self.flush_record().await;
+        tracing::info!(run_id = %self.run_id, status = %report.status, "run finished");
+    }
+}
+
+async fn sleep_until_ms(at: Option<Millis>) {
+    if let Some(at) = at {
+        let wait = at.saturating_sub(now());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}

@@ -1,0 +1,336 @@
+//! The swarm survives the loss of any process: workers and coordinators
+//! killed with SIGKILL mid-run, a task that crashes every worker it meets,
+//! duplicate submissions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cascade_tests::{TestSwarm, await_condition, write_tree};
+use serde_json::Value;
+
+fn results(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("results file")).expect("results json")
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `submit --wait` on a thread so the test can act while it waits.
+fn submit_in_background(
+    swarm: &TestSwarm,
+    file: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::thread::JoinHandle<(i32, String)> {
+    let mut cmd = swarm.coordinator_cmd();
+    cmd.arg("submit")
+        .arg(file)
+        .args(["--wait", "--output"])
+        .arg(out)
+        .args(extra);
+    std::thread::spawn(move || {
+        let o = cmd.output().expect("submit");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    })
+}
+
+#[test]
+fn a_worker_killed_mid_task_is_replaced_and_the_task_completes_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/once.yaml",
+                &format!(
+                    "run: |\n  echo start >> {d}/starts\n  if [ ! -e {d}/first ]; then touch {d}/first; sleep 60; fi\n  echo done >> {d}/dones\n  echo '{{\"ok\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: killed-worker\nstages:\n  - stage: work\n    skill: once\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let first = swarm.start_worker("w-first", "once", &["--skills-dir", &skills_dir]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition(
+        "the first worker to start the task",
+        Duration::from_secs(30),
+        || dir.path().join("first").exists().then_some(()),
+    );
+    swarm.workers[first].kill();
+    swarm.start_worker("w-second", "once", &["--skills-dir", &skills_dir]);
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    let r = results(&out);
+    assert_eq!(r["stages"]["work"]["status"], "success");
+    assert_eq!(
+        r["stages"]["work"]["workers"],
+        serde_json::json!(["w-second"])
+    );
+    assert_eq!(
+        lines(&dir.path().join("starts")).len(),
+        2,
+        "started on both workers"
+    );
+    assert_eq!(
+        lines(&dir.path().join("dones")).len(),
+        1,
+        "completed exactly once"
+    );
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_is_replaced_and_no_stage_runs_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/mark.yaml",
+                &format!("run: |\n  echo \"$CASCADE_STAGE_ID\" >> {d}/log\n  echo '{{}}'\n"),
+            ),
+            (
+                "skills/gate.yaml",
+                &format!(
+                    "run: |\n  touch {d}/gate-started\n  i=0; while [ ! -e {d}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n  echo gate >> {d}/log\n  echo '{{\"passed\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: killed-coordinator\nstages:\n  - stage: one\n    skill: mark\n  - stage: two\n    skill: gate\n  - stage: three\n    skill: mark\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    let c1 = swarm.start_coordinator("c1");
+    swarm.start_worker(
+        "w1",
+        "mark,gate",
+        &["--skills-dir", &skills_dir, "--concurrency", "2"],
+    );
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition("stage two to start", Duration::from_secs(30), || {
+        dir.path().join("gate-started").exists().then_some(())
+    });
+    swarm.coordinators[c1].kill();
+    swarm.start_coordinator("c2");
+    std::fs::write(dir.path().join("go"), b"").expect("open the gate");
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines(&dir.path().join("log")),
+        vec!["one", "gate", "three"],
+        "each stage ran exactly once"
+    );
+    // The run record names the coordinator that finished it.
+    let run_id = stderr
+        .split("submitted run ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("")
+        .to_owned();
+    let o = swarm
+        .coordinator_cmd()
+        .args(["status", &run_id, "--json"])
+        .output()
+        .expect("status");
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(status["owner"], "c2", "{status}");
+}
+
+#[test]
+fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[
+            // Kills the worker that runs it (its parent), every time.
+            ("skills/crash.yaml", "run: kill -9 $PPID; sleep 5\n"),
+            (
+                "c.yaml",
+                "name: poison\nstages:\n  - stage: poison\n    skill: crash\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let out = dir.path().join("r.json");
+    swarm.start_worker(
+        "w0",
+        "crash",
+        &["--skills-dir", &skills_dir, "--max-deliver", "2"],
+    );
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    // Keep a worker alive: each one the task kills is replaced.
+    let mut started = 1;
+    while !waiter.is_finished() && started < 8 {
+        let dead = swarm
+            .workers
+            .iter_mut()
+            .all(|w| matches!(w.child.try_wait(), Ok(Some(_))));
+        if dead {
+            swarm.start_worker(
+                &format!("w{started}"),
+                "crash",
+                &["--skills-dir", &skills_dir, "--max-deliver", "2"],
+            );
+            started += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 1, "the run fails: {stderr}");
+    let r = results(&out);
+    assert_eq!(r["stages"]["poison"]["status"], "failed");
+    let err = r["stages"]["poison"]["error"].as_str().unwrap_or("");
+    assert!(err.contains("dead-lettered"), "{err}");
+}
+
+#[test]
+fn the_same_idempotency_key_gives_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: once\nstages:\n  - stage: a\n    skill: noop\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("w1", "noop", &[]);
+    let submit = || {
+        let o = swarm
+            .coordinator_cmd()
+            .arg("submit")
+            .arg(dir.path().join("c.yaml"))
+            .args(["--idempotency-key", "nightly-2026-11-22"])
+            .output()
+            .expect("submit");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let first = submit();
+    let second = submit();
+    assert!(!first.is_empty());
+    assert_eq!(first, second, "one key, one run");
+    // Once the run is done, the swarm knows exactly one run.
+    let listed = await_condition("the run to finish", Duration::from_secs(30), || {
+        let o = swarm
+            .coordinator_cmd()
+            .args(["status", "--json"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.contains("success").then_some(text)
+    });
+    assert_eq!(
+        listed.matches(&first).count(),
+        1,
+        "one run listed: {listed}"
+    );
+    assert_eq!(
+        listed.matches("\"run_id\"").count(),
+        1,
+        "no second run: {listed}"
+    );
+}
+
+#[test]
+fn star_routing_sends_each_task_to_the_chosen_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: star\nstages:\n  - stage: fan\n    type: swarm-parallel\n    skill: echo\n    for_each: [1, 2, 3, 4, 5, 6]\n    inputs: {n: \"${item}\"}\n    swarm_config: {topology: star, strategy: specialized}\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("generalist", "echo,noop,sleep,fail", &[]);
+    swarm.start_worker("specialist", "echo", &[]);
+    let out = dir.path().join("r.json");
+    let (code, _, stderr) = swarm.submit_wait(&dir.path().join("c.yaml"), &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        results(&out)["stages"]["fan"]["workers"],
+        serde_json::json!(["specialist"]),
+        "specialized picks the narrowest worker"
+    );
+}
+
+#[test]
+fn max_agents_caps_the_workers_a_stage_uses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: capped\nstages:\n  - stage: fan\n    type: swarm-parallel\n    skill: sleep\n    for_each: [1, 2, 3, 4, 5, 6, 7, 8]\n    inputs: {seconds: 0.05}\n    swarm_config: {topology: mesh, max_agents: 2}\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    for n in ["a", "b", "c"] {
+        swarm.start_worker(n, "sleep", &[]);
+    }
+    let out = dir.path().join("r.json");
+    let (code, _, stderr) = swarm.submit_wait(&dir.path().join("c.yaml"), &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let used = results(&out)["stages"]["fan"]["workers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!((1..=2).contains(&used), "used {used} workers, cap 2");
+}
+
+#[test]
+fn hierarchical_batches_go_through_a_lead_to_its_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: teams\nstages:\n  - stage: fan\n    type: swarm-parallel\n    skill: echo\n    for_each: [1, 2, 3, 4]\n    inputs: {n: \"${item}\"}\n    swarm_config: {topology: hierarchical}\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("lead", "echo", &["--role", "lead"]);
+    swarm.start_worker("m1", "echo", &[]);
+    swarm.start_worker("m2", "echo", &[]);
+    let out = dir.path().join("r.json");
+    let (code, _, stderr) = swarm.submit_wait(&dir.path().join("c.yaml"), &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let workers: Vec<String> = results(&out)["stages"]["fan"]["workers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| w == "m1" || w == "m2"),
+        "members ran the tasks: {workers:?}"
+    );
+}

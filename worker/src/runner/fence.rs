@@ -1,0 +1,197 @@
+//! Claim fencing: acks are not fencing (NATS-NOTES.md), so a worker acts on
+//! a message only while the claims bucket says it holds that delivery.
+//!
+//! ```text
+//!  delivery n ──▶ create claim{me, n} ──ok──▶ Won
+//!                       │ exists
+//!                       ▼
+//!                read claim{w, d} ── d == n, w == me ─▶ Won (our own write)
+//!                       │ d < n
+//!                       ├──▶ update(rev) ──ok──▶ Won   (newer delivery takes over)
+//!                       │                └─wrong revision─▶ read again
+//!                       │ d >= n (another holder)
+//!                       ▼
+//!                     Lost: drop the message, never ack/nak/term it
+//! ```
+//!
+//! A delivery is ordered by `(stream_seq, delivered)`: a task re-published
+//! by the coordinator's sweeper is a newer message than every delivery of
+//! the old one, although its own delivery count starts again at 1.
+//!
+//! Before every ack, nak, term or progress the claim is read again
+//! ([`Fence::still_ours`]); a newer delivery's claim silences this worker.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, kv};
+use bytes::Bytes;
+use cascade_proto::wire::Claim;
+use cascade_proto::{PROTOCOL_VERSION, decode, encode};
+
+use super::{RunnerError, now_millis};
+
+/// How many times a claim is retried when concurrent writers keep moving
+/// the revision under us (each retry re-reads, so this only bounds a livelock).
+const CLAIM_RETRIES: usize = 8;
+
+/// This worker's hold on one delivery of one message.
+#[derive(Clone, Debug)]
+pub(crate) struct Fence<'a> {
+    claims: &'a kv::Store,
+    pub key: String,
+    worker: String,
+    delivery: Delivery,
+}
+
+/// Which delivery of which message: ordered, newest last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Delivery {
+    pub stream_seq: u64,
+    pub delivered: u64,
+}
+
+impl Delivery {
+    pub fn of(msg: &jetstream::Message) -> Result<Delivery, RunnerError> {
+        let info = msg
+            .info()
+            .map_err(|e| RunnerError::nats("message info", msg.subject.as_str(), e))?;
+        Ok(Delivery {
+            stream_seq: info.stream_sequence,
+            delivered: u64::try_from(info.delivered).unwrap_or(0),
+        })
+    }
+
+    fn of_claim(c: &Claim) -> Delivery {
+        Delivery {
+            stream_seq: c.stream_seq.unwrap_or(0),
+            delivered: c.delivered,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Claimed<'a> {
+    Won(Fence<'a>),
+    Lost { holder: String, delivered: u64 },
+}
+
+/// Takes the claim at `key` for delivery `delivered`, unless a newer (or
+/// the same) delivery of another worker holds it.
+pub(crate) async fn claim<'a>(
+    claims: &'a kv::Store,
+    key: String,
+    worker: &str,
+    mine: Delivery,
+) -> Result<Claimed<'a>, RunnerError> {
+    let record = Claim {
+        v: PROTOCOL_VERSION,
+        worker: worker.to_owned(),
+        delivered: mine.delivered,
+        at: now_millis(),
+        stream_seq: Some(mine.stream_seq),
+    };
+    let bytes =
+        Bytes::from(encode(&record).map_err(|e| RunnerError::nats("encode claim", &key, e))?);
+    let fence = Fence {
+        claims,
+        key: key.clone(),
+        worker: worker.to_owned(),
+        delivery: mine,
+    };
+    for _ in 0..CLAIM_RETRIES {
+        match claims.create(&key, bytes.clone()).await {
+            Ok(_) => return Ok(Claimed::Won(fence)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RunnerError::nats("create claim", &key, e)),
+        }
+        let Some(entry) = claims
+            .entry(key.clone())
+            .await
+            .map_err(|e| RunnerError::nats("read claim", &key, e))?
+        else {
+            continue; // removed in between: create again
+        };
+        // A claim we cannot read is older than any we can write.
+        let stored = decode::<Claim>(&entry.value).ok();
+        let (holder, their) = stored
+            .map(|c| (c.worker.clone(), Delivery::of_claim(&c)))
+            .unwrap_or((
+                String::new(),
+                Delivery {
+                    stream_seq: 0,
+                    delivered: 0,
+                },
+            ));
+        if holder == worker && their == mine {
+            return Ok(Claimed::Won(fence));
+        }
+        if their >= mine {
+            return Ok(Claimed::Lost {
+                holder,
+                delivered: their.delivered,
+            });
+        }
+        match claims.update(&key, bytes.clone(), entry.revision).await {
+            Ok(_) => return Ok(Claimed::Won(fence)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(RunnerError::nats("update claim", &key, e)),
+        }
+    }
+    Err(RunnerError::ClaimContended { key })
+}
+
+impl Fence<'_> {
+    /// Whether the claim still names this worker and this delivery.
+    pub async fn still_ours(&self) -> Result<bool, RunnerError> {
+        let entry = self
+            .claims
+            .entry(self.key.clone())
+            .await
+            .map_err(|e| RunnerError::nats("read claim", &self.key, e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| decode::<Claim>(&e.value).ok())
+            .is_some_and(|c| c.worker == self.worker && Delivery::of_claim(&c) == self.delivery))
+    }
+
+    /// Acks (waiting for the server's confirmation) if the claim is still
+    /// ours; returns whether it acted.
+    pub async fn ack(&self, msg: &jetstream::Message) -> Result<bool, RunnerError> {
+        if !self.still_ours().await? {
+            return Ok(false);
+        }
+        msg.double_ack()
+            .await
+            .map_err(|e| RunnerError::nats("ack", &self.key, e))?;
+        Ok(true)
+    }
+
+    /// Naks with `delay` if the claim is still ours.
+    pub async fn nak(
+        &self,
+        msg: &jetstream::Message,
+        delay: Duration,
+    ) -> Result<bool, RunnerError> {
+        self.signal(msg, AckKind::Nak(Some(delay)), "nak").await
+    }
+
+    /// Extends the ack window if the claim is still ours.
+    pub async fn progress(&self, msg: &jetstream::Message) -> Result<bool, RunnerError> {
+        self.signal(msg, AckKind::Progress, "progress").await
+    }
+
+    async fn signal(
+        &self,
+        msg: &jetstream::Message,
+        kind: AckKind,
+        what: &'static str,
+    ) -> Result<bool, RunnerError> {
+        if !self.still_ours().await? {
+            return Ok(false);
+        }
+        msg.ack_with(kind)
+            .await
+            .map_err(|e| RunnerError::nats(what, &self.key, e))?;
+        Ok(true)
+    }
+}

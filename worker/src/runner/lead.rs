@@ -1,0 +1,233 @@
+//! Team lead (hierarchical topology): a `BatchMessage` is fanned out to the
+//! live members that have each task's skill (round-robin, on each member's
+//! own subject; the skill's mesh queue when no member has it), the lead
+//! waits until every task has a result in the results bucket, publishes one
+//! [`BatchReport`] and acks the batch. The batch message is fenced like a
+//! task (claim `key_claim_batch`) and kept alive with progress acks.
+//!
+//! A redelivered batch re-publishes its tasks with the same message ids
+//! (`run:task:attempt`), so the stream's duplicate window drops the copies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, kv};
+use bytes::Bytes;
+use cascade_proto::wire::{
+    self, BatchMessage, BatchReport, ResultRecord, Route, TaskMessage, WorkerInfo, WorkerRole,
+};
+use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, decode, encode};
+use futures::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::fence::{self, Claimed, Delivery, Fence};
+use super::registry::InFlight;
+use super::{DRAIN_NAK_DELAY, RunnerError, Shared, now_millis, task};
+
+/// Spreads a lead's tasks over its members.
+#[derive(Debug, Default)]
+pub(crate) struct RoundRobin(AtomicUsize);
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    msg: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+) -> Result<(), RunnerError> {
+    let _in_flight = InFlight::enter(&shared.stats);
+    let delivery = Delivery::of(&msg)?;
+    let batch = match decode::<BatchMessage>(&msg.payload) {
+        Ok(b) if b.v == PROTOCOL_VERSION => b,
+        Ok(b) => {
+            let reason = format!(
+                "batch of protocol version {} (this worker speaks {PROTOCOL_VERSION})",
+                b.v
+            );
+            return task::reject(&shared, &msg, delivery, reason).await;
+        }
+        Err(e) => return task::reject(&shared, &msg, delivery, e.to_string()).await,
+    };
+    let key = wire::key_claim_batch(&batch.run_id, &batch.batch);
+    let fence = match fence::claim(
+        &shared.swarm.claims,
+        key.clone(),
+        &shared.config.name,
+        delivery,
+    )
+    .await?
+    {
+        Claimed::Won(f) => f,
+        Claimed::Lost { holder, .. } => {
+            shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                key,
+                holder,
+                "a newer delivery holds this batch: dropping mine"
+            );
+            return Ok(());
+        }
+    };
+    if shared.draining.is_cancelled() {
+        fence.nak(&msg, DRAIN_NAK_DELAY).await?;
+        return Ok(());
+    }
+    let assigned = fan_out(&shared, &batch).await?;
+    tracing::info!(run_id = %batch.run_id, batch = batch.batch, tasks = batch.tasks.len(), "batch fanned out");
+    let Some((succeeded, failed)) = await_results(&shared, &msg, &fence, &batch).await? else {
+        return Ok(());
+    };
+    let report = BatchReport {
+        v: PROTOCOL_VERSION,
+        batch: batch.batch.clone(),
+        run_id: batch.run_id.clone(),
+        lead: shared.config.name.clone(),
+        assigned,
+        succeeded,
+        failed,
+        at: now_millis(),
+    };
+    let subject = wire::subject_batch_report(&batch.run_id);
+    let bytes =
+        encode(&report).map_err(|e| RunnerError::nats("encode batch report", &subject, e))?;
+    shared
+        .swarm
+        .client
+        .publish(subject.clone(), Bytes::from(bytes))
+        .await
+        .map_err(|e| RunnerError::nats("publish batch report", &subject, e))?;
+    fence.ack(&msg).await?;
+    tracing::info!(run_id = %batch.run_id, batch = batch.batch, succeeded, failed, "batch done");
+    Ok(())
+}
+
+/// Live members of the swarm (fresh heartbeat, not draining).
+async fn members(shared: &Shared) -> Result<Vec<WorkerInfo>, RunnerError> {
+    let store = &shared.swarm.workers;
+    let mut keys = store
+        .keys()
+        .await
+        .map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+    let ttl = u64::try_from(shared.swarm.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
+    let now = now_millis();
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+        let Ok(Some(value)) = store.get(key.as_str()).await else {
+            continue;
+        };
+        let Ok(info) = decode::<WorkerInfo>(&value) else {
+            continue;
+        };
+        if info.role == WorkerRole::Member
+            && !info.draining
+            && now.saturating_sub(info.heartbeat_at) <= ttl
+        {
+            out.push(info);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Publishes every task of the batch to a member; returns task -> member.
+async fn fan_out(
+    shared: &Shared,
+    batch: &BatchMessage,
+) -> Result<BTreeMap<String, String>, RunnerError> {
+    let members = members(shared).await?;
+    let mut assigned = BTreeMap::new();
+    let mut acks: Vec<(String, PublishAckFuture)> = Vec::new();
+    for spec in &batch.tasks {
+        let able: Vec<&WorkerInfo> = members
+            .iter()
+            .filter(|w| w.skills.iter().any(|s| s == spec.skill.as_str()))
+            .collect();
+        let (subject, member) = if able.is_empty() {
+            (wire::subject_task_skill(spec.skill.as_str()), String::new())
+        } else {
+            let i = shared.members.0.fetch_add(1, Ordering::Relaxed) % able.len();
+            (
+                wire::subject_task_worker(&able[i].name),
+                able[i].name.clone(),
+            )
+        };
+        assigned.insert(spec.task_id.to_string(), member);
+        let message = TaskMessage {
+            v: PROTOCOL_VERSION,
+            spec: spec.clone(),
+            route: Route::ViaLead {
+                lead: shared.config.name.clone(),
+                batch: batch.batch.clone(),
+            },
+            dispatched_at: now_millis(),
+            inputs_ref: None,
+        };
+        let bytes = encode(&message).map_err(|e| RunnerError::nats("encode task", &subject, e))?;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(bytes))
+            .message_id(format!("{}:{}:{}", spec.run_id, spec.task_id, spec.attempt));
+        let ack = shared
+            .swarm
+            .js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| RunnerError::nats("publish task", &subject, e))?;
+        acks.push((subject, ack));
+    }
+    for (subject, ack) in acks {
+        ack.await
+            .map_err(|e| RunnerError::nats("publish task", &subject, e))?;
+    }
+    Ok(assigned)
+}
+
+/// Waits (progress-acking the batch) until every task has a result;
+/// `None` when the batch was lost to a newer delivery or given back on drain.
+async fn await_results(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    fence: &Fence<'_>,
+    batch: &BatchMessage,
+) -> Result<Option<(u32, u32)>, RunnerError> {
+    let mut waiting: BTreeSet<String> = batch
+        .tasks
+        .iter()
+        .map(|t| wire::key_result(&t.run_id, &t.task_id, t.attempt))
+        .collect();
+    let pattern = wire::key_results_of_run(&batch.run_id);
+    let mut watch = shared
+        .swarm
+        .results
+        .watch_with_history(&pattern)
+        .await
+        .map_err(|e| RunnerError::nats("watch results", &pattern, e))?;
+    let period = shared.swarm.settings.ack_wait / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let (mut succeeded, mut failed) = (0, 0);
+    while !waiting.is_empty() {
+        tokio::select! {
+            () = shared.hard_stop.cancelled() => {
+                fence.nak(msg, DRAIN_NAK_DELAY).await?;
+                return Ok(None);
+            }
+            _ = tick.tick() => if !fence.progress(msg).await? {
+                tracing::info!(key = fence.key, "batch taken over by a newer delivery");
+                return Ok(None);
+            },
+            entry = watch.next() => {
+                let Some(entry) = entry else {
+                    return Err(RunnerError::nats("watch results", &pattern, "watch ended"));
+                };
+                let entry = entry.map_err(|e| RunnerError::nats("watch results", &pattern, e))?;
+                if entry.operation != kv::Operation::Put || !waiting.remove(&entry.key) {
+                    continue;
+                }
+                match decode::<ResultRecord>(&entry.value).map(|r| r.result.outcome) {
+                    Ok(TaskOutcome::Succeeded { .. }) => succeeded += 1,
+                    _ => failed += 1,
+                }
+            }
+        }
+    }
+    Ok(Some((succeeded, failed)))
+}

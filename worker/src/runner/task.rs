@@ -1,0 +1,319 @@
+//! One task message, from delivery to ack.
+//!
+//! ```text
+//!  decode ──garbage──▶ dead-letter, term (never retried)
+//!    │
+//!  claim ──lost──▶ drop (no ack: the newer delivery owns the message)
+//!    │ won
+//!  draining? ──▶ nak(delay)        result already stored? ──▶ ack
+//!    │
+//!  execute ═══ progress every ack_wait/3 (claim lost ─▶ cancel, drop)
+//!    │           grace over ─▶ nak(delay)
+//!  claim still ours? ─▶ create result (first wins; lost: discard, count)
+//!    ─▶ double ack (if the claim is still ours)
+//! ```
+//!
+//! A skill that failed is a completed attempt: its Failed result is stored
+//! and the message acked; retries are the coordinator's decision, while
+//! redelivery is for workers that crashed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_nats::jetstream::{self, AckKind, kv};
+use bytes::Bytes;
+use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
+use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, TaskResult, TaskSpec, decode, encode};
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::fence::{self, Claimed, Delivery, Fence};
+use super::registry::InFlight;
+use super::{DRAIN_NAK_DELAY, RunnerError, Shared, now_millis};
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    msg: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+) -> Result<(), RunnerError> {
+    let _in_flight = InFlight::enter(&shared.stats);
+    let delivery = Delivery::of(&msg)?;
+    let tm = match decode::<TaskMessage>(&msg.payload) {
+        Ok(tm) if tm.v == PROTOCOL_VERSION => tm,
+        Ok(tm) => {
+            return reject(
+                &shared,
+                &msg,
+                delivery,
+                format!(
+                    "protocol version {} (this worker speaks {PROTOCOL_VERSION})",
+                    tm.v
+                ),
+            )
+            .await;
+        }
+        Err(e) => return reject(&shared, &msg, delivery, e.to_string()).await,
+    };
+    let spec = &tm.spec;
+    let span = tracing::info_span!("attempt", run_id = %spec.run_id, stage = %spec.stage_id,
+        task_id = %spec.task_id, attempt = %spec.attempt, delivered = delivery.delivered);
+    attempt(&shared, &msg, delivery, tm).instrument(span).await
+}
+
+async fn attempt(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    delivery: Delivery,
+    tm: TaskMessage,
+) -> Result<(), RunnerError> {
+    let spec = &tm.spec;
+    let key = wire::key_claim(&spec.run_id, &spec.task_id, spec.attempt);
+    let fence = match fence::claim(
+        &shared.swarm.claims,
+        key.clone(),
+        &shared.config.name,
+        delivery,
+    )
+    .await?
+    {
+        Claimed::Won(f) => f,
+        Claimed::Lost { holder, delivered } => {
+            shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                key,
+                holder,
+                their_delivery = delivered,
+                mine = delivery.delivered,
+                "a newer delivery holds this task: dropping mine without acking"
+            );
+            return Ok(());
+        }
+    };
+    if shared.draining.is_cancelled() {
+        fence.nak(msg, DRAIN_NAK_DELAY).await?;
+        return Ok(());
+    }
+    // An earlier delivery may have stored the result and died before its ack.
+    if delivery.delivered > 1 {
+        let stored = shared
+            .swarm
+            .results
+            .entry(key.clone())
+            .await
+            .map_err(|e| RunnerError::nats("read result", &key, e))?;
+        if stored.is_some() {
+            tracing::debug!(key, "result already stored by an earlier delivery: acking");
+            fence.ack(msg).await?;
+            return Ok(());
+        }
+    }
+    let run_id = tm.spec.run_id.clone();
+    let spec = match prepare(shared, tm.spec, tm.inputs_ref.as_deref()).await {
+        Ok(spec) => spec,
+        Err(e) => {
+            // The inputs object is missing or unreadable: let the queue retry
+            // (and dead-letter it at max_deliver) rather than run without inputs.
+            tracing::warn!(key, "cannot load inputs: {e}");
+            fence.nak(msg, DRAIN_NAK_DELAY).await?;
+            return Ok(());
+        }
+    };
+    let Some(result) = execute(shared, msg, &fence, &spec).await else {
+        return Ok(());
+    };
+    if shared.hard_stop.is_cancelled() {
+        if fence.nak(msg, DRAIN_NAK_DELAY).await? {
+            tracing::info!(key, "unfinished at the end of the grace period: naked");
+        }
+        return Ok(());
+    }
+    complete(shared, msg, &fence, (run_id, tm.route), result).await
+}
+
+/// Dead-letters a message that cannot be a task, then terms it.
+pub(crate) async fn reject(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    delivery: Delivery,
+    reason: String,
+) -> Result<(), RunnerError> {
+    shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(subject = %msg.subject, stream_seq = delivery.stream_seq, "undecodable task message dead-lettered: {reason}");
+    let letter = DeadLetter {
+        v: PROTOCOL_VERSION,
+        stream_seq: delivery.stream_seq,
+        subject: msg.subject.to_string(),
+        deliveries: delivery.delivered,
+        task: None,
+        raw: Some(msg.payload.to_vec()),
+        reason,
+        at: now_millis(),
+    };
+    let subject = wire::subject_dlq("undecodable");
+    let bytes =
+        encode(&letter).map_err(|e| RunnerError::nats("encode dead letter", &subject, e))?;
+    shared
+        .swarm
+        .js
+        .publish(subject.clone(), Bytes::from(bytes))
+        .await
+        .map_err(|e| RunnerError::nats("publish dead letter", &subject, e))?
+        .await
+        .map_err(|e| RunnerError::nats("publish dead letter", &subject, e))?;
+    // Nothing can claim garbage, so nothing can fence it: term it directly.
+    msg.ack_with(AckKind::Term)
+        .await
+        .map_err(|e| RunnerError::nats("term", msg.subject.as_str(), e))
+}
+
+/// The spec as this worker runs it: inputs loaded by reference, and a
+/// working directory that exists here.
+async fn prepare(
+    shared: &Shared,
+    mut spec: TaskSpec,
+    inputs_ref: Option<&str>,
+) -> Result<TaskSpec, RunnerError> {
+    if let Some(name) = inputs_ref {
+        spec.inputs = get_json(shared, name).await?;
+    }
+    let usable = spec
+        .workdir
+        .as_deref()
+        .is_some_and(|d| Path::new(d).is_dir());
+    if !usable {
+        if let Some(dir) = &spec.workdir {
+            tracing::debug!(
+                workdir = dir,
+                "task workdir does not exist here: using the worker's"
+            );
+        }
+        spec.workdir = Some(shared.config.workdir.to_string_lossy().into_owned());
+    }
+    Ok(spec)
+}
+
+/// Runs the attempt, sending progress every ack_wait/3 while the claim is
+/// ours. `None` when the claim was lost meanwhile (the result is dropped).
+async fn execute(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    fence: &Fence<'_>,
+    spec: &TaskSpec,
+) -> Option<TaskResult> {
+    let token = shared.hard_stop.child_token();
+    let _registered = shared.running.register(
+        (spec.run_id.clone(), spec.task_id.clone(), spec.attempt),
+        token.clone(),
+    );
+    let period = shared.swarm.settings.ack_wait / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let run = shared.exec.execute(spec, &token);
+    tokio::pin!(run);
+    let mut lost = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick(), if !lost => match fence.progress(msg).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(key = fence.key, "claim taken over by a newer delivery: stopping");
+                    lost = true;
+                    token.cancel();
+                }
+                Err(e) => tracing::warn!(key = fence.key, "progress: {e}"),
+            },
+        }
+    };
+    if lost {
+        shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(result)
+}
+
+/// Stores the result (first completion wins) and acks.
+async fn complete(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    fence: &Fence<'_>,
+    (run_id, route): (cascade_proto::RunId, wire::Route),
+    mut result: TaskResult,
+) -> Result<(), RunnerError> {
+    let key = fence.key.clone();
+    if !fence.still_ours().await? {
+        shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            key,
+            "finished, but a newer delivery holds the task: result dropped"
+        );
+        return Ok(());
+    }
+    let failed = matches!(result.outcome, TaskOutcome::Failed(_));
+    let mut outputs_ref = None;
+    if let TaskOutcome::Succeeded { outputs } = &mut result.outcome {
+        let json = serde_json::to_vec(outputs)
+            .map_err(|e| RunnerError::nats("encode outputs", &key, e))?;
+        if json.len() > wire::INLINE_LIMIT {
+            let mut reader = json.as_slice();
+            shared
+                .swarm
+                .objects
+                .put(key.as_str(), &mut reader)
+                .await
+                .map_err(|e| RunnerError::nats("store outputs", &key, e))?;
+            *outputs = Value::Null;
+            outputs_ref = Some(key.clone());
+        }
+    }
+    let record = ResultRecord {
+        v: PROTOCOL_VERSION,
+        run_id,
+        result,
+        outputs_ref,
+        route: Some(route),
+    };
+    let bytes = encode(&record).map_err(|e| RunnerError::nats("encode result", &key, e))?;
+    match shared.swarm.results.create(&key, Bytes::from(bytes)).await {
+        Ok(_) => {
+            shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+            if failed {
+                shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            shared.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                key,
+                "another worker stored this attempt's result first: ours discarded"
+            );
+        }
+        Err(e) => return Err(RunnerError::nats("store result", &key, e)),
+    }
+    if !fence.ack(msg).await? {
+        tracing::info!(
+            key,
+            "result stored, but a newer delivery holds the message: not acking"
+        );
+    }
+    Ok(())
+}
+
+/// A JSON value from the object store.
+pub(crate) async fn get_json(shared: &Shared, name: &str) -> Result<Value, RunnerError> {
+    use tokio::io::AsyncReadExt;
+    let mut object = shared
+        .swarm
+        .objects
+        .get(name)
+        .await
+        .map_err(|e| RunnerError::nats("read object", name, e))?;
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| RunnerError::nats("read object", name, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| RunnerError::nats("decode object", name, e))
+}
