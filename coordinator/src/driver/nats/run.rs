@@ -53,6 +53,9 @@ const PUBLISH_WINDOW: usize = 1024;
 type AckFuture =
     Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
+/// Most straggling attempts one sweep looks at.
+const SWEEP_BATCH: usize = 256;
+
 /// The run record is rewritten at most this often while the run goes.
 const RECORD_FLUSH: Duration = Duration::from_millis(100);
 
@@ -79,6 +82,8 @@ struct Driver {
     agents: StageAgents,
     /// Where each task's last attempt failed (swarm-recovery avoids it).
     failed_on: HashMap<TaskId, String>,
+    /// When each attempt in flight was sent (for the sweeper).
+    dispatched: HashMap<(TaskId, cascade_proto::Attempt), Millis>,
     cancel_sent: bool,
 }
 
@@ -153,6 +158,7 @@ pub async fn drive(
         record_dirty: true,
         agents: StageAgents::default(),
         failed_on: HashMap::new(),
+        dispatched: HashMap::new(),
         cancel_sent: false,
     };
     d.record.owner = Some(shared.opts.name.clone());
@@ -589,6 +595,8 @@ impl Driver {
             spec.inputs = Value::Null;
             inputs_ref = Some(name);
         }
+        self.dispatched
+            .insert((spec.task_id.clone(), spec.attempt), now());
         let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
         let message = TaskMessage {
             v: PROTOCOL_VERSION,
@@ -614,43 +622,65 @@ impl Driver {
 
     /// A task is lost when it was claimed, its message is gone (a late ack
     /// from a worker that had lost it deleted the redelivery) and no result
-    /// was written: send it again.
+    /// was written: send it again. Only attempts in flight for more than
+    /// two ack windows are looked at, a bounded number per sweep, each
+    /// with O(1) lookups: the sweep is for stragglers, not a scan.
     async fn sweep(&mut self) -> Result<(), RunError> {
         let swarm = self.shared.swarm.clone();
+        let t = now();
+        let stale_after = 2 * swarm.settings.ack_wait.as_millis() as u64;
+        let in_flight: HashMap<(TaskId, cascade_proto::Attempt), TaskSpec> = self
+            .engine
+            .in_flight()
+            .into_iter()
+            .map(|s| ((s.task_id.clone(), s.attempt), s))
+            .collect();
+        self.dispatched.retain(|k, _| in_flight.contains_key(k));
+        let old: Vec<(TaskId, cascade_proto::Attempt)> = self
+            .dispatched
+            .iter()
+            .filter(|(_, at)| t.saturating_sub(**at) > stale_after)
+            .map(|(k, _)| k.clone())
+            .take(SWEEP_BATCH)
+            .collect();
         let mut lost = Vec::new();
-        for spec in self.engine.in_flight() {
-            let key = wire::key_claim(&self.run_id, &spec.task_id, spec.attempt);
-            let claimed = matches!(swarm.claims.get(&key).await, Ok(Some(_)));
-            if !claimed {
-                continue; // still queued, or not picked up yet
-            }
-            if matches!(swarm.results.get(&key).await, Ok(Some(_))) {
+        for key in old {
+            let Some(spec) = in_flight.get(&key) else {
                 continue;
+            };
+            let kv_key = wire::key_claim(&self.run_id, &spec.task_id, spec.attempt);
+            if matches!(swarm.results.get(&kv_key).await, Ok(Some(_))) {
+                continue; // the results watch delivers it
             }
-            // The claim's worker is alive and working if its registry
-            // entry says it holds tasks; a lost task has no live holder.
-            let holder = swarm
+            let Some(claim) = swarm
                 .claims
-                .get(&key)
+                .get(&kv_key)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok());
-            let alive = holder.as_ref().is_some_and(|c| {
-                self.shared
-                    .registry
-                    .workers
-                    .get(&c.worker)
-                    .is_some_and(|w| {
-                        now().saturating_sub(w.heartbeat_at)
-                            <= swarm.settings.worker_ttl.as_millis() as u64
-                            && w.in_flight > 0
-                    })
-            });
-            if !alive && !self.message_pending(&spec).await {
+                .and_then(|b| decode::<Claim>(&b).ok())
+            else {
+                continue; // never claimed: still queued
+            };
+            // Still in the queue: JetStream redelivers it by itself.
+            let message_exists = match claim.stream_seq {
+                Some(seq) => swarm.tasks.get_raw_message(seq).await.is_ok(),
+                None => true,
+            };
+            let holder_alive = self
+                .shared
+                .registry
+                .workers
+                .get(&claim.worker)
+                .is_some_and(|w| {
+                    t.saturating_sub(w.heartbeat_at) <= swarm.settings.worker_ttl.as_millis() as u64
+                });
+            if !message_exists && !holder_alive {
                 tracing::warn!(run_id = %self.run_id, task = %spec.task_id, attempt = %spec.attempt, "claimed task has no message and no result: re-enqueueing");
-                lost.push(spec);
+                lost.push(spec.clone());
             }
+            // Checked: look again only after another two windows.
+            self.dispatched.insert(key, t);
         }
         if lost.is_empty() {
             return Ok(());
@@ -660,27 +690,22 @@ impl Driver {
             let subject = wire::subject_task_skill(spec.skill.as_str());
             let msg_id = format!(
                 "{}:{}:{}:swept{}",
-                self.run_id,
-                spec.task_id,
-                spec.attempt,
-                now()
+                self.run_id, spec.task_id, spec.attempt, t
             );
             let message = TaskMessage {
                 v: PROTOCOL_VERSION,
                 spec,
                 route: Route::Mesh,
-                dispatched_at: now(),
+                dispatched_at: t,
                 inputs_ref: None,
             };
             let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
+            let publish = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(msg_id);
             let ack = swarm
                 .js
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(msg_id),
-                )
+                .send_publish(subject, publish)
                 .await
                 .map_err(|e| err(&self.run_id, e))?;
             acks.push(ack.into_future());
@@ -689,36 +714,6 @@ impl Driver {
             a.map_err(|e| err(&self.run_id, e))?;
         }
         Ok(())
-    }
-
-    /// Whether a message for this attempt is still in the task queue.
-    async fn message_pending(&self, spec: &TaskSpec) -> bool {
-        let mut stream = self.shared.swarm.tasks.clone();
-        let Ok(info) = stream.info().await else {
-            return true;
-        };
-        // Small queues are checked exactly; a large backlog is assumed to
-        // hold it (the sweep is for stragglers, not a scan of every task).
-        if info.state.messages > 10_000 {
-            return true;
-        }
-        let mut seq = info.state.first_sequence;
-        while seq <= info.state.last_sequence && seq > 0 {
-            match self.shared.swarm.tasks.get_raw_message(seq).await {
-                Ok(m) => {
-                    if let Ok(t) = decode::<TaskMessage>(&m.payload)
-                        && t.spec.task_id == spec.task_id
-                        && t.spec.attempt == spec.attempt
-                        && t.spec.run_id == spec.run_id
-                    {
-                        return true;
-                    }
-                    seq = m.sequence + 1;
-                }
-                Err(_) => seq += 1,
-            }
-        }
-        false
     }
 
     async fn flush_record(&mut self) {
