@@ -58,6 +58,10 @@ struct Cli {
     /// Deliveries of one task message before it is dead-lettered (must match the swarm).
     #[arg(long = "max-deliver", env = "CASCADE_MAX_DELIVER", default_value_t = 5)]
     max_deliver: i64,
+    /// How long this worker stays registered after its last heartbeat; it
+    /// beats every third of it (must match the swarm's coordinators).
+    #[arg(long = "worker-ttl", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = runner::parse_duration)]
+    worker_ttl: Duration,
     /// How long in-flight tasks may run on after SIGTERM/SIGINT.
     #[arg(long, env = "CASCADE_GRACE", default_value = "30s", value_parser = runner::parse_duration)]
     grace: Duration,
@@ -108,6 +112,7 @@ impl Cli {
         config.settings = QueueSettings {
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
+            worker_ttl: self.worker_ttl,
             ..QueueSettings::default()
         };
         config.grace = self.grace;

@@ -122,10 +122,11 @@ where
 }
 
 async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), String> {
+    // With history: the workers registered already, then every change.
     let mut watch = shared
         .swarm
         .workers
-        .watch_all()
+        .watch_with_history(">")
         .await
         .map_err(|e| e.to_string())?;
     loop {
