@@ -334,3 +334,121 @@ fn hierarchical_batches_go_through_a_lead_to_its_members() {
         "members ran the tasks: {workers:?}"
     );
 }
+
+#[test]
+fn swarm_recovery_retries_on_a_different_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: recover\nstages:\n  - stage: flaky\n    skill: fail\n    inputs: {times: 1}\n    error_handling: {strategy: swarm-recovery, max_retries: 2, backoff: immediate}\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("w-a", "fail", &[]);
+    swarm.start_worker("w-b", "fail", &[]);
+    let out = dir.path().join("r.json");
+    let (code, _, stderr) = swarm.submit_wait(&dir.path().join("c.yaml"), &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let stage = &results(&out)["stages"]["flaky"];
+    assert_eq!(stage["attempts"], 2);
+    assert_eq!(
+        stage["workers"],
+        serde_json::json!(["w-a", "w-b"]),
+        "the retry went to the other worker"
+    );
+}
+
+#[test]
+fn a_retry_waiting_on_its_backoff_survives_a_coordinator_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/flaky.yaml",
+                &format!(
+                    "run: |\n  echo attempt >> {d}/attempts\n  if [ \"$CASCADE_ATTEMPT\" = 1 ]; then exit 3; fi\n  echo '{{\"ok\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: backoff\nstages:\n  - stage: flaky\n    skill: flaky\n    error_handling: {strategy: retry, max_retries: 1, backoff: linear, base_delay: 3s, jitter: false}\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    let c1 = swarm.start_coordinator("c1");
+    swarm.start_worker("w1", "flaky", &["--skills-dir", &skills_dir]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition("the first attempt to fail", Duration::from_secs(30), || {
+        (lines(&dir.path().join("attempts")).len() == 1).then_some(())
+    });
+    // The retry is now a timer in the engine, 3 s out: kill its owner.
+    swarm.coordinators[c1].kill();
+    swarm.start_coordinator("c2");
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines(&dir.path().join("attempts")).len(),
+        2,
+        "one retry, not lost and not doubled"
+    );
+    assert_eq!(results(&out)["stages"]["flaky"]["attempts"], 2);
+}
+
+#[test]
+fn cancelling_a_run_stops_its_running_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/hang.yaml",
+                &format!("run: 'touch {d}/started; sleep 60'\n"),
+            ),
+            (
+                "c.yaml",
+                "name: hang\nstages:\n  - stage: wait\n    skill: hang\n  - stage: never\n    skill: hang\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("w1", "hang", &["--skills-dir", &skills_dir]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition("the task to start", Duration::from_secs(30), || {
+        dir.path().join("started").exists().then_some(())
+    });
+    let list = swarm
+        .coordinator_cmd()
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    let runs: Value = serde_json::from_slice(&list.stdout).expect("status json");
+    let run_id = runs[0]["run_id"].as_str().expect("a run").to_owned();
+    let o = swarm
+        .coordinator_cmd()
+        .args(["cancel", &run_id])
+        .output()
+        .expect("cancel");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 1, "{stderr}");
+    let r = results(&out);
+    assert_eq!(r["stages"]["wait"]["status"], "cancelled");
+    assert_eq!(r["stages"]["never"]["status"], "cancelled");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("cancelled"),
+        "{}",
+        r["error"]
+    );
+}
