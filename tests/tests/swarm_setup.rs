@@ -35,12 +35,14 @@ async fn setup_is_idempotent_and_safe_to_race() {
     sa.task_consumer(
         &wire::consumer_skill("lint"),
         &wire::subject_task_skill("lint"),
+        false,
     )
     .await
     .expect("consumer");
     sc.task_consumer(
         &wire::consumer_skill("lint"),
         &wire::subject_task_skill("lint"),
+        false,
     )
     .await
     .expect("same consumer again");
@@ -58,6 +60,7 @@ async fn a_consumer_with_other_settings_is_refused() {
     a.task_consumer(
         &wire::consumer_skill("test"),
         &wire::subject_task_skill("test"),
+        false,
     )
     .await
     .expect("consumer");
@@ -72,6 +75,7 @@ async fn a_consumer_with_other_settings_is_refused() {
         .task_consumer(
             &wire::consumer_skill("test"),
             &wire::subject_task_skill("test"),
+            false,
         )
         .await
         .expect_err("mismatch");

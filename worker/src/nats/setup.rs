@@ -9,6 +9,9 @@ use cascade_proto::wire;
 
 use super::connect::NatsError;
 
+/// How long a worker's own consumer outlives its last pull.
+pub const PERSONAL_CONSUMER_IDLE: Duration = Duration::from_secs(300);
+
 /// Settings every process of a swarm must agree on: they shape the durable
 /// consumers, which the first process to need one creates.
 #[derive(Clone, Debug)]
@@ -228,10 +231,15 @@ impl Swarm {
 
     /// The durable pull consumer for one subject of the task queue (a
     /// skill's, a worker's or a lead's), created on first use.
+    /// `personal`: a consumer of one worker's own subject (star, lead). It
+    /// is removed by the server once no pull has come for a while, so
+    /// worker names that come and go (`<host>-<pid>`) do not pile up
+    /// consumers; a skill's consumer is shared and never expires.
     pub async fn task_consumer(
         &self,
         durable: &str,
         subject: &str,
+        personal: bool,
     ) -> Result<consumer::PullConsumer, NatsError> {
         let want = consumer::pull::Config {
             durable_name: Some(durable.to_owned()),
@@ -240,8 +248,13 @@ impl Swarm {
             ack_wait: self.settings.ack_wait,
             max_deliver: self.settings.max_deliver,
             max_ack_pending: self.settings.max_ack_pending,
-            // Durable means durable: never reaped for inactivity.
-            inactive_threshold: Duration::ZERO,
+            // A skill's queue is durable for ever; a worker's own one goes
+            // when its worker has been gone long enough.
+            inactive_threshold: if personal {
+                PERSONAL_CONSUMER_IDLE.max(self.settings.worker_ttl * 6)
+            } else {
+                Duration::ZERO
+            },
             ..Default::default()
         };
         let c: consumer::PullConsumer = self

@@ -256,7 +256,7 @@ async fn open_queues(
     let opened = futures::future::try_join_all(
         wanted
             .iter()
-            .map(|(durable, subject, _, _)| swarm.task_consumer(durable, subject)),
+            .map(|(durable, subject, _, own)| swarm.task_consumer(durable, subject, *own)),
     )
     .await?;
     Ok(opened

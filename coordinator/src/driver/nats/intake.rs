@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
-use cascade_proto::wire::{self, RunRecord, RunState, Submission};
+use cascade_proto::wire::{self, DeadLetter, RunRecord, RunState, Submission};
 use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -56,7 +56,27 @@ pub async fn run(
                 let _ = owned.send(run_id).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "undecodable submission discarded");
+                // Garbage is never retried: kept in the dead-letter stream
+                // with the reason, then dropped from the queue.
+                tracing::warn!(error = %e, "undecodable submission dead-lettered");
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let letter = DeadLetter {
+                    v: PROTOCOL_VERSION,
+                    stream_seq: seq,
+                    subject: msg.subject.to_string(),
+                    deliveries: msg.info().map(|i| i.delivered as u64).unwrap_or(1),
+                    task: None,
+                    raw: Some(msg.payload.to_vec()),
+                    reason: format!("undecodable submission: {e}"),
+                    at: super::now_ms(),
+                };
+                if let Ok(bytes) = encode(&letter) {
+                    let _ = shared
+                        .swarm
+                        .js
+                        .publish(wire::subject_dlq("submissions"), bytes.into())
+                        .await;
+                }
                 let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
             }
         }
