@@ -58,4 +58,8 @@ pub struct EventRecord {
     pub v: u32,
     pub at: Millis,
     pub events: Vec<Event>,
+    /// An entry too large for a message lives in the object store under
+    /// this name (an `EventRecord` itself); `events` is then empty.
+    #[serde(default)]
+    pub object: Option<String>,
 }

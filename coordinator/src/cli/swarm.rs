@@ -8,7 +8,7 @@
 //! - `cascade-idempotency` / `token(key)`: the run id, UTF-8;
 //! - `cascade-reports` / `token(run)`: the report (the JSON `run --output`
 //!   writes) as a msgpack `serde_json::Value`, or `{"$ref": NAME}` naming an
-//!   object of `cascade-objects` holding that same encoding.
+//!   object of `cascade-objects` holding that report as JSON text.
 
 use std::collections::BTreeMap;
 
@@ -144,10 +144,11 @@ pub async fn report(swarm: &Swarm, run: &RunId) -> Result<Option<Value>, String>
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| format!("{}: {e}", what()))?;
-    match decode::<Value>(&bytes) {
+    // Objects hold JSON text. JSON first: MessagePack would read JSON's
+    // opening `{` as the integer 123 and "succeed".
+    match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) => Ok(Some(v)),
-        // Tolerate a plain JSON object too: the stub says where, not how.
-        Err(e) => serde_json::from_slice(&bytes)
+        Err(e) => decode::<Value>(&bytes)
             .map(Some)
             .map_err(|_| format!("{} cannot be decoded: {e}", what())),
     }

@@ -1,13 +1,14 @@
-//! Large JSON values by reference in the object store.
+//! Large JSON values by reference in the object store. Objects hold plain
+//! JSON text (what workers write too): readable with any tool, and never
+//! mistaken for MessagePack.
 
-use cascade_proto::{decode, encode};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use super::Shared;
 
 pub async fn put_json(shared: &Shared, name: &str, value: &Value) -> Result<(), String> {
-    let bytes = encode(value).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let mut reader = std::io::Cursor::new(bytes);
     shared
         .swarm
@@ -22,5 +23,11 @@ pub async fn get_json(shared: &Shared, name: &str) -> Option<Value> {
     let mut obj = shared.swarm.objects.get(name).await.ok()?;
     let mut bytes = Vec::new();
     obj.read_to_end(&mut bytes).await.ok()?;
-    decode(&bytes).ok()
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(object = name, error = %e, "object is not JSON");
+            None
+        }
+    }
 }

@@ -238,12 +238,27 @@ impl Driver {
             };
             self.last_seq = msg.sequence;
             count += 1;
-            let rec: EventRecord = decode(&msg.payload).map_err(|e| {
+            let mut rec: EventRecord = decode(&msg.payload).map_err(|e| {
                 err(
                     &self.run_id,
                     format!("event log entry {}: {e}", msg.sequence),
                 )
             })?;
+            if let Some(name) = rec.object.clone() {
+                let value = super::objects::get_json(&self.shared, &name)
+                    .await
+                    .ok_or_else(|| {
+                        err(
+                            &self.run_id,
+                            format!(
+                                "event log entry {} refers to missing object `{name}`",
+                                msg.sequence
+                            ),
+                        )
+                    })?;
+                rec = serde_json::from_value(value)
+                    .map_err(|e| err(&self.run_id, format!("event log object `{name}`: {e}")))?;
+            }
             for event in rec.events {
                 let fx = self.engine.apply(event, rec.at);
                 self.absorb_replayed(fx).await;
@@ -305,8 +320,48 @@ impl Driver {
             v: PROTOCOL_VERSION,
             at,
             events,
+            object: None,
         };
         let payload = encode(&rec).map_err(|e| err(&self.run_id, e))?;
+        if payload.len() > wire::INLINE_LIMIT {
+            if rec.events.len() > 1 {
+                // Split the group; each half is appended (and applied) in order.
+                let mut events = rec.events;
+                let second = events.split_off(events.len() / 2);
+                Box::pin(self.commit(events)).await?;
+                return Box::pin(self.commit(second)).await;
+            }
+            // One event too large for a message: the entry goes to the
+            // object store and the log holds its name.
+            let name = format!(
+                "events.{}.{}",
+                wire::token(self.run_id.as_str()),
+                self.last_seq + 1
+            );
+            let value = serde_json::to_value(&rec).map_err(|e| err(&self.run_id, e))?;
+            super::objects::put_json(&self.shared, &name, &value)
+                .await
+                .map_err(|e| err(&self.run_id, e))?;
+            let stub = EventRecord {
+                v: PROTOCOL_VERSION,
+                at,
+                events: Vec::new(),
+                object: Some(name),
+            };
+            let stub = encode(&stub).map_err(|e| err(&self.run_id, e))?;
+            self.append(stub).await?;
+        } else {
+            self.append(payload).await?;
+        }
+        let mut fx = Vec::new();
+        for event in rec.events {
+            fx.extend(self.engine.apply(event, at));
+        }
+        self.perform(fx).await
+    }
+
+    /// One entry on the run's log, expecting to be its only writer.
+    async fn append(&mut self, payload: Vec<u8>) -> Result<(), RunError> {
         let msg = PublishMessage::build()
             .payload(Bytes::from(payload))
             .expected_last_subject_sequence(self.last_seq);
@@ -318,7 +373,10 @@ impl Driver {
             .await
             .map_err(|e| err(&self.run_id, e))?;
         match ack.await {
-            Ok(a) => self.last_seq = a.sequence,
+            Ok(a) => {
+                self.last_seq = a.sequence;
+                Ok(())
+            }
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
@@ -332,18 +390,13 @@ impl Driver {
                     .await;
                 match last {
                     Ok(m) if m.sequence != self.last_seq => {
-                        return Err(RunError::Superseded(self.run_id.clone()));
+                        Err(RunError::Superseded(self.run_id.clone()))
                     }
-                    _ => return Err(err(&self.run_id, e)),
+                    _ => Err(err(&self.run_id, e)),
                 }
             }
-            Err(e) => return Err(err(&self.run_id, e)),
+            Err(e) => Err(err(&self.run_id, e)),
         }
-        let mut fx = Vec::new();
-        for event in rec.events {
-            fx.extend(self.engine.apply(event, at));
-        }
-        self.perform(fx).await
     }
 
     async fn run_loop(
