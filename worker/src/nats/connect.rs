@@ -168,6 +168,15 @@ async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), Nats
             url: url.to_owned(),
         });
     }
+    if info.cluster.is_none() {
+        // The sync setting is not visible to clients; say what is at stake.
+        tracing::warn!(
+            server = %info.server_name,
+            "single NATS server: acknowledged writes survive a process crash, but an OS crash \
+             loses up to one sync interval (2 min by default) unless the server runs with \
+             `sync_interval: always`; production wants a 3-node cluster with R3 streams"
+        );
+    }
     Ok(())
 }
 
