@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect, warn_if_single_node};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,7 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
             return EXIT_RUN_FAILED;
         }
     };
+    warn_if_single_node(&client);
     let swarm = match Swarm::setup(client.clone(), a.queue.settings()).await {
         Ok(s) => s,
         Err(e) => {

@@ -168,8 +168,14 @@ async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), Nats
             url: url.to_owned(),
         });
     }
+    Ok(())
+}
+
+/// For long-lived processes (`serve`, `worker`): a single server's
+/// durability depends on a setting clients cannot see; say what is at stake.
+pub fn warn_if_single_node(client: &async_nats::Client) {
+    let info = client.server_info();
     if info.cluster.is_none() {
-        // The sync setting is not visible to clients; say what is at stake.
         tracing::warn!(
             server = %info.server_name,
             "single NATS server: acknowledged writes survive a process crash, but an OS crash \
@@ -177,7 +183,6 @@ async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), Nats
              `sync_interval: always`; production wants a 3-node cluster with R3 streams"
         );
     }
-    Ok(())
 }
 
 pub fn version_ok(version: &str) -> bool {

@@ -6,5 +6,5 @@
 pub mod connect;
 pub mod setup;
 
-pub use connect::{NatsArgs, NatsError, connect};
+pub use connect::{NatsArgs, NatsError, connect, warn_if_single_node};
 pub use setup::{QueueSettings, Swarm};

@@ -135,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     config.validate()?;
     let started_at = now_millis();
     let client = connect(&config.nats, &config.name).await?;
+    crate::nats::warn_if_single_node(&client);
     let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;
     let queues = open_queues(&swarm, &config).await?;
     let registration = Registration::new(swarm.workers.clone(), &config, started_at);
