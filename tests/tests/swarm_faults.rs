@@ -452,3 +452,47 @@ fn cancelling_a_run_stops_its_running_task() {
         r["error"]
     );
 }
+
+#[test]
+fn a_task_sent_to_a_worker_that_dies_is_rerouted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/once.yaml",
+                &format!(
+                    "run: |\n  if [ ! -e {d}/first ]; then touch {d}/first; sleep 60; fi\n  echo '{{\"ok\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: star-death\nstages:\n  - stage: work\n    skill: once\n    swarm_config: {topology: star, strategy: specialized}\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let specialist = swarm.start_worker("specialist", "once", &["--skills-dir", &skills_dir]);
+    swarm.start_worker(
+        "generalist",
+        "once,noop,echo",
+        &["--skills-dir", &skills_dir],
+    );
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition(
+        "the specialist to take the task",
+        Duration::from_secs(30),
+        || dir.path().join("first").exists().then_some(()),
+    );
+    swarm.workers[specialist].kill();
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        results(&out)["stages"]["work"]["workers"],
+        serde_json::json!(["generalist"])
+    );
+}

@@ -51,9 +51,21 @@ pub async fn run(
         match decode::<Submission>(&msg.payload) {
             Ok(sub) => {
                 let run_id = sub.run_id.clone();
-                record(&shared, &sub).await;
-                let _ = msg.ack().await;
-                let _ = owned.send(run_id).await;
+                match record(&shared, &sub).await {
+                    Ok(()) => {
+                        let _ = msg.ack().await;
+                        let _ = owned.send(run_id).await;
+                    }
+                    Err(e) => {
+                        // Not stored: let it come back rather than lose it.
+                        tracing::warn!(run_id = %run_id, error = %e, "cannot record a submission; it will be redelivered");
+                        let _ = msg
+                            .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                                Duration::from_secs(1),
+                            )))
+                            .await;
+                    }
+                }
             }
             Err(e) => {
                 // Garbage is never retried: kept in the dead-letter stream
@@ -85,10 +97,14 @@ pub async fn run(
 
 /// The submission and a queued run record, unless they exist already (a
 /// redelivered submission changes nothing).
-async fn record(shared: &Shared, sub: &Submission) {
+async fn record(shared: &Shared, sub: &Submission) -> Result<(), String> {
     let key = wire::token(sub.run_id.as_str());
-    if let Ok(bytes) = encode(sub) {
-        let _ = shared.swarm.submissions.create(&key, bytes.into()).await;
+    let bytes = encode(sub).map_err(|e| e.to_string())?;
+    if let Err(e) = shared.swarm.submissions.create(&key, bytes.into()).await {
+        // Already there (a redelivery, or `submit` stored it): fine.
+        if !matches!(shared.swarm.submissions.get(&key).await, Ok(Some(_))) {
+            return Err(format!("storing the submission: {e}"));
+        }
     }
     let rec = RunRecord {
         v: PROTOCOL_VERSION,
@@ -102,7 +118,13 @@ async fn record(shared: &Shared, sub: &Submission) {
         error: None,
         cancel_requested: None,
     };
-    if let Ok(bytes) = encode(&rec) {
-        let _ = shared.swarm.runs.create(&key, bytes.into()).await;
+    let bytes = encode(&rec).map_err(|e| e.to_string())?;
+    if let Err(e) = shared.swarm.runs.create(&key, bytes.into()).await {
+        // A record may exist already (queued, maybe with a cancel request):
+        // never overwrite it.
+        if !matches!(shared.swarm.runs.get(&key).await, Ok(Some(_))) {
+            return Err(format!("storing the run record: {e}"));
+        }
     }
+    Ok(())
 }

@@ -89,3 +89,57 @@ impl Held {
             .await;
     }
 }
+
+/// Keeps a lease renewed from a task of its own, every third of its TTL,
+/// until told to stop; `lost` fires if a renewal fails (someone else
+/// holds the run now).
+pub struct Keeper {
+    pub lost: tokio_util::sync::CancellationToken,
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Held>,
+    shared: std::sync::Arc<super::Shared>,
+}
+
+impl Keeper {
+    pub fn start(shared: std::sync::Arc<super::Shared>, held: Held) -> Keeper {
+        let lost = tokio_util::sync::CancellationToken::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (l, s, sh) = (lost.clone(), stop.clone(), shared.clone());
+        // Awaited in `finish`: never detached.
+        let handle = tokio::spawn(async move {
+            let mut held = held;
+            let ttl = sh.opts.lease_ttl;
+            let mut tick = tokio::time::interval(ttl / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = s.cancelled() => return held,
+                    _ = tick.tick() => {
+                        if !held.renew(&sh.swarm.leases, &sh.opts.name, super::now_ms(), ttl).await {
+                            tracing::warn!(run_id = %held.run_id, "lease renewal failed: another coordinator has the run");
+                            l.cancel();
+                            return held;
+                        }
+                    }
+                }
+            }
+        });
+        Keeper {
+            lost,
+            stop,
+            handle,
+            shared,
+        }
+    }
+
+    /// Stops renewing; `release`: give the run up at once.
+    pub async fn finish(self, release: bool) {
+        self.stop.cancel();
+        if let Ok(held) = self.handle.await {
+            if release && !self.lost.is_cancelled() {
+                held.release(&self.shared.swarm.leases).await;
+            }
+        }
+    }
+}

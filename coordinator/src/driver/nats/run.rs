@@ -42,7 +42,7 @@ use super::lease::Held;
 use super::route::{StageAgents, Target, Want};
 use crate::engine::{Effect, Engine, StageStatus};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::spec::{ErrorStrategy, Strategy, Topology};
+use crate::spec::{ErrorStrategy, MemoryScope, Strategy, Topology};
 
 /// Most results taken into one log entry (group commit).
 const MAX_BATCH: usize = 1024;
@@ -52,6 +52,13 @@ const PUBLISH_WINDOW: usize = 1024;
 /// A publish waiting for its PubAck.
 type AckFuture =
     Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// An attempt as sent: when, and to which worker if to one only.
+#[derive(Debug)]
+struct Sent {
+    at: Millis,
+    to: Option<String>,
+}
 
 /// Most straggling attempts one sweep looks at.
 const SWEEP_BATCH: usize = 256;
@@ -67,6 +74,8 @@ pub enum RunError {
     Superseded(RunId),
     #[error("run {0}: lease lost")]
     LeaseLost(RunId),
+    #[error("run {0}: coordinator shutting down")]
+    ShuttingDown(RunId),
 }
 
 struct Driver {
@@ -83,7 +92,7 @@ struct Driver {
     /// Where each task's last attempt failed (swarm-recovery avoids it).
     failed_on: HashMap<TaskId, String>,
     /// When each attempt in flight was sent (for the sweeper).
-    dispatched: HashMap<(TaskId, cascade_proto::Attempt), Millis>,
+    dispatched: HashMap<(TaskId, cascade_proto::Attempt), Sent>,
     cancel_sent: bool,
 }
 
@@ -125,24 +134,47 @@ fn plan_of(sub: &Submission) -> Result<Plan, String> {
 
 pub async fn drive(
     shared: Arc<Shared>,
-    mut lease: Held,
+    lease: Held,
     cancel: CancellationToken,
 ) -> Result<(), RunError> {
     let run_id = lease.run_id.clone();
+    // Renewed from now on, whatever the driver is busy with (a long replay
+    // must not let the lease lapse).
+    let lease = super::lease::Keeper::start(shared.clone(), lease);
     let swarm = &shared.swarm;
-    let sub_bytes = swarm
-        .submissions
-        .get(wire::token(run_id.as_str()))
-        .await
-        .map_err(|e| err(&run_id, e))?
-        .ok_or_else(|| err(&run_id, "no submission stored for this run"))?;
-    let sub: Submission = decode(&sub_bytes).map_err(|e| err(&run_id, e))?;
+    let sub = match load_submission(&shared, &run_id).await? {
+        Ok(sub) => sub,
+        Err(msg) => {
+            // A run record without its submission can never run: say so
+            // instead of retrying for ever.
+            let mut record = RunRecord {
+                v: PROTOCOL_VERSION,
+                run_id: run_id.clone(),
+                cascade: String::new(),
+                state: RunState::Failed,
+                created_at: now(),
+                updated_at: now(),
+                owner: Some(shared.opts.name.clone()),
+                stages: BTreeMap::new(),
+                error: None,
+                cancel_requested: None,
+            };
+            if let Ok(Some(bytes)) = swarm.runs.get(wire::token(run_id.as_str())).await {
+                if let Ok(r) = decode::<RunRecord>(&bytes) {
+                    record = r;
+                }
+            }
+            fail_unplannable(&shared, &run_id, record, msg).await;
+            lease.finish(true).await;
+            return Ok(());
+        }
+    };
     let record = load_record(&shared, &run_id, &sub).await;
     let plan = match plan_of(&sub) {
         Ok(p) => Arc::new(p),
         Err(msg) => {
             fail_unplannable(&shared, &run_id, record, msg).await;
-            lease.release(&swarm.leases).await;
+            lease.finish(true).await;
             return Ok(());
         }
     };
@@ -175,15 +207,41 @@ pub async fn drive(
     } else {
         d.resend_in_flight().await?;
     }
-    let result = d.run_loop(&mut lease, &cancel).await;
+    let result = d.run_loop(&lease, &cancel).await;
     match result {
         Ok(()) => {
             d.finish().await;
-            lease.release(&swarm.leases).await;
+            lease.finish(true).await;
             Ok(())
         }
-        Err(e) => Err(e),
+        // Shutting down: hand the run over at once instead of after a TTL.
+        Err(RunError::ShuttingDown(id)) => {
+            lease.finish(true).await;
+            Err(RunError::LeaseLost(id))
+        }
+        Err(e) => {
+            lease.finish(false).await;
+            Err(e)
+        }
     }
+}
+
+/// The run's submission; the inner error is final (none stored, or
+/// undecodable), the outer one passing (try again later).
+async fn load_submission(
+    shared: &Shared,
+    run_id: &RunId,
+) -> Result<Result<Submission, String>, RunError> {
+    let bytes = shared
+        .swarm
+        .submissions
+        .get(wire::token(run_id.as_str()))
+        .await
+        .map_err(|e| err(run_id, e))?;
+    Ok(match bytes {
+        None => Err("no submission is stored for this run".to_owned()),
+        Some(b) => decode(&b).map_err(|e| format!("the stored submission does not decode: {e}")),
+    })
 }
 
 async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRecord {
@@ -260,6 +318,9 @@ impl Driver {
                     .map_err(|e| err(&self.run_id, format!("event log object `{name}`: {e}")))?;
             }
             for event in rec.events {
+                if let Event::TimerFired(t) = &event {
+                    self.timers.retain(|_, pending| pending != t);
+                }
                 let fx = self.engine.apply(event, rec.at);
                 self.absorb_replayed(fx).await;
             }
@@ -277,6 +338,17 @@ impl Driver {
             match effect {
                 Effect::StartTimer { timer, at } => self.add_timer(timer, at),
                 Effect::StageChanged { stage, status, .. } => self.stage_changed(stage, status),
+                // Global memory is shared with other runs, which may have
+                // written since: replaying this run's old writes would undo
+                // theirs. The run's own memory is replayed.
+                Effect::PutMemory {
+                    scope: MemoryScope::Global,
+                    ..
+                }
+                | Effect::DeleteMemory {
+                    scope: MemoryScope::Global,
+                    ..
+                } => {}
                 Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
                     super::memory::perform(&self.shared, &self.run_id, &effect).await;
                 }
@@ -285,15 +357,44 @@ impl Driver {
         }
     }
 
-    /// After a takeover: every attempt the log says is in flight and has no
-    /// result yet is sent again (same message id: deduplicated when the
-    /// first send is recent; fenced by attempt number when it is not).
+    /// After a takeover: an attempt the log says is in flight is sent again
+    /// only when it has no result and no live worker holds it (a claimed
+    /// attempt whose holder still beats is left to it: resending would
+    /// pre-empt it). Same message id: deduplicated when the first send is
+    /// recent, fenced by attempt when it is not.
     async fn resend_in_flight(&mut self) -> Result<(), RunError> {
         let mut fx = Vec::new();
+        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
         for spec in self.engine.in_flight() {
             let key = wire::key_result(&self.run_id, &spec.task_id, spec.attempt);
             if matches!(self.shared.swarm.results.get(&key).await, Ok(Some(_))) {
                 continue; // the watch will deliver it
+            }
+            let claim = self
+                .shared
+                .swarm
+                .claims
+                .get(&key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| decode::<Claim>(&b).ok());
+            let held = claim.is_some_and(|c| {
+                self.shared
+                    .registry
+                    .workers
+                    .get(&c.worker)
+                    .is_some_and(|w| now().saturating_sub(w.heartbeat_at) <= ttl_ms)
+            });
+            if held {
+                self.dispatched.insert(
+                    (spec.task_id.clone(), spec.attempt),
+                    Sent {
+                        at: now(),
+                        to: None,
+                    },
+                );
+                continue;
             }
             fx.push(Effect::DispatchTask(spec));
         }
@@ -333,10 +434,13 @@ impl Driver {
             }
             // One event too large for a message: the entry goes to the
             // object store and the log holds its name.
+            // The owner's name keeps a superseded coordinator from
+            // overwriting the object the winning entry points at.
             let name = format!(
-                "events.{}.{}",
+                "events.{}.{}.{}",
                 wire::token(self.run_id.as_str()),
-                self.last_seq + 1
+                self.last_seq + 1,
+                wire::token(&self.shared.opts.name)
             );
             let value = serde_json::to_value(&rec).map_err(|e| err(&self.run_id, e))?;
             super::objects::put_json(&self.shared, &name, &value)
@@ -401,7 +505,7 @@ impl Driver {
 
     async fn run_loop(
         &mut self,
-        lease: &mut Held,
+        lease: &super::lease::Keeper,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
         let swarm = self.shared.swarm.clone();
@@ -415,9 +519,6 @@ impl Driver {
             .watch_with_history(wire::token(self.run_id.as_str()))
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        let ttl = self.shared.opts.lease_ttl;
-        let mut renew = tokio::time::interval(ttl / 3);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(swarm.settings.ack_wait.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_flush = tokio::time::Instant::now();
@@ -429,13 +530,17 @@ impl Driver {
                 entry = results.next() => {
                     let Some(entry) = entry else { return Err(err(&self.run_id, "results watch ended")) };
                     let mut batch = Vec::new();
-                    if let Ok(e) = entry { self.take_result(&e.value, &mut batch).await; }
+                    match entry {
+                        Ok(e) => self.take_result(&e.value, &mut batch).await,
+                        Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
+                    }
                     // Group commit: everything already arrived, never waiting for more.
                     while batch.len() < MAX_BATCH {
                         match futures::FutureExt::now_or_never(results.next()) {
                             Some(Some(Ok(e))) => self.take_result(&e.value, &mut batch).await,
-                            Some(Some(Err(_))) => {}
-                            _ => break,
+                            Some(Some(Err(e))) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
+                            Some(None) => return Err(err(&self.run_id, "results watch ended")),
+                            None => break,
                         }
                     }
                     self.commit(batch).await?;
@@ -449,7 +554,8 @@ impl Driver {
                     self.commit(due.into_iter().map(Event::TimerFired).collect()).await?;
                 }
                 update = run_watch.next() => {
-                    if let Some(Ok(entry)) = update
+                    let Some(update) = update else { return Err(err(&self.run_id, "run record watch ended")) };
+                    if let Ok(entry) = update
                         && let Ok(r) = decode::<RunRecord>(&entry.value)
                             && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
                                 self.cancel_sent = true;
@@ -461,16 +567,12 @@ impl Driver {
                     self.flush_record().await;
                     last_flush = tokio::time::Instant::now();
                 }
-                _ = renew.tick() => {
-                    if !lease.renew(&swarm.leases, &self.shared.opts.name, now(), ttl).await {
-                        return Err(RunError::LeaseLost(self.run_id.clone()));
-                    }
-                }
+                () = lease.lost.cancelled() => return Err(RunError::LeaseLost(self.run_id.clone())),
                 _ = sweep.tick() => self.sweep().await?,
                 () = cancel.cancelled() => {
                     // Shutting down: leave the run to another coordinator.
                     self.flush_record().await;
-                    return Err(RunError::LeaseLost(self.run_id.clone()));
+                    return Err(RunError::ShuttingDown(self.run_id.clone()));
                 }
             }
         }
@@ -555,29 +657,31 @@ impl Driver {
             }
         }
         for ((lead, stage), tasks) in batches {
-            let batch = BatchMessage {
-                v: PROTOCOL_VERSION,
-                batch: format!(
-                    "{}:{stage}:{}",
-                    self.run_id,
-                    tasks.first().map_or(0, |t| t.attempt.0)
-                ),
-                run_id: self.run_id.clone(),
-                tasks,
-                dispatched_at: now(),
-            };
-            let payload = encode(&batch).map_err(|e| err(&self.run_id, e))?;
-            let msg = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(wire::token(&batch.batch));
-            let ack = self
-                .shared
-                .swarm
-                .js
-                .send_publish(wire::subject_task_lead(&lead), msg)
-                .await
-                .map_err(|e| err(&self.run_id, e))?;
-            acks.push(ack.into_future());
+            for chunk in chunk_batch(tasks) {
+                // The id names exactly these attempts: two batches of one
+                // stage never collide in the duplicate window, and a
+                // re-sent batch deduplicates.
+                let batch_id = format!("{}:{stage}:{:016x}", self.run_id, batch_hash(&chunk));
+                let batch = BatchMessage {
+                    v: PROTOCOL_VERSION,
+                    batch: batch_id,
+                    run_id: self.run_id.clone(),
+                    tasks: chunk,
+                    dispatched_at: now(),
+                };
+                let payload = encode(&batch).map_err(|e| err(&self.run_id, e))?;
+                let msg = PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(wire::token(&batch.batch));
+                let ack = self
+                    .shared
+                    .swarm
+                    .js
+                    .send_publish(wire::subject_task_lead(&lead), msg)
+                    .await
+                    .map_err(|e| err(&self.run_id, e))?;
+                acks.push(ack.into_future());
+            }
         }
         while let Some(ack) = acks.next().await {
             ack.map_err(|e| err(&self.run_id, e))?;
@@ -589,7 +693,7 @@ impl Driver {
     /// lead's batch).
     async fn dispatch(
         &mut self,
-        mut spec: TaskSpec,
+        spec: TaskSpec,
         acks: &mut FuturesUnordered<AckFuture>,
         batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
     ) -> Result<Option<String>, RunError> {
@@ -620,14 +724,27 @@ impl Driver {
             avoid: avoid.as_deref(),
         };
         let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
-        let target = self
+        let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
+        let mut target = self
             .shared
             .registry
             .route(&want, &mut self.agents, now(), ttl_ms);
+        if matches!(target, Target::Lead(_)) && inputs_size > wire::INLINE_LIMIT / BATCH_TASKS {
+            // Too large to share a batch message: straight to the queue,
+            // inputs by reference.
+            target = Target::Mesh;
+        }
         let (subject, route) = match target {
             Target::Mesh => (wire::subject_task_skill(spec.skill.as_str()), Route::Mesh),
             Target::Worker(w) => (wire::subject_task_worker(&w), Route::Direct { worker: w }),
             Target::Lead(lead) => {
+                self.dispatched.insert(
+                    (spec.task_id.clone(), spec.attempt),
+                    Sent {
+                        at: now(),
+                        to: Some(lead.clone()),
+                    },
+                );
                 batches
                     .entry((lead.clone(), spec.stage_id.to_string()))
                     .or_default()
@@ -635,6 +752,27 @@ impl Driver {
                 return Ok(Some(lead));
             }
         };
+        let to = match &route {
+            Route::Direct { worker } => Some(worker.clone()),
+            _ => None,
+        };
+        self.dispatched
+            .insert((spec.task_id.clone(), spec.attempt), Sent { at: now(), to });
+        let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
+        let ack = self.publish_task(spec, subject, route, msg_id).await?;
+        acks.push(ack);
+        Ok(None)
+    }
+
+    /// Publishes a task message; inputs over the inline limit go to the
+    /// object store first.
+    async fn publish_task(
+        &self,
+        mut spec: TaskSpec,
+        subject: String,
+        route: Route,
+        msg_id: String,
+    ) -> Result<AckFuture, RunError> {
         let mut inputs_ref = None;
         let size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
         if size > wire::INLINE_LIMIT {
@@ -648,9 +786,6 @@ impl Driver {
             spec.inputs = Value::Null;
             inputs_ref = Some(name);
         }
-        self.dispatched
-            .insert((spec.task_id.clone(), spec.attempt), now());
-        let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
         let message = TaskMessage {
             v: PROTOCOL_VERSION,
             spec,
@@ -669,8 +804,7 @@ impl Driver {
             .send_publish(subject, publish)
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        acks.push(ack.into_future());
-        Ok(None)
+        Ok(ack.into_future())
     }
 
     /// A task is lost when it was claimed, its message is gone (a late ack
@@ -692,76 +826,74 @@ impl Driver {
         let old: Vec<(TaskId, cascade_proto::Attempt)> = self
             .dispatched
             .iter()
-            .filter(|(_, at)| t.saturating_sub(**at) > stale_after)
+            .filter(|(_, sent)| t.saturating_sub(sent.at) > stale_after)
             .map(|(k, _)| k.clone())
             .take(SWEEP_BATCH)
             .collect();
+        let ttl_ms = swarm.settings.worker_ttl.as_millis() as u64;
+        let alive = |name: &str| {
+            self.shared
+                .registry
+                .workers
+                .get(name)
+                .is_some_and(|w| !w.draining && t.saturating_sub(w.heartbeat_at) <= ttl_ms)
+        };
         let mut lost = Vec::new();
         for key in old {
             let Some(spec) = in_flight.get(&key) else {
                 continue;
             };
+            let sent_to = self.dispatched.get(&key).and_then(|s| s.to.clone());
             let kv_key = wire::key_claim(&self.run_id, &spec.task_id, spec.attempt);
             if matches!(swarm.results.get(&kv_key).await, Ok(Some(_))) {
                 continue; // the results watch delivers it
             }
-            let Some(claim) = swarm
+            let claim = swarm
                 .claims
                 .get(&kv_key)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok())
-            else {
-                continue; // never claimed: still queued
+                .and_then(|b| decode::<Claim>(&b).ok());
+            // Sent to one worker (star, max_agents, recovery, a lead) that
+            // is gone or draining: only its consumer could ever take it.
+            let stranded = sent_to.as_deref().is_some_and(|w| !alive(w))
+                && claim.as_ref().is_none_or(|c| !alive(&c.worker));
+            // Claimed, its message gone (a late ack deleted a redelivery),
+            // and its holder dead: nobody will finish it.
+            let orphaned = match &claim {
+                Some(c) => {
+                    let message_exists = match c.stream_seq {
+                        Some(seq) => swarm.tasks.get_raw_message(seq).await.is_ok(),
+                        None => true,
+                    };
+                    !message_exists && !alive(&c.worker)
+                }
+                None => false,
             };
-            // Still in the queue: JetStream redelivers it by itself.
-            let message_exists = match claim.stream_seq {
-                Some(seq) => swarm.tasks.get_raw_message(seq).await.is_ok(),
-                None => true,
-            };
-            let holder_alive = self
-                .shared
-                .registry
-                .workers
-                .get(&claim.worker)
-                .is_some_and(|w| {
-                    t.saturating_sub(w.heartbeat_at) <= swarm.settings.worker_ttl.as_millis() as u64
-                });
-            if !message_exists && !holder_alive {
-                tracing::warn!(run_id = %self.run_id, task = %spec.task_id, attempt = %spec.attempt, "claimed task has no message and no result: re-enqueueing");
+            if stranded || orphaned {
+                tracing::warn!(run_id = %self.run_id, task = %spec.task_id, attempt = %spec.attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
                 lost.push(spec.clone());
             }
             // Checked: look again only after another two windows.
-            self.dispatched.insert(key, t);
+            if let Some(sent) = self.dispatched.get_mut(&key) {
+                sent.at = t;
+            }
         }
         if lost.is_empty() {
             return Ok(());
         }
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         for spec in lost {
-            let subject = wire::subject_task_skill(spec.skill.as_str());
             let msg_id = format!(
                 "{}:{}:{}:swept{}",
                 self.run_id, spec.task_id, spec.attempt, t
             );
-            let message = TaskMessage {
-                v: PROTOCOL_VERSION,
-                spec,
-                route: Route::Mesh,
-                dispatched_at: t,
-                inputs_ref: None,
-            };
-            let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
-            let publish = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(msg_id);
-            let ack = swarm
-                .js
-                .send_publish(subject, publish)
-                .await
-                .map_err(|e| err(&self.run_id, e))?;
-            acks.push(ack.into_future());
+            let subject = wire::subject_task_skill(spec.skill.as_str());
+            let ack = self
+                .publish_task(spec, subject, Route::Mesh, msg_id)
+                .await?;
+            acks.push(ack);
         }
         while let Some(a) = acks.next().await {
             a.map_err(|e| err(&self.run_id, e))?;
@@ -792,6 +924,46 @@ impl Driver {
         self.flush_record().await;
         tracing::info!(run_id = %self.run_id, status = %report.status, "run finished");
     }
+}
+
+/// Most tasks in one batch for a lead.
+const BATCH_TASKS: usize = 64;
+
+/// Splits a lead's tasks into batches that stay well under a message's
+/// size (tasks with large inputs never reach here: they go to the mesh).
+fn chunk_batch(tasks: Vec<TaskSpec>) -> Vec<Vec<TaskSpec>> {
+    let mut out: Vec<Vec<TaskSpec>> = Vec::new();
+    let mut size = 0;
+    for t in tasks {
+        let len = encode(&t).map_or(0, |b| b.len());
+        let full = out
+            .last()
+            .is_none_or(|c| c.len() >= BATCH_TASKS || size + len > wire::INLINE_LIMIT);
+        if full {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(c) = out.last_mut() {
+            c.push(t);
+        }
+    }
+    out
+}
+
+/// A stable hash of a batch's attempts (FNV-1a: same in every process).
+fn batch_hash(tasks: &[TaskSpec]) -> u64 {
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .map(|t| format!("{}@{}", t.task_id, t.attempt))
+        .collect();
+    ids.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ids.join("\n").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 async fn sleep_until_ms(at: Option<Millis>) {
