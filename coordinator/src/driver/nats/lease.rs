@@ -136,10 +136,11 @@ impl Keeper {
     /// Stops renewing; `release`: give the run up at once.
     pub async fn finish(self, release: bool) {
         self.stop.cancel();
-        if let Ok(held) = self.handle.await {
-            if release && !self.lost.is_cancelled() {
-                held.release(&self.shared.swarm.leases).await;
-            }
+        if let Ok(held) = self.handle.await
+            && release
+            && !self.lost.is_cancelled()
+        {
+            held.release(&self.shared.swarm.leases).await;
         }
     }
 }

@@ -159,10 +159,10 @@ pub async fn drive(
                 error: None,
                 cancel_requested: None,
             };
-            if let Ok(Some(bytes)) = swarm.runs.get(wire::token(run_id.as_str())).await {
-                if let Ok(r) = decode::<RunRecord>(&bytes) {
-                    record = r;
-                }
+            if let Ok(Some(bytes)) = swarm.runs.get(wire::token(run_id.as_str())).await
+                && let Ok(r) = decode::<RunRecord>(&bytes)
+            {
+                record = r;
             }
             fail_unplannable(&shared, &run_id, record, msg).await;
             lease.finish(true).await;
