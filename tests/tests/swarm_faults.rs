@@ -496,3 +496,80 @@ fn a_task_sent_to_a_worker_that_dies_is_rerouted() {
         serde_json::json!(["generalist"])
     );
 }
+
+#[test]
+fn a_cancelled_run_leaves_its_queued_tasks_unrun() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/slow.yaml",
+                &format!("run: |\n  echo \"$CASCADE_TASK_ID\" >> {d}/starts\n  sleep 60\n"),
+            ),
+            (
+                "c.yaml",
+                "name: queued\nstages:\n  - stage: fan\n    type: parallel\n    skill: slow\n    for_each: [1, 2, 3, 4, 5, 6]\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker(
+        "w1",
+        "slow",
+        &["--skills-dir", &skills_dir, "--concurrency", "1"],
+    );
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition("one task to start", Duration::from_secs(30), || {
+        (!lines(&dir.path().join("starts")).is_empty()).then_some(())
+    });
+    let list = swarm
+        .coordinator_cmd()
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    let runs: Value = serde_json::from_slice(&list.stdout).expect("status json");
+    let run_id = runs[0]["run_id"].as_str().expect("a run").to_owned();
+    let o = swarm
+        .coordinator_cmd()
+        .args(["cancel", &run_id])
+        .output()
+        .expect("cancel");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 1, "{stderr}");
+    // The worker empties the queue without running what is left in it.
+    let url = swarm.nats.client_url.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js
+            .get_stream(cascade_proto::wire::STREAM_TASKS)
+            .await
+            .expect("tasks stream");
+        for _ in 0..600 {
+            if stream.info().await.expect("stream info").state.messages == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            stream.info().await.expect("stream info").state.messages,
+            0,
+            "queue drained"
+        );
+    });
+    assert_eq!(
+        lines(&dir.path().join("starts")).len(),
+        1,
+        "queued tasks never started"
+    );
+}

@@ -71,6 +71,7 @@ impl Running {
 pub(crate) async fn listen(
     client: async_nats::Client,
     running: Running,
+    live_runs: std::sync::Arc<super::runs::LiveRuns>,
     stop: CancellationToken,
 ) -> Result<(), RunnerError> {
     let mut sub = client
@@ -87,6 +88,7 @@ pub(crate) async fn listen(
         };
         match decode::<CancelRequest>(&msg.payload) {
             Ok(req) if req.v == PROTOCOL_VERSION => {
+                live_runs.forget(&req.run_id);
                 let n = running.cancel(&req);
                 if n > 0 {
                     tracing::info!(run_id = %req.run_id, cancelled = n, "cancel request applied");

@@ -28,6 +28,7 @@ mod fence;
 mod lead;
 mod pull;
 mod registry;
+mod runs;
 mod spawn;
 mod task;
 
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     /// Cancelled when the grace period is over: in-flight work stops and is naked.
     pub hard_stop: CancellationToken,
     pub members: lead::RoundRobin,
+    /// Runs that are over or cancelled: their queued attempts are dropped.
+    pub live_runs: Arc<runs::LiveRuns>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then drains. Returns an
@@ -150,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         members: lead::RoundRobin::default(),
         swarm,
         config,
+        live_runs: Arc::new(runs::LiveRuns::default()),
     });
     registration.beat(&shared.stats).await?;
 
@@ -173,6 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         cancel::listen(
             client.clone(),
             shared.running.clone(),
+            shared.live_runs.clone(),
             stop_background.clone(),
         ),
     );

@@ -95,6 +95,16 @@ async fn attempt(
         fence.nak(msg, DRAIN_NAK_DELAY).await?;
         return Ok(());
     }
+    if !shared
+        .live_runs
+        .wants(&shared.swarm.runs, &spec.run_id)
+        .await
+    {
+        tracing::debug!(key, "the run is over or cancelled: dropping the task unrun");
+        shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        fence.ack(msg).await?;
+        return Ok(());
+    }
     // An earlier delivery may have stored the result and died before its ack.
     if delivery.delivered > 1 {
         let stored = shared
@@ -217,7 +227,15 @@ async fn execute(
         tokio::select! {
             r = &mut run => break r,
             _ = tick.tick(), if !lost => match fence.progress(msg).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    // A cancel request can arrive before this attempt was
+                    // registered and be missed: the run's record is the
+                    // authority, checked at every progress tick.
+                    if !token.is_cancelled() && !shared.live_runs.wants(&shared.swarm.runs, &spec.run_id).await {
+                        tracing::info!(key = fence.key, "the run is over or cancelled: stopping");
+                        token.cancel();
+                    }
+                }
                 Ok(false) => {
                     tracing::info!(key = fence.key, "claim taken over by a newer delivery: stopping");
                     lost = true;
