@@ -26,10 +26,10 @@ impl LiveRuns {
     /// False only when the run's record says it is over or cancelled; any
     /// doubt (no record yet, a read error) runs the task.
     pub async fn wants(&self, runs: &kv::Store, run: &RunId) -> bool {
-        if let Some((wants, at)) = self.lookup(run) {
-            if at.elapsed() < FRESH {
-                return wants;
-            }
+        if let Some((wants, at)) = self.lookup(run)
+            && at.elapsed() < FRESH
+        {
+            return wants;
         }
         let wants = match runs.get(wire::token(run.as_str())).await {
             Ok(Some(bytes)) => match decode::<RunRecord>(&bytes) {
