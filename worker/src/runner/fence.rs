@@ -18,8 +18,12 @@
 //! by the coordinator's sweeper is a newer message than every delivery of
 //! the old one, although its own delivery count starts again at 1.
 //!
-//! Before every ack, nak, term or progress the claim is read again
-//! ([`Fence::still_ours`]); a newer delivery's claim silences this worker.
+//! Before every ack, nak, term or progress the claim is *touched*
+//! ([`Fence::still_ours`]): rewritten by compare-and-set against the
+//! revision of this worker's own last write. A read could be stale (KV
+//! buckets use direct gets, which replicas may serve late); a
+//! compare-and-set cannot: it succeeds only if nobody wrote since, and a
+//! newer delivery's claim silences this worker.
 
 use std::time::Duration;
 
@@ -39,8 +43,9 @@ const CLAIM_RETRIES: usize = 8;
 pub(crate) struct Fence<'a> {
     claims: &'a kv::Store,
     pub key: String,
-    worker: String,
-    delivery: Delivery,
+    /// Our claim as written, and the revision of our last write of it.
+    bytes: Bytes,
+    revision: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Which delivery of which message: ordered, newest last.
@@ -92,15 +97,15 @@ pub(crate) async fn claim<'a>(
     };
     let bytes =
         Bytes::from(encode(&record).map_err(|e| RunnerError::nats("encode claim", &key, e))?);
-    let fence = Fence {
+    let fence = |revision: u64| Fence {
         claims,
         key: key.clone(),
-        worker: worker.to_owned(),
-        delivery: mine,
+        bytes: bytes.clone(),
+        revision: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(revision)),
     };
     for _ in 0..CLAIM_RETRIES {
         match claims.create(&key, bytes.clone()).await {
-            Ok(_) => return Ok(Claimed::Won(fence)),
+            Ok(rev) => return Ok(Claimed::Won(fence(rev))),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(RunnerError::nats("create claim", &key, e)),
         }
@@ -123,7 +128,7 @@ pub(crate) async fn claim<'a>(
                 },
             ));
         if holder == worker && their == mine {
-            return Ok(Claimed::Won(fence));
+            return Ok(Claimed::Won(fence(entry.revision)));
         }
         if their >= mine {
             return Ok(Claimed::Lost {
@@ -132,7 +137,7 @@ pub(crate) async fn claim<'a>(
             });
         }
         match claims.update(&key, bytes.clone(), entry.revision).await {
-            Ok(_) => return Ok(Claimed::Won(fence)),
+            Ok(rev) => return Ok(Claimed::Won(fence(rev))),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
             Err(e) => return Err(RunnerError::nats("update claim", &key, e)),
         }
@@ -141,17 +146,20 @@ pub(crate) async fn claim<'a>(
 }
 
 impl Fence<'_> {
-    /// Whether the claim still names this worker and this delivery.
+    /// Whether the claim still names this worker and this delivery: a
+    /// compare-and-set touch against our own last revision, authoritative
+    /// where a read could be stale.
     pub async fn still_ours(&self) -> Result<bool, RunnerError> {
-        let entry = self
-            .claims
-            .entry(self.key.clone())
-            .await
-            .map_err(|e| RunnerError::nats("read claim", &self.key, e))?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| decode::<Claim>(&e.value).ok())
-            .is_some_and(|c| c.worker == self.worker && Delivery::of_claim(&c) == self.delivery))
+        use std::sync::atomic::Ordering;
+        let rev = self.revision.load(Ordering::Acquire);
+        match self.claims.update(&self.key, self.bytes.clone(), rev).await {
+            Ok(new) => {
+                self.revision.store(new, Ordering::Release);
+                Ok(true)
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(RunnerError::nats("touch claim", &self.key, e)),
+        }
     }
 
     /// Acks (waiting for the server's confirmation) if the claim is still
