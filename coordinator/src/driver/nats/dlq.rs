@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage;
-use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
+use cascade_proto::wire::{self, BatchMessage, DeadLetter, ResultRecord, Route, TaskMessage};
 use cascade_proto::{
     Failure, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskResult, decode, encode,
 };
@@ -51,10 +51,18 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
     let Ok(raw) = shared.swarm.tasks.get_raw_message(seq).await else {
         return;
     }; // already handled
-    let task = decode::<TaskMessage>(&raw.payload).ok();
-    let skill = task
-        .as_ref()
-        .map_or_else(|| "undecodable".to_owned(), |t| t.spec.skill.to_string());
+    // A task, or a lead's batch of tasks: each gets a terminal result.
+    let (tasks, route): (Vec<cascade_proto::TaskSpec>, Option<Route>) =
+        match decode::<TaskMessage>(&raw.payload) {
+            Ok(t) => (vec![t.spec], Some(t.route)),
+            Err(_) => match decode::<BatchMessage>(&raw.payload) {
+                Ok(b) => (b.tasks, None),
+                Err(_) => (Vec::new(), None),
+            },
+        };
+    let skill = tasks
+        .first()
+        .map_or_else(|| "undecodable".to_owned(), |t| t.skill.to_string());
     let reason = format!(
         "delivered {deliveries} times without a result: the worker crashed or lost it each time"
     );
@@ -63,8 +71,8 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
         stream_seq: seq,
         subject: raw.subject.to_string(),
         deliveries,
-        task: task.as_ref().map(|t| t.spec.clone()),
-        raw: task.is_none().then(|| raw.payload.to_vec()),
+        task: tasks.first().cloned(),
+        raw: tasks.is_empty().then(|| raw.payload.to_vec()),
         reason: reason.clone(),
         at: super::now_ms(),
     };
@@ -86,11 +94,11 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
         Err(_) => return,
     }
     let _ = shared.swarm.tasks.delete_message(seq).await;
-    if let Some(t) = task {
-        tracing::error!(run_id = %t.spec.run_id, task = %t.spec.task_id, deliveries, "task dead-lettered");
+    for spec in tasks {
+        tracing::error!(run_id = %spec.run_id, task = %spec.task_id, deliveries, "task dead-lettered");
         let result = TaskResult {
-            task_id: t.spec.task_id.clone(),
-            attempt: t.spec.attempt,
+            task_id: spec.task_id.clone(),
+            attempt: spec.attempt,
             worker: String::new(),
             duration_ms: 0,
             outcome: TaskOutcome::Failed(Failure::new(
@@ -100,13 +108,13 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
         };
         let rec = ResultRecord {
             v: PROTOCOL_VERSION,
-            run_id: t.spec.run_id.clone(),
+            run_id: spec.run_id.clone(),
             result,
             outputs_ref: None,
-            route: Some(t.route),
+            route: route.clone(),
         };
         if let Ok(bytes) = encode(&rec) {
-            let key = wire::key_result(&t.spec.run_id, &t.spec.task_id, t.spec.attempt);
+            let key = wire::key_result(&spec.run_id, &spec.task_id, spec.attempt);
             let _ = shared.swarm.results.create(&key, bytes.into()).await;
         }
     }

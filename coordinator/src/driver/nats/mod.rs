@@ -35,6 +35,9 @@ use tokio_util::task::TaskTracker;
 
 pub use route::{Registry, Target};
 
+/// Registry updates between two prunings of long-silent workers.
+const PRUNE_EVERY: u64 = 256;
+
 /// Run ids waiting to be tried for ownership. Intake adds one per
 /// submission; the owner loop drains it; a full queue only delays a run
 /// until the next periodic scan.
@@ -129,6 +132,7 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
         .watch_with_history(">")
         .await
         .map_err(|e| e.to_string())?;
+    let mut updates: u64 = 0;
     loop {
         let entry = tokio::select! {
             e = watch.next() => e,
@@ -139,6 +143,22 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
             async_nats::jetstream::kv::Operation::Put => {
                 if let Ok(info) = decode::<WorkerInfo>(&entry.value) {
                     shared.registry.workers.insert(info.name.clone(), info);
+                }
+                // Expiry in the bucket tells watchers nothing: forget workers
+                // silent for many TTLs here, or names that come and go
+                // (`<host>-<pid>`) would pile up.
+                updates += 1;
+                if updates % PRUNE_EVERY == 0 {
+                    let horizon = 10 * shared.swarm.settings.worker_ttl.as_millis() as u64;
+                    let now = now_ms();
+                    shared
+                        .registry
+                        .workers
+                        .retain(|_, w| now.saturating_sub(w.heartbeat_at) <= horizon);
+                    shared
+                        .registry
+                        .observed
+                        .retain(|name, _| shared.registry.workers.contains_key(name));
                 }
             }
             _ => {
