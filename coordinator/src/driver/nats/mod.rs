@@ -148,7 +148,7 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
                 // silent for many TTLs here, or names that come and go
                 // (`<host>-<pid>`) would pile up.
                 updates += 1;
-                if updates % PRUNE_EVERY == 0 {
+                if updates.is_multiple_of(PRUNE_EVERY) {
                     let horizon = 10 * shared.swarm.settings.worker_ttl.as_millis() as u64;
                     let now = now_ms();
                     shared
