@@ -4,18 +4,17 @@
 //! in one worker while another is idle).
 //!
 //! ```text
-//!  loop: await 1 permit ─▶ take more free permits (up to `share`)
-//!        ─▶ pull request for n = permits held ─▶ reader task (holds the n)
-//!  reader: each message takes 1 permit into its handler; at the end of
-//!          the batch (n messages or expiry) the unused permits return.
+//!  per queue: await a free permit ─▶ pull n = permits free now
+//!             ─▶ each message, as it comes, takes a permit into its handler
+//!             ─▶ the pull ends (n messages or expiry) ─▶ pull again
 //! ```
 //!
-//! The loop does not wait for a batch to finish before the next pull: a
-//! freed permit leads to a new pull request at once (no timer on the
-//! latency path). `share` (concurrency / number of skill queues, rounded
-//! up) bounds the permits one queue holds in open pulls, so an idle skill
-//! queue cannot hold every permit in a long poll. The worker's own and
-//! lead queues are read one message ahead instead ([`Gate::OneAhead`]).
+//! Permits are not reserved by open pulls: an idle skill queue holds none,
+//! so one busy skill can use every slot of a worker with many skills. Several
+//! queues pulling at once may receive more messages than free permits (at
+//! most one pull's worth each); those wait for a permit in this worker.
+//! The worker's own and lead queues are read one message ahead instead
+//! ([`Gate::OneAhead`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{RunnerError, Shared, lead, spawn_named, task};
 
@@ -72,50 +71,31 @@ async fn gated(
     shared: Arc<Shared>,
     consumer: PullConsumer,
     kind: QueueKind,
-    share: usize,
+    _share: usize,
 ) -> Result<(), RunnerError> {
     let stop = shared.draining.clone();
-    // Permits this queue may hold in open pulls (not counting running tasks).
-    let slots = Arc::new(Semaphore::new(share));
     loop {
-        let (mut slot, mut permits) = tokio::select! {
+        // Capacity first: pull only when a task could start now.
+        let probe = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            pair = async {
-                let slot = slots.clone().acquire_owned().await;
-                let permit = shared.permits.clone().acquire_owned().await;
-                (slot, permit)
-            } => match pair {
-                (Ok(s), Ok(p)) => (s, p),
-                _ => return Ok(()), // closed: shutting down
+            p = shared.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()), // closed: shutting down
             },
         };
-        while let Ok(s) = slots.clone().try_acquire_owned() {
-            match shared.permits.clone().try_acquire_owned() {
-                Ok(p) => {
-                    slot.merge(s);
-                    permits.merge(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let n = permits.num_permits();
-        match consumer
+        let n = 1 + shared.permits.available_permits();
+        drop(probe);
+        let batch = consumer
             .batch()
             .max_messages(n)
             .expires(PULL_EXPIRY)
             .messages()
-            .await
-        {
-            Ok(batch) => {
-                let sh = shared.clone();
-                spawn_named(
-                    &shared.tasks,
-                    "batch-reader",
-                    read_batch(sh, batch, permits, slot, kind),
-                );
-            }
+            .await;
+        match batch {
+            // One open pull per queue; its messages take permits as they
+            // come (no queue reserves permits it may not use).
+            Ok(batch) => read_batch(&shared, batch, kind, &stop).await,
             Err(e) => {
-                drop((slot, permits));
                 tracing::warn!(consumer = ?consumer.cached_info().name, "pull request failed: {e}");
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
@@ -178,14 +158,15 @@ fn dispatch(
     }
 }
 
-/// Hands each message of one pull to its own handler with one permit.
+/// Hands each message of one pull to its own handler with one permit,
+/// waiting for a permit when the worker is busy (bounded: a pull asks for
+/// at most the permits free when it was made).
 async fn read_batch(
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     mut batch: async_nats::jetstream::consumer::pull::Batch,
-    mut permits: OwnedSemaphorePermit,
-    mut slots: OwnedSemaphorePermit,
     kind: QueueKind,
-) -> Result<(), RunnerError> {
+    stop: &tokio_util::sync::CancellationToken,
+) {
     while let Some(item) = batch.next().await {
         let msg = match item {
             Ok(m) => m,
@@ -194,18 +175,17 @@ async fn read_batch(
                 break;
             }
         };
-        // The server never sends more than asked; if it did, the extra
-        // message still gets a permit (waiting for one) rather than none.
-        let permit = match permits.split(1) {
-            Some(p) => p,
-            None => match shared.permits.clone().acquire_owned().await {
+        let permit = tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => return Ok(()),
+                Err(_) => return,
+            },
+            // Draining: the handler claims the message and hands it back.
+            () = stop.cancelled() => match shared.permits.clone().acquire_many_owned(0).await {
+                Ok(p) => p,
+                Err(_) => return,
             },
         };
-        // The message no longer waits in an open pull: its slot is free.
-        drop(slots.split(1));
-        dispatch(&shared, msg, permit, kind);
+        dispatch(shared, msg, permit, kind);
     }
-    Ok(())
 }
