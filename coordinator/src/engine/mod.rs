@@ -82,6 +82,8 @@ struct NodeState {
     /// Tasks not yet dispatched (sequential order, or waiting for a slot).
     queue: VecDeque<TaskId>,
     running: usize,
+    /// Tasks of this generation that succeeded (completion is O(1)).
+    done: usize,
     outputs: Option<Value>,
     error: Option<String>,
     branch_taken: Option<String>,
@@ -106,6 +108,7 @@ impl NodeState {
             tasks: Vec::new(),
             queue: VecDeque::new(),
             running: 0,
+            done: 0,
             outputs: None,
             error: None,
             branch_taken: None,
@@ -131,6 +134,8 @@ struct TaskState {
     /// Which skill of the stage, and which `for_each` item.
     skill_index: usize,
     item: Option<(usize, Value)>,
+    /// Position among the stage's tasks (dispatch order).
+    index: usize,
     skill: String,
     attempt: Attempt,
     in_flight: bool,

@@ -64,6 +64,7 @@ impl Engine {
                         node: n,
                         skill_index: si,
                         item: item.clone(),
+                        index,
                         skill: s.skill.clone(),
                         attempt: Attempt(0),
                         in_flight: false,
@@ -122,7 +123,22 @@ impl Engine {
         t.backing_off = false;
         let attempt = t.attempt;
         let n = t.node;
-        let Some(spec) = self.task_spec(id) else {
+        // The task's own variables go on the run's context for the render
+        // and come off after: no copy of the context per task.
+        let vars = self.task_vars(id);
+        let scope = self.plan.nodes[n].scope;
+        if let Some(ctx) = self.contexts[scope].as_mut() {
+            for (k, v) in &vars {
+                ctx.set_var(k, v.clone());
+            }
+        }
+        let spec = self.render_task(id);
+        if let Some(ctx) = self.contexts[scope].as_mut() {
+            for (k, _) in &vars {
+                ctx.remove_var(k);
+            }
+        }
+        let Some(spec) = spec else {
             return Err(format!("task `{id}` vanished"));
         };
         let spec = spec?;
@@ -146,7 +162,48 @@ impl Engine {
     }
 
     /// The wire form of a task's current attempt, inputs rendered now.
+    /// Variables a task adds to the context: `item`, `item_index`, `previous`.
+    fn task_vars(&self, id: &TaskId) -> Vec<(&'static str, Value)> {
+        let Some(t) = self.tasks.get(id) else {
+            return Vec::new();
+        };
+        let mut vars = Vec::new();
+        if let Some((i, item)) = &t.item {
+            vars.push(("item", item.clone()));
+            vars.push(("item_index", Value::from(*i)));
+        }
+        if let Some(prev) = self.previous_output(t.node, id) {
+            vars.push(("previous", prev));
+        }
+        vars
+    }
+
+    /// The wire form of a task's current attempt, inputs rendered now, off
+    /// the hot path (recovery): the context is copied to hold the task's
+    /// variables.
     pub(super) fn task_spec(&self, id: &TaskId) -> Option<Result<TaskSpec, String>> {
+        let t = self.tasks.get(id)?;
+        let scope = self.plan.nodes[t.node].scope;
+        let mut ctx = self.contexts[scope].clone()?;
+        for (k, v) in self.task_vars(id) {
+            ctx.set_var(k, v);
+        }
+        self.render_with(id, &ctx)
+    }
+
+    /// Renders with the run's own context, whose task variables the caller
+    /// has just set.
+    fn render_task(&self, id: &TaskId) -> Option<Result<TaskSpec, String>> {
+        let t = self.tasks.get(id)?;
+        let ctx = self.contexts[self.plan.nodes[t.node].scope].as_ref()?;
+        self.render_with(id, ctx)
+    }
+
+    fn render_with(
+        &self,
+        id: &TaskId,
+        ctx: &cascade_eval::Context,
+    ) -> Option<Result<TaskSpec, String>> {
         let t = self.tasks.get(id)?;
         let plan = &self.plan;
         let node = &plan.nodes[t.node];
@@ -154,19 +211,11 @@ impl Engine {
             return None;
         };
         let sref = &skills[t.skill_index];
-        let mut ctx = self.contexts[node.scope].clone()?;
-        if let Some((i, item)) = &t.item {
-            ctx.set_var("item", item.clone());
-            ctx.set_var("item_index", Value::from(*i));
-        }
-        if let Some(prev) = self.previous_output(t.node, id) {
-            ctx.set_var("previous", prev);
-        }
         let mut inputs: Map<String, Value> = node.inputs.clone();
         for (k, v) in &sref.inputs {
             inputs.insert(k.clone(), v.clone());
         }
-        let rendered = match render_value(&Value::Object(inputs), &ctx) {
+        let rendered = match render_value(&Value::Object(inputs), ctx) {
             Ok(Value::Object(m)) => m,
             Ok(_) => Map::new(),
             Err(e) => return Some(Err(self.eval_err(t.node, "inputs", &e))),
@@ -206,9 +255,8 @@ impl Engine {
 
     /// In a sequential stage, the outputs of the task before this one.
     fn previous_output(&self, n: NodeId, id: &TaskId) -> Option<Value> {
-        let tasks = &self.nodes[n].tasks;
-        let pos = tasks.iter().position(|t| t == id)?;
-        let prev = tasks.get(pos.checked_sub(1)?)?;
+        let pos = self.tasks.get(id)?.index;
+        let prev = self.nodes[n].tasks.get(pos.checked_sub(1)?)?;
         self.tasks.get(prev)?.outputs.clone()
     }
 
@@ -241,10 +289,8 @@ impl Engine {
         t.outputs = Some(outputs);
         let n = t.node;
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
-        let all_done = self.nodes[n]
-            .tasks
-            .iter()
-            .all(|id| self.tasks.get(id).is_some_and(|t| t.done));
+        self.nodes[n].done += 1;
+        let all_done = self.nodes[n].done >= self.nodes[n].tasks.len();
         if all_done {
             let out = self.stage_output(n);
             self.succeed(n, out, fx);
