@@ -300,6 +300,13 @@ async fn complete(
             if failed {
                 shared.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
+            // Ours is the attempt's result: the message may go without a
+            // claim check. Should a newer delivery hold it, that worker finds
+            // the stored result and stops; nothing is lost (the danger of a
+            // late ack is deleting work that has no result yet).
+            msg.double_ack()
+                .await
+                .map_err(|e| RunnerError::nats("ack", &key, e))?;
         }
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             shared.stats.discarded.fetch_add(1, Ordering::Relaxed);
@@ -307,14 +314,14 @@ async fn complete(
                 key,
                 "another worker stored this attempt's result first: ours discarded"
             );
+            if !fence.ack(msg).await? {
+                tracing::info!(
+                    key,
+                    "result stored by another, and a newer delivery holds the message: not acking"
+                );
+            }
         }
         Err(e) => return Err(RunnerError::nats("store result", &key, e)),
-    }
-    if !fence.ack(msg).await? {
-        tracing::info!(
-            key,
-            "result stored, but a newer delivery holds the message: not acking"
-        );
     }
     Ok(())
 }
