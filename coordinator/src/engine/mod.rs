@@ -188,13 +188,27 @@ impl Engine {
     }
 
     /// Attempts dispatched and not yet reported (a recovering driver sends
-    /// them again; fencing makes that safe).
+    /// them again; fencing makes that safe). Renders every one: use
+    /// [`Engine::in_flight_keys`] to just look.
     pub fn in_flight(&self) -> Vec<cascade_proto::TaskSpec> {
+        self.in_flight_keys()
+            .into_iter()
+            .filter_map(|(id, _)| self.spec_of(&id))
+            .collect()
+    }
+
+    /// The attempts in flight, cheaply: task id and attempt number.
+    pub fn in_flight_keys(&self) -> Vec<(TaskId, Attempt)> {
         self.tasks
             .iter()
             .filter(|(_, t)| t.in_flight)
-            .filter_map(|(id, _)| self.task_spec(id).and_then(Result::ok))
+            .map(|(id, t)| (id.clone(), t.attempt))
             .collect()
+    }
+
+    /// One attempt's wire form, rendered now (for re-sending it).
+    pub fn spec_of(&self, id: &TaskId) -> Option<cascade_proto::TaskSpec> {
+        self.task_spec(id).and_then(Result::ok)
     }
 
     /// Whether a result would be acted on (its attempt is the one in

@@ -365,8 +365,8 @@ impl Driver {
     async fn resend_in_flight(&mut self) -> Result<(), RunError> {
         let mut fx = Vec::new();
         let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
-        for spec in self.engine.in_flight() {
-            let key = wire::key_result(&self.run_id, &spec.task_id, spec.attempt);
+        for (task_id, attempt) in self.engine.in_flight_keys() {
+            let key = wire::key_result(&self.run_id, &task_id, attempt);
             if matches!(self.shared.swarm.results.get(&key).await, Ok(Some(_))) {
                 continue; // the watch will deliver it
             }
@@ -388,7 +388,7 @@ impl Driver {
             });
             if held {
                 self.dispatched.insert(
-                    (spec.task_id.clone(), spec.attempt),
+                    (task_id, attempt),
                     Sent {
                         at: now(),
                         to: None,
@@ -396,7 +396,9 @@ impl Driver {
                 );
                 continue;
             }
-            fx.push(Effect::DispatchTask(spec));
+            if let Some(spec) = self.engine.spec_of(&task_id) {
+                fx.push(Effect::DispatchTask(spec));
+            }
         }
         self.perform(fx).await
     }
@@ -816,13 +818,11 @@ impl Driver {
         let swarm = self.shared.swarm.clone();
         let t = now();
         let stale_after = 2 * swarm.settings.ack_wait.as_millis() as u64;
-        let in_flight: HashMap<(TaskId, cascade_proto::Attempt), TaskSpec> = self
-            .engine
-            .in_flight()
-            .into_iter()
-            .map(|s| ((s.task_id.clone(), s.attempt), s))
-            .collect();
-        self.dispatched.retain(|k, _| in_flight.contains_key(k));
+        // Keys only: rendering every attempt in flight each sweep would cost
+        // the whole fan-out every ack window.
+        let in_flight: std::collections::HashSet<(TaskId, cascade_proto::Attempt)> =
+            self.engine.in_flight_keys().into_iter().collect();
+        self.dispatched.retain(|k, _| in_flight.contains(k));
         let old: Vec<(TaskId, cascade_proto::Attempt)> = self
             .dispatched
             .iter()
@@ -840,11 +840,12 @@ impl Driver {
         };
         let mut lost = Vec::new();
         for key in old {
-            let Some(spec) = in_flight.get(&key) else {
+            if !in_flight.contains(&key) {
                 continue;
-            };
+            }
+            let (task_id, attempt) = (&key.0, key.1);
             let sent_to = self.dispatched.get(&key).and_then(|s| s.to.clone());
-            let kv_key = wire::key_claim(&self.run_id, &spec.task_id, spec.attempt);
+            let kv_key = wire::key_claim(&self.run_id, task_id, attempt);
             if matches!(swarm.results.get(&kv_key).await, Ok(Some(_))) {
                 continue; // the results watch delivers it
             }
@@ -872,8 +873,11 @@ impl Driver {
                 None => false,
             };
             if stranded || orphaned {
-                tracing::warn!(run_id = %self.run_id, task = %spec.task_id, attempt = %spec.attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
-                lost.push(spec.clone());
+                tracing::warn!(run_id = %self.run_id, task = %task_id, %attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
+                // Rendered only now, for the few that are re-sent.
+                if let Some(spec) = self.engine.spec_of(task_id) {
+                    lost.push(spec);
+                }
             }
             // Checked: look again only after another two windows.
             if let Some(sent) = self.dispatched.get_mut(&key) {
