@@ -282,10 +282,13 @@ async fn drain(shared: &Arc<Shared>, registration: &Registration, pullers: TaskT
     if let Err(e) = registration.beat(&shared.stats).await {
         tracing::warn!("announcing the drain: {e}");
     }
+    // The grace period counts from the start of the drain, whatever the
+    // pull loops still wind down.
+    let deadline = tokio::time::Instant::now() + shared.config.grace;
     pullers.close();
     pullers.wait().await;
     shared.tasks.close();
-    if tokio::time::timeout(shared.config.grace, shared.tasks.wait())
+    if tokio::time::timeout_at(deadline, shared.tasks.wait())
         .await
         .is_err()
     {

@@ -167,7 +167,14 @@ async fn read_batch(
     kind: QueueKind,
     stop: &tokio_util::sync::CancellationToken,
 ) {
-    while let Some(item) = batch.next().await {
+    loop {
+        // Draining: stop reading at once; what the open pull still brings
+        // is redelivered to another worker after the ack window.
+        let item = tokio::select! {
+            item = batch.next() => item,
+            () = stop.cancelled() => return,
+        };
+        let Some(item) = item else { return };
         let msg = match item {
             Ok(m) => m,
             Err(e) => {

@@ -70,6 +70,9 @@ async fn attempt(
 ) -> Result<(), RunnerError> {
     let spec = &tm.spec;
     let key = wire::key_claim(&spec.run_id, &spec.task_id, spec.attempt);
+    // A message that arrived after the drain began is handed back; one
+    // claimed before is in flight and gets the grace period.
+    let arrived_draining = shared.draining.is_cancelled();
     let fence = match fence::claim(
         &shared.swarm.claims,
         key.clone(),
@@ -91,7 +94,7 @@ async fn attempt(
             return Ok(());
         }
     };
-    if shared.draining.is_cancelled() {
+    if arrived_draining {
         fence.nak(msg, DRAIN_NAK_DELAY).await?;
         return Ok(());
     }
