@@ -97,6 +97,21 @@ pub const STAGE_FIELDS: &[&str] = &[
     "priority",
 ];
 
+/// Fields of a branch; `name` first (a map branch takes the rest).
+const BRANCH_FIELDS: &[&str] = &[
+    "name",
+    "condition",
+    "conditions",
+    "stages",
+    "default",
+    "description",
+    "skill",
+    "skills",
+    "model",
+    "cascade",
+    "inputs",
+];
+
 const ID_KEYS: &[&str] = &["stage_id", "stage", "skill_id", "id"];
 
 /// Normalises one parsed document. Sub-cascades are resolved by the loader.
@@ -970,24 +985,7 @@ fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let f = format!("{field}[{i}]");
-                let Some(fs) = r.fields(
-                    item,
-                    &f,
-                    "a branch",
-                    &[
-                        "name",
-                        "condition",
-                        "conditions",
-                        "stages",
-                        "default",
-                        "description",
-                        "skill",
-                        "skills",
-                        "model",
-                        "cascade",
-                        "inputs",
-                    ],
-                ) else {
+                let Some(fs) = r.fields(item, &f, "a branch", BRANCH_FIELDS) else {
                     continue;
                 };
                 let name = r
@@ -1046,18 +1044,8 @@ fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<
                     v,
                     &f,
                     "a branch",
-                    &[
-                        "condition",
-                        "conditions",
-                        "stages",
-                        "default",
-                        "description",
-                        "skill",
-                        "skills",
-                        "model",
-                        "cascade",
-                        "inputs",
-                    ],
+                    // A map branch is named by its key.
+                    &BRANCH_FIELDS[1..],
                 ) else {
                     continue;
                 };
