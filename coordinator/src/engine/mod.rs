@@ -439,8 +439,6 @@ impl Engine {
     }
 
     fn ctx_mut(&mut self, scope: usize) -> &mut Context {
-        let run_id = self.run_id.clone();
-        let _ = run_id;
         if self.contexts[scope].is_none() {
             let ctx = self.new_context(scope, Map::new());
             self.contexts[scope] = Some(ctx);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use cascade_eval::{Context, EvalError, render_value, value_references};
+use cascade_eval::{EvalError, render_value, value_references};
 use serde_json::{Map, Value};
 
 use super::{Effect, Engine, NodeState, StageStatus, TimerId};
@@ -604,6 +604,3 @@ fn node_declared_outputs(node: &crate::plan::PlanNode) -> Vec<String> {
         _ => Vec::new(),
     }
 }
-
-#[allow(dead_code)]
-fn _assert_ctx(_: &Context) {}

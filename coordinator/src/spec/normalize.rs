@@ -672,18 +672,7 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         .map(|n| r.value_map(n, &fs.field("inputs")))
         .unwrap_or_default();
     let input_locs = fs.get("inputs").map(value_locs).unwrap_or_default();
-    let outputs = match fs.get("outputs") {
-        Some(n) if matches!(n.kind, Kind::Map(_)) => n
-            .as_map()
-            .map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect())
-            .unwrap_or_default(),
-        Some(n) => r
-            .string_list(n, &fs.field("outputs"))
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect(),
-        None => Vec::new(),
-    };
+    let outputs = output_names(r, &fs);
     let dependencies = match fs.first_of(&["dependencies", "depends_on"]) {
         Some((k, n)) => {
             if fs.has("dependencies") && fs.has("depends_on") {
@@ -822,18 +811,7 @@ fn skill_refs(r: &mut Reader, node: &Node, field: &str) -> Vec<SkillRef> {
         let Some(skill) = r.string(n, &fs.field(k)) else {
             continue;
         };
-        let outputs = match fs.get("outputs") {
-            Some(o) if matches!(o.kind, Kind::Map(_)) => o
-                .as_map()
-                .map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect())
-                .unwrap_or_default(),
-            Some(o) => r
-                .string_list(o, &fs.field("outputs"))
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect(),
-            None => Vec::new(),
-        };
+        let outputs = output_names(r, &fs);
         out.push(SkillRef {
             skill,
             inputs: fs
@@ -1172,4 +1150,20 @@ fn value_locs(node: &Node) -> BTreeMap<String, Loc> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `outputs` as a list of names, or a mapping whose keys are the names.
+fn output_names(r: &mut Reader, fs: &Fields<'_>) -> Vec<String> {
+    match fs.get("outputs") {
+        Some(o) if matches!(o.kind, Kind::Map(_)) => o
+            .as_map()
+            .map(|m| m.iter().filter_map(|(k, _)| k.scalar_text()).collect())
+            .unwrap_or_default(),
+        Some(o) => r
+            .string_list(o, &fs.field("outputs"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+        None => Vec::new(),
+    }
 }

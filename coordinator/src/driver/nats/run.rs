@@ -625,9 +625,7 @@ impl Driver {
         for effect in fx {
             match effect {
                 Effect::DispatchTask(spec) => {
-                    if let Some(lead) = self.dispatch(spec, &mut acks, &mut batches).await? {
-                        let _ = lead;
-                    }
+                    self.dispatch(spec, &mut acks, &mut batches).await?;
                     while acks.len() >= PUBLISH_WINDOW {
                         if let Some(Err(e)) = acks.next().await {
                             return Err(err(&self.run_id, e));
@@ -698,7 +696,7 @@ impl Driver {
         spec: TaskSpec,
         acks: &mut FuturesUnordered<AckFuture>,
         batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
-    ) -> Result<Option<String>, RunError> {
+    ) -> Result<(), RunError> {
         let plan = self.engine.plan().clone();
         let node = plan
             .node_by_id(spec.stage_id.as_str())
@@ -751,7 +749,7 @@ impl Driver {
                     .entry((lead.clone(), spec.stage_id.to_string()))
                     .or_default()
                     .push(spec);
-                return Ok(Some(lead));
+                return Ok(());
             }
         };
         let to = match &route {
@@ -763,7 +761,7 @@ impl Driver {
         let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
         let ack = self.publish_task(spec, subject, route, msg_id).await?;
         acks.push(ack);
-        Ok(None)
+        Ok(())
     }
 
     /// Publishes a task message; inputs over the inline limit go to the
