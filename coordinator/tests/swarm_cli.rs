@@ -270,6 +270,8 @@ fn workers_lists_the_registered_workers() {
         completed: 0,
         failed: 0,
         version: "0.1.0".into(),
+        models: vec!["claude".into()],
+        capabilities: Vec::new(),
     };
     env.rt.block_on(async {
         for (key, value) in [

@@ -36,6 +36,8 @@ mod tests {
             timeout_ms: Some(1000),
             model: None,
             workdir: None,
+            context: Some(json!({"inputs": {}})),
+            budget: None,
         };
         let bytes = encode(&task).expect("encodes");
         assert_eq!(decode::<TaskSpec>(&bytes).expect("decodes"), task);
@@ -55,6 +57,8 @@ mod tests {
                 worker: "w".into(),
                 duration_ms: 5,
                 outcome,
+                usage: None,
+                model: None,
             };
             assert_eq!(
                 decode::<TaskResult>(&encode(&r).expect("encodes")).expect("decodes"),

@@ -21,7 +21,9 @@ pub mod wire;
 pub use codec::{CodecError, decode, encode};
 pub use events::{Event, EventRecord, Millis, TimerId};
 pub use ids::{Attempt, RunId, SkillName, StageId, TaskId};
-pub use task::{Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
+pub use task::{
+    Failure, FailureClass, FailureKind, TaskBudget, TaskOutcome, TaskResult, TaskSpec, Usage,
+};
 
 /// Version of the wire contract; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

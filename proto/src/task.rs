@@ -25,6 +25,56 @@ pub struct TaskSpec {
     /// Directory the skill runs in (the cascade file's directory).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// The run's context (inputs, memory, earlier stages' outputs) for a
+    /// model skill's prompt template; sent only for AI stages.
+    #[serde(default)]
+    pub context: Option<Value>,
+    /// What this attempt may still spend; a model skill refuses to call a
+    /// model whose estimated cost would pass it.
+    #[serde(default)]
+    pub budget: Option<TaskBudget>,
+}
+
+/// Tokens and money an attempt may still spend (the stage's and the
+/// run's budgets minus what is already spent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskBudget {
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// What model calls cost: tokens and money, summed over an attempt's calls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// US dollars, from the models file's prices.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Model calls made.
+    #[serde(default)]
+    pub calls: u32,
+}
+
+impl Usage {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+        self.calls += other.calls;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls == 0 && self.tokens() == 0 && self.cost_usd == 0.0
+    }
 }
 
 /// How a task attempt ended, as reported by the worker that ran it.
@@ -39,6 +89,12 @@ pub struct TaskResult {
     #[serde(default)]
     pub duration_ms: u64,
     pub outcome: TaskOutcome,
+    /// Model usage of the attempt (success or failure), if it called any.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// The model that answered (after any switch inside the worker).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +114,78 @@ pub struct Failure {
     /// The last lines of the skill's stderr (bounded).
     #[serde(default)]
     pub stderr_tail: Option<String>,
+    /// A finer cause, for strategies that react to it (model switch on a
+    /// context overflow, waiting out a rate limit).
+    #[serde(default)]
+    pub class: Option<FailureClass>,
+    /// The provider asked to wait this long before trying again.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Why a model call (or the sandbox loop) failed, beyond retry/terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// 429: too many requests.
+    RateLimited,
+    /// The provider is overloaded (529, 503 with overload).
+    Overloaded,
+    /// Another 5xx or a transport error.
+    Server,
+    /// The prompt does not fit the model's context window.
+    ContextOverflow,
+    /// The key is missing or refused.
+    Auth,
+    /// The model declined to answer.
+    Refusal,
+    /// The answer did not parse as the output the skill asked for.
+    Malformed,
+    /// The worker's circuit breaker for the provider is open.
+    CircuitOpen,
+    /// The model cannot be served here (no key, no CLI, unknown name).
+    Unavailable,
+    /// A token or cost budget would be or was exceeded.
+    Budget,
+    /// The sandbox loop ran out of iterations or stalled.
+    Exhausted,
+    /// A class this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Other,
+}
+
+impl FailureClass {
+    /// Failures that another model may not repeat: `model-switch` moves on.
+    pub fn switches_model(self) -> bool {
+        matches!(
+            self,
+            Self::ContextOverflow
+                | Self::Refusal
+                | Self::Malformed
+                | Self::CircuitOpen
+                | Self::Unavailable
+                | Self::Overloaded
+                | Self::RateLimited
+                | Self::Server
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Server => "server",
+            Self::ContextOverflow => "context_overflow",
+            Self::Auth => "auth",
+            Self::Refusal => "refusal",
+            Self::Malformed => "malformed",
+            Self::CircuitOpen => "circuit_open",
+            Self::Unavailable => "unavailable",
+            Self::Budget => "budget",
+            Self::Exhausted => "exhausted",
+            Self::Other => "other",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +214,13 @@ impl Failure {
             message: message.into(),
             exit_code: None,
             stderr_tail: None,
+            class: None,
+            retry_after_ms: None,
         }
+    }
+
+    pub fn with_class(mut self, class: FailureClass) -> Self {
+        self.class = Some(class);
+        self
     }
 }

@@ -270,6 +270,12 @@ pub struct WorkerInfo {
     pub failed: u64,
     #[serde(default)]
     pub version: String,
+    /// Models this worker can call (key present, CLI on PATH).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// What else it offers, e.g. `sandbox:bwrap`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// How a task reached the queue; the worker reports it back.

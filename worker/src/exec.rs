@@ -70,6 +70,8 @@ impl Executor {
             worker: self.worker_name.clone(),
             duration_ms,
             outcome,
+            model: None,
+            usage: None,
         }
     }
 
@@ -200,6 +202,8 @@ mod tests {
             timeout_ms,
             model: None,
             workdir: None,
+            context: None,
+            budget: None,
         }
     }
 

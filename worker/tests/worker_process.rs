@@ -123,6 +123,8 @@ async fn publish_sleep(sw: &Swarm, task: &str, seconds: f64) {
         timeout_ms: None,
         model: None,
         workdir: None,
+        context: None,
+        budget: None,
     };
     let msg = TaskMessage {
         v: PROTOCOL_VERSION,

@@ -250,6 +250,8 @@ impl Engine {
             model,
             workdir: Some(plan.scopes[node.scope].dir.display().to_string())
                 .filter(|d| !d.is_empty()),
+            context: None,
+            budget: None,
         }))
     }
 

@@ -76,6 +76,8 @@ impl Registration {
                 completed: 0,
                 failed: 0,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                capabilities: Vec::new(),
+                models: Vec::new(),
             },
         }
     }

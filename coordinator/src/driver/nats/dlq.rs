@@ -105,6 +105,8 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
                 FailureKind::Terminal,
                 format!("dead-lettered: {reason}"),
             )),
+            usage: None,
+            model: None,
         };
         let rec = ResultRecord {
             v: PROTOCOL_VERSION,

@@ -211,6 +211,8 @@ mod tests {
             completed: 0,
             failed: 0,
             version: String::new(),
+            models: Vec::new(),
+            capabilities: Vec::new(),
         }
     }
 

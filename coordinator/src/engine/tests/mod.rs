@@ -106,6 +106,8 @@ pub(super) fn result_of(spec: &TaskSpec) -> (Millis, TaskResult) {
         worker: "sim".into(),
         duration_ms: took,
         outcome,
+        usage: None,
+        model: None,
     };
     (took, result)
 }
@@ -385,6 +387,8 @@ pub(super) fn task_result(task: &str, attempt: u32, outcome: TaskOutcome) -> Tas
         worker: "sim".into(),
         duration_ms: 0,
         outcome,
+        usage: None,
+        model: None,
     }
 }
 
