@@ -112,6 +112,8 @@ fn spec(run: &str, task: &str, skill: &str, inputs: Value) -> TaskSpec {
         timeout_ms: None,
         model: None,
         workdir: None,
+        context: None,
+        budget: None,
     }
 }
 
