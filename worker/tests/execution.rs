@@ -40,6 +40,8 @@ fn task(skill: &str, inputs: Value) -> TaskSpec {
         timeout_ms: None,
         model: None,
         workdir: None,
+        context: None,
+        budget: None,
     }
 }
 
