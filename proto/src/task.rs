@@ -121,6 +121,10 @@ pub struct Failure {
     /// The provider asked to wait this long before trying again.
     #[serde(default)]
     pub retry_after_ms: Option<u64>,
+    /// Structured detail kept in the results (the sandbox loop's fix
+    /// history, an escalation record).
+    #[serde(default)]
+    pub details: Option<Value>,
 }
 
 /// Why a model call (or the sandbox loop) failed, beyond retry/terminal.
@@ -216,6 +220,7 @@ impl Failure {
             stderr_tail: None,
             class: None,
             retry_after_ms: None,
+            details: None,
         }
     }
 
