@@ -124,7 +124,7 @@ pub struct Failure {
     /// Structured detail kept in the results (the sandbox loop's fix
     /// history, an escalation record).
     #[serde(default)]
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 /// Why a model call (or the sandbox loop) failed, beyond retry/terminal.

@@ -16,6 +16,7 @@
 //! Classification: unknown skill, bad input and spawn errors are `Terminal` (retrying cannot
 //! help); non-zero exits, signals and `fail` are `Retryable`.
 
+mod ai;
 mod builtins;
 mod process;
 
@@ -28,31 +29,47 @@ use cascade_proto::{Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::skills::{SkillDef, SkillKind, SkillRegistry};
+use crate::model::{ModelCatalog, ModelClient};
+use crate::skills::{Builtin, SkillDef, SkillKind, SkillRegistry};
 
 /// Runs task attempts against a shared skill registry. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Executor {
     registry: Arc<SkillRegistry>,
     worker_name: String,
+    models: ModelClient,
 }
 
 impl Executor {
+    /// An executor whose model skills use the built-in models file.
     pub fn new(registry: Arc<SkillRegistry>, worker_name: impl Into<String>) -> Self {
         Executor {
             registry,
             worker_name: worker_name.into(),
+            models: ModelClient::new(Arc::new(ModelCatalog::builtin())),
         }
+    }
+
+    /// Model skills call models through this client (its models file, keys,
+    /// rate limits and circuit breakers).
+    pub fn with_models(mut self, client: ModelClient) -> Self {
+        self.models = client;
+        self
     }
 
     pub fn registry(&self) -> &SkillRegistry {
         &self.registry
     }
 
+    pub fn models(&self) -> &ModelClient {
+        &self.models
+    }
+
     /// Runs one attempt. Never panics; every problem becomes a Failed outcome.
     pub async fn execute(&self, task: &TaskSpec, cancel: &CancellationToken) -> TaskResult {
         let started = Instant::now();
-        let outcome = match self.run(task, cancel).await {
+        let (result, usage, model) = self.run(task, cancel).await;
+        let outcome = match result {
             Ok(outputs) => TaskOutcome::Succeeded { outputs },
             Err(failure) => TaskOutcome::Failed(failure),
         };
@@ -70,20 +87,26 @@ impl Executor {
             worker: self.worker_name.clone(),
             duration_ms,
             outcome,
-            model: None,
-            usage: None,
+            model,
+            usage,
         }
     }
 
-    async fn run(&self, task: &TaskSpec, cancel: &CancellationToken) -> Result<Value, Failure> {
+    async fn run(&self, task: &TaskSpec, cancel: &CancellationToken) -> ai::AiOutcome {
         let name = task.skill.as_str();
-        let skill = self
-            .registry
-            .get(name)
-            .ok_or_else(|| Failure::terminal(format!("unknown skill `{name}`")))?;
-        let inputs = inputs_object(task)?;
+        let Some(skill) = self.registry.get(name) else {
+            return (
+                Err(Failure::terminal(format!("unknown skill `{name}`"))),
+                None,
+                None,
+            );
+        };
+        let inputs = match inputs_object(task) {
+            Ok(i) => i,
+            Err(f) => return (Err(f), None, None),
+        };
         if cancel.is_cancelled() {
-            return Err(cancelled(name));
+            return (Err(cancelled(name)), None, None);
         }
         let limit = Limit {
             timeout: effective_timeout(task, skill),
@@ -91,10 +114,37 @@ impl Executor {
             skill: name,
         };
         match &skill.kind {
-            SkillKind::Builtin(b) => builtins::run(*b, task, &inputs, &limit).await,
-            SkillKind::Shell { .. } | SkillKind::Command { .. } => {
-                process::run(skill, task, &inputs, &limit).await
+            SkillKind::Builtin(Builtin::Judge) => {
+                self.bounded(&limit, ai::judge(&self.models, task, &inputs, cancel))
+                    .await
             }
+            SkillKind::Builtin(Builtin::Sandbox) => {
+                let run = ai::sandbox(&self.registry, &self.models, task, &inputs, cancel);
+                self.bounded(&limit, run).await
+            }
+            SkillKind::Builtin(b) => (builtins::run(*b, task, &inputs, &limit).await, None, None),
+            SkillKind::Shell { .. } | SkillKind::Command { .. } => {
+                (process::run(skill, task, &inputs, &limit).await, None, None)
+            }
+            SkillKind::Model(spec) => {
+                let run =
+                    crate::model::skill::run(skill, spec, task, &inputs, &self.models, cancel);
+                self.bounded(&limit, run).await
+            }
+        }
+    }
+
+    /// Runs an in-process AI skill under the attempt's time limit: at the
+    /// limit (or on cancellation) the child token stops the model call,
+    /// CLI agent or sandbox loop, and the attempt fails as such.
+    async fn bounded(
+        &self,
+        limit: &Limit<'_>,
+        run: impl std::future::Future<Output = ai::AiOutcome>,
+    ) -> ai::AiOutcome {
+        tokio::select! {
+            out = run => out,
+            stopped = limit.reached() => (Err(limit.failure(stopped)), None, None),
         }
     }
 }

@@ -16,8 +16,10 @@
 //! and decide what to do with the result.
 
 pub mod exec;
+pub mod model;
 pub mod nats;
 pub mod runner;
+pub mod sandbox;
 pub mod skills;
 
 pub use exec::Executor;

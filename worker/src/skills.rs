@@ -9,8 +9,10 @@
 //! - a registry is immutable once built; the executor shares it behind an `Arc`;
 //! - loading never stops at the first problem: every error of every file is returned, each
 //!   naming the file and, when known, the line, column and field;
-//! - a file skill has exactly one of `run` (a `sh -c` string) or `command` (an argv list),
-//!   and remembers the file it came from (its directory becomes `CASCADE_SKILL_DIR`).
+//! - a file skill has exactly one of `run` (a `sh -c` string), `command` (an argv list) or
+//!   `prompt` (a model skill, with optional `system`, `output: text|json`, `model`,
+//!   `max_tokens`, `temperature`; its templates parse at load), and remembers the file it
+//!   came from (its directory becomes `CASCADE_SKILL_DIR`).
 
 mod file;
 
@@ -22,10 +24,10 @@ use std::time::Duration;
 use cascade_proto::SkillName;
 
 pub use file::MAX_SKILL_FILE_BYTES;
-pub(crate) use file::parse_duration;
+pub(crate) use file::{did_you_mean, parse_duration, parse_options, sanitize};
 
 /// Names of the skills every registry provides, sorted.
-pub const BUILTIN_SKILLS: &[&str] = &["echo", "fail", "noop", "sleep"];
+pub const BUILTIN_SKILLS: &[&str] = &["codex-sandbox", "echo", "fail", "judge", "noop", "sleep"];
 
 /// A skill implemented inside the worker process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,11 @@ pub enum Builtin {
     /// Fails (retryable) with input `message`; with input `times: N` only while the
     /// attempt number is at most N.
     Fail,
+    /// Compares a multi-model stage's answers with the task's model (inputs `question`,
+    /// `candidates`) and picks one.
+    Judge,
+    /// The sandboxed test-and-fix loop of a `codex-sandbox` stage.
+    Sandbox,
 }
 
 impl Builtin {
@@ -48,6 +55,8 @@ impl Builtin {
             Builtin::Sleep => "sleep",
             Builtin::Echo => "echo",
             Builtin::Fail => "fail",
+            Builtin::Judge => "judge",
+            Builtin::Sandbox => "codex-sandbox",
         }
     }
 
@@ -57,10 +66,19 @@ impl Builtin {
             Builtin::Sleep => "sleeps for input `seconds`",
             Builtin::Echo => "returns its inputs as outputs",
             Builtin::Fail => "fails with input `message` (while attempt <= input `times`)",
+            Builtin::Judge => "a model picks the best of a multi-model stage's answers",
+            Builtin::Sandbox => "the sandboxed test-and-fix loop (codex-sandbox stages)",
         }
     }
 
-    const ALL: [Builtin; 4] = [Builtin::Echo, Builtin::Fail, Builtin::Noop, Builtin::Sleep];
+    const ALL: [Builtin; 6] = [
+        Builtin::Sandbox,
+        Builtin::Echo,
+        Builtin::Fail,
+        Builtin::Judge,
+        Builtin::Noop,
+        Builtin::Sleep,
+    ];
 }
 
 /// How a skill runs.
@@ -72,6 +90,38 @@ pub enum SkillKind {
     Shell { run: String },
     /// A program and its arguments, run without a shell.
     Command { argv: Vec<String> },
+    /// A prompt for a model (`crate::model::skill::run`).
+    Model(ModelSkill),
+}
+
+/// A skill that asks a model: a `${...}` prompt template and how to read the answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSkill {
+    /// The user prompt, rendered against the task's context.
+    pub prompt: String,
+    /// The system prompt, rendered the same way.
+    pub system: Option<String>,
+    pub output: ModelOutput,
+    /// The model when the task names none.
+    pub model: Option<String>,
+    /// The most output tokens to ask for.
+    pub max_tokens: Option<u64>,
+    /// Passed through to the provider.
+    pub temperature: Option<f64>,
+}
+
+// `temperature` is checked to be finite (0 to 2) when the file loads, so equality is
+// reflexive.
+impl Eq for ModelSkill {}
+
+/// What a model skill's outputs are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModelOutput {
+    /// `{"text": answer, "model": name}`.
+    #[default]
+    Text,
+    /// The answer parsed as JSON (an object, else `{"result": value}`), plus `model`.
+    Json,
 }
 
 /// One skill: what it is called, how it runs and where it was defined.

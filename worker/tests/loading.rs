@@ -65,7 +65,17 @@ fn names_default_to_the_file_stem_and_other_files_are_ignored() {
     let names: Vec<&str> = r.names().collect();
     assert_eq!(
         names,
-        ["build", "c", "echo", "fail", "lint", "noop", "sleep"]
+        [
+            "build",
+            "c",
+            "codex-sandbox",
+            "echo",
+            "fail",
+            "judge",
+            "lint",
+            "noop",
+            "sleep"
+        ]
     );
 
     let lint = r.get("lint").expect("lint");
@@ -195,7 +205,7 @@ fn run_and_command_are_exclusive_and_one_is_required() {
                 empty.display()
             ),
             format!(
-                "{}: missing field `run` or `command`: give exactly one",
+                "{}: missing field `run`, `command` or `prompt`: give exactly one",
                 neither.display()
             ),
         ]

@@ -24,7 +24,8 @@ use tracing_subscriber::EnvFilter;
     about = "A Cascade swarm worker: runs skills for tasks from NATS JetStream."
 )]
 struct Cli {
-    /// Skills to take from the mesh queues, comma-separated (built-ins: noop, sleep, echo, fail).
+    /// Skills to take from the mesh queues, comma-separated (built-ins: noop,
+    /// sleep, echo, fail, judge, codex-sandbox).
     #[arg(long, env = "CASCADE_SKILLS", value_delimiter = ',', required = true)]
     skills: Vec<String>,
     #[command(flatten)]
@@ -65,6 +66,10 @@ struct Cli {
     /// How long in-flight tasks may run on after SIGTERM/SIGINT.
     #[arg(long, env = "CASCADE_GRACE", default_value = "30s", value_parser = runner::parse_duration)]
     grace: Duration,
+    /// The models file (providers, model ids, keys' variables, prices) for
+    /// model skills [default: the built-in examples/models.yaml].
+    #[arg(long, value_name = "FILE", env = "CASCADE_MODELS")]
+    models: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long = "log-format", env = "CASCADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -116,12 +121,19 @@ impl Cli {
             ..QueueSettings::default()
         };
         config.grace = self.grace;
+        config.models = std::sync::Arc::new(
+            cascade_worker::model::ModelCatalog::from_env_or(self.models.as_deref())
+                .map_err(|errors| errors.join("\n"))?,
+        );
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = cascade_worker::sandbox::exec_helper_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let config = match cli.into_config() {

@@ -33,6 +33,11 @@ pub(super) async fn run(
             }
         }
         Builtin::Fail => fail(task, inputs),
+        // Run by the executor itself (they need its model client).
+        Builtin::Judge | Builtin::Sandbox => Err(Failure::terminal(format!(
+            "skill `{}` runs in the executor",
+            task.skill
+        ))),
     }
 }
 

@@ -115,7 +115,7 @@ fn command(
             c.args(args);
             c
         }
-        SkillKind::Builtin(_) => {
+        SkillKind::Builtin(_) | SkillKind::Model(_) => {
             return Err(Failure::terminal(format!(
                 "skill `{name}` is not a command"
             )));

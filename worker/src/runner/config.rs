@@ -35,6 +35,9 @@ pub struct Config {
     pub settings: QueueSettings,
     /// How long in-flight tasks may run on after a drain starts.
     pub grace: Duration,
+    /// The models file model skills call through; the models servable here
+    /// (key set, CLI on PATH) are advertised in the registry.
+    pub models: Arc<crate::model::ModelCatalog>,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             settings: QueueSettings::default(),
             grace: Duration::from_secs(30),
+            models: Arc::new(crate::model::ModelCatalog::builtin()),
         }
     }
 

@@ -143,7 +143,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     let queues = open_queues(&swarm, &config).await?;
     let registration = Registration::new(swarm.workers.clone(), &config, started_at);
     let shared = Arc::new(Shared {
-        exec: Executor::new(config.registry.clone(), config.name.clone()),
+        exec: Executor::new(config.registry.clone(), config.name.clone())
+            .with_models(crate::model::ModelClient::new(config.models.clone())),
         permits: Arc::new(Semaphore::new(config.concurrency)),
         stats: Stats::default(),
         running: cancel::Running::default(),

@@ -76,8 +76,14 @@ impl Registration {
                 completed: 0,
                 failed: 0,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-                capabilities: Vec::new(),
-                models: Vec::new(),
+                capabilities: config
+                    .skills
+                    .iter()
+                    .any(|s| s == "codex-sandbox")
+                    .then(crate::sandbox::capability)
+                    .into_iter()
+                    .collect(),
+                models: config.models.available(),
             },
         }
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Budget, Location, MessageFormatter, Options, Spanned};
 
-use super::{FilePos, SkillDef, SkillKind, SkillLoadError};
+use super::{FilePos, ModelOutput, ModelSkill, SkillDef, SkillKind, SkillLoadError};
 
 /// Skill files larger than this are refused without being parsed.
 pub const MAX_SKILL_FILE_BYTES: u64 = 1024 * 1024;
@@ -35,6 +35,18 @@ struct RawSkill {
     #[serde(default)]
     command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
+    prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    system: Option<Spanned<String>>,
+    #[serde(default)]
+    output: Option<Spanned<String>>,
+    #[serde(default)]
+    model: Option<Spanned<String>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<u64>>,
+    #[serde(default)]
+    temperature: Option<Spanned<f64>>,
+    #[serde(default)]
     timeout: Option<Spanned<SkillTimeout>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -50,6 +62,12 @@ const FIELDS: &[&str] = &[
     "description",
     "run",
     "command",
+    "prompt",
+    "system",
+    "output",
+    "model",
+    "max_tokens",
+    "temperature",
     "timeout",
     "env",
     "inputs",
@@ -94,7 +112,7 @@ fn read_bounded(path: &Path) -> Result<String, SkillLoadError> {
 }
 
 /// Limits far above any real skill file, far below anything that hurts.
-fn parse_options() -> Options {
+pub(crate) fn parse_options() -> Options {
     let mut budget = Budget::default();
     budget.max_depth = 32;
     budget.flow_nesting_limit = 32;
@@ -135,8 +153,19 @@ fn into_def(path: &Path, raw: RawSkill) -> Result<SkillDef, Vec<SkillLoadError>>
             format!("field `name`: invalid skill name {name:?}"),
         );
     }
-    let kind = match (raw.run, raw.command) {
-        (Some(run), None) => {
+    let model_fields = ModelFields {
+        system: raw.system,
+        output: raw.output,
+        model: raw.model,
+        max_tokens: raw.max_tokens,
+        temperature: raw.temperature,
+    };
+    let is_model = raw.prompt.is_some() && raw.run.is_none() && raw.command.is_none();
+    if !is_model {
+        model_fields.refuse_without_prompt(&mut invalid);
+    }
+    let kind = match (raw.run, raw.command, raw.prompt) {
+        (Some(run), None, None) => {
             if run.value.trim().is_empty() {
                 invalid(
                     Some(&run.referenced),
@@ -145,7 +174,7 @@ fn into_def(path: &Path, raw: RawSkill) -> Result<SkillDef, Vec<SkillLoadError>>
             }
             SkillKind::Shell { run: run.value }
         }
-        (None, Some(cmd)) => {
+        (None, Some(cmd), None) => {
             if cmd.value.first().is_none_or(|p| p.is_empty()) {
                 invalid(
                     Some(&cmd.referenced),
@@ -154,17 +183,32 @@ fn into_def(path: &Path, raw: RawSkill) -> Result<SkillDef, Vec<SkillLoadError>>
             }
             SkillKind::Command { argv: cmd.value }
         }
-        (Some(_), Some(cmd)) => {
-            invalid(
-                Some(&cmd.referenced),
-                "fields `run` and `command` are exclusive: give only one".to_owned(),
-            );
-            SkillKind::Command { argv: cmd.value }
-        }
-        (None, None) => {
+        (None, None, Some(prompt)) => model_kind(prompt, model_fields, &mut invalid),
+        (None, None, None) => {
             invalid(
                 None,
-                "missing field `run` or `command`: give exactly one".to_owned(),
+                "missing field `run`, `command` or `prompt`: give exactly one".to_owned(),
+            );
+            SkillKind::Command { argv: Vec::new() }
+        }
+        (run, command, prompt) => {
+            let given: Vec<(&str, &Location)> = [
+                run.as_ref().map(|r| ("run", &r.referenced)),
+                command.as_ref().map(|c| ("command", &c.referenced)),
+                prompt.as_ref().map(|p| ("prompt", &p.referenced)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let names: Vec<String> = given.iter().map(|(n, _)| format!("`{n}`")).collect();
+            let listed = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            invalid(
+                given.last().map(|(_, l)| *l),
+                format!("fields {listed} are exclusive: give only one"),
             );
             SkillKind::Command { argv: Vec::new() }
         }
@@ -186,6 +230,115 @@ fn into_def(path: &Path, raw: RawSkill) -> Result<SkillDef, Vec<SkillLoadError>>
         inputs: raw.inputs.map(|n| n.0).unwrap_or_default(),
         outputs: raw.outputs.unwrap_or_default(),
         source: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
+    })
+}
+
+/// The fields only a model skill (`prompt`) may have.
+struct ModelFields {
+    system: Option<Spanned<String>>,
+    output: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    max_tokens: Option<Spanned<u64>>,
+    temperature: Option<Spanned<f64>>,
+}
+
+impl ModelFields {
+    fn refuse_without_prompt(&self, invalid: &mut impl FnMut(Option<&Location>, String)) {
+        let given = [
+            ("system", self.system.as_ref().map(|f| &f.referenced)),
+            ("output", self.output.as_ref().map(|f| &f.referenced)),
+            ("model", self.model.as_ref().map(|f| &f.referenced)),
+            (
+                "max_tokens",
+                self.max_tokens.as_ref().map(|f| &f.referenced),
+            ),
+            (
+                "temperature",
+                self.temperature.as_ref().map(|f| &f.referenced),
+            ),
+        ];
+        for (name, loc) in given {
+            if let Some(loc) = loc {
+                invalid(
+                    Some(loc),
+                    format!("field `{name}`: only for model skills (with `prompt`)"),
+                );
+            }
+        }
+    }
+}
+
+/// A model skill: its templates must parse, its settings be in range.
+fn model_kind(
+    prompt: Spanned<String>,
+    f: ModelFields,
+    invalid: &mut impl FnMut(Option<&Location>, String),
+) -> SkillKind {
+    if prompt.value.trim().is_empty() {
+        invalid(
+            Some(&prompt.referenced),
+            "field `prompt`: must not be empty".to_owned(),
+        );
+    }
+    let templates = [("prompt", Some(&prompt)), ("system", f.system.as_ref())];
+    for (field, text) in templates {
+        if let Some(text) = text
+            && let Err(e) = cascade_eval::Template::parse(&text.value)
+        {
+            invalid(
+                Some(&text.referenced),
+                format!("field `{field}`: {}", sanitize(&e.to_string())),
+            );
+        }
+    }
+    let output = match f.output.as_ref().map(|o| o.value.trim()) {
+        None | Some("text") => ModelOutput::Text,
+        Some("json") => ModelOutput::Json,
+        Some(other) => {
+            invalid(
+                f.output.as_ref().map(|o| &o.referenced),
+                format!(
+                    "field `output`: expected `text` or `json`, found {:?}",
+                    sanitize(other)
+                ),
+            );
+            ModelOutput::Text
+        }
+    };
+    if let Some(m) = &f.model
+        && m.value.trim().is_empty()
+    {
+        invalid(
+            Some(&m.referenced),
+            "field `model`: must not be empty".to_owned(),
+        );
+    }
+    if let Some(n) = &f.max_tokens
+        && n.value == 0
+    {
+        invalid(
+            Some(&n.referenced),
+            "field `max_tokens`: must be greater than zero".to_owned(),
+        );
+    }
+    if let Some(t) = &f.temperature
+        && !(t.value.is_finite() && (0.0..=2.0).contains(&t.value))
+    {
+        invalid(
+            Some(&t.referenced),
+            format!(
+                "field `temperature`: expected a number from 0 to 2, found {}",
+                t.value
+            ),
+        );
+    }
+    SkillKind::Model(ModelSkill {
+        prompt: prompt.value,
+        system: f.system.map(|s| s.value),
+        output,
+        model: f.model.map(|m| m.value.trim().to_owned()),
+        max_tokens: f.max_tokens.map(|n| n.value),
+        temperature: f.temperature.map(|t| t.value).filter(|t| t.is_finite()),
     })
 }
 
@@ -275,7 +428,7 @@ impl<'de> Deserialize<'de> for TopKeys {
 }
 
 /// Control characters from the file must not reach a terminal verbatim.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
