@@ -8,6 +8,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The sandbox re-executes this binary to apply limits before a test
+    // command runs (no `unsafe` pre-exec hooks).
+    if let Some(code) = cascade_worker::sandbox::exec_helper_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = cascade_coordinator::cli::Cli::parse();
     init_tracing(cli.log_verbose, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

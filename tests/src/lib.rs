@@ -233,6 +233,9 @@ pub struct TestSwarm {
     pub logs: tempfile::TempDir,
     pub coordinators: Vec<Proc>,
     pub workers: Vec<Proc>,
+    /// Set for every process this swarm starts (coordinators, workers,
+    /// clients), e.g. `CASCADE_MODELS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestSwarm {
@@ -242,6 +245,7 @@ impl TestSwarm {
             logs: tempfile::tempdir().expect("log dir"),
             coordinators: Vec::new(),
             workers: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -250,7 +254,8 @@ impl TestSwarm {
         cmd.env("NATS_URL", &self.nats.client_url)
             .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
             .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
-            .env_remove("CASCADE_SKILLS_DIR");
+            .env_remove("CASCADE_SKILLS_DIR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -271,6 +276,7 @@ impl TestSwarm {
         cmd.env("NATS_URL", &self.nats.client_url)
             .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
             .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--name", name, "--skills", skills])
             .args(extra);
         let mut p = Proc::spawn(name, cmd, self.logs.path());

@@ -23,6 +23,7 @@ async fn run(dir: &Path, file: &str, concurrency: usize, cancel: CancellationTok
     let opts = PlanOptions {
         skills: Some(registry.names().map(str::to_owned).collect()),
         inputs: None,
+        models: None,
     };
     let plan = plan::compile(&cascade, &opts);
     assert!(!plan.has_errors(), "{:?}", plan.diagnostics);

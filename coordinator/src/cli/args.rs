@@ -62,6 +62,10 @@ pub struct SourceArgs {
         value_delimiter = ':'
     )]
     pub skills_dir: Vec<PathBuf>,
+    /// The models file (names, providers, context limits, prices, keys'
+    /// variables); the built-in default (examples/models.yaml) when not given.
+    #[arg(long, value_name = "FILE", env = "CASCADE_MODELS")]
+    pub models: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cascade_worker::model::ModelCatalog;
 use cascade_worker::{Executor, SkillRegistry};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,17 @@ fn prepare(
     } else {
         None
     };
+    let models = match ModelCatalog::from_env_or(src.models.as_deref()) {
+        Ok(m) => Arc::new(m),
+        Err(errors) => {
+            diagnostics.extend(
+                errors
+                    .into_iter()
+                    .map(|e| Diagnostic::error(None, "", format!("models file: {e}"))),
+            );
+            Arc::new(ModelCatalog::builtin())
+        }
+    };
     let plan = loaded.cascade.as_ref().map(|c| {
         let opts = PlanOptions {
             skills: if check_skills {
@@ -133,6 +145,7 @@ fn prepare(
                 None
             },
             inputs: inputs.cloned(),
+            models: Some(models.clone()),
         };
         plan::compile(c, &opts)
     });
@@ -272,7 +285,8 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     }
     let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let run_id = cascade_proto::RunId::new(uuid::Uuid::now_v7().to_string());
-    let executor = Arc::new(Executor::new(Arc::new(registry), "local"));
+    let client = cascade_worker::model::ModelClient::new(plan.models.clone());
+    let executor = Arc::new(Executor::new(Arc::new(registry), "local").with_models(client));
     let opts = LocalOptions {
         run_id: run_id.clone(),
         inputs,

@@ -1,5 +1,6 @@
 //! `coordinator serve`: drive submitted runs on the swarm.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect, warn_if_single_node};
@@ -54,6 +55,10 @@ pub struct ServeArgs {
     /// This coordinator's name [default: coordinator-<host>-<pid>].
     #[arg(long, value_name = "NAME", env = "CASCADE_COORDINATOR_NAME")]
     pub name: Option<String>,
+    /// The models file (names, providers, context limits, prices); the
+    /// built-in default (examples/models.yaml) when not given.
+    #[arg(long, value_name = "FILE", env = "CASCADE_MODELS")]
+    pub models: Option<PathBuf>,
     /// A run's lease: another coordinator takes the run over this long
     /// after its owner stops renewing.
     #[arg(long, value_name = "DURATION", env = "CASCADE_LEASE_TTL", default_value = "10s", value_parser = duration)]
@@ -93,12 +98,22 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
             return EXIT_RUN_FAILED;
         }
     };
+    let models = match cascade_worker::model::ModelCatalog::from_env_or(a.models.as_deref()) {
+        Ok(m) => std::sync::Arc::new(m),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return EXIT_INVALID;
+        }
+    };
     eprintln!("coordinator {name}: serving on {}", a.nats.url);
     let outcome = serve(
         swarm,
         ServeOptions {
             name,
             lease_ttl: a.lease_ttl,
+            models,
         },
         cancel,
     )

@@ -16,6 +16,7 @@
 //! attempt than the one in flight is ignored and counted.
 
 mod backoff;
+mod models;
 mod nodes;
 mod report;
 mod tasks;
@@ -25,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use cascade_eval::Context;
-use cascade_proto::{Attempt, RunId, TaskId};
+use cascade_proto::{Attempt, RunId, TaskId, Usage};
 use serde_json::{Map, Value};
 
 use crate::plan::{BlockId, NodeId, Plan};
@@ -56,6 +57,8 @@ pub struct Engine {
     notes: Vec<String>,
     /// Memory keys each node reads (read_keys and `${memory.k}`/bare refs).
     memory_refs: Vec<BTreeSet<String>>,
+    /// Model usage of the whole run.
+    usage: Usage,
     stats: Stats,
     now: Millis,
 }
@@ -94,6 +97,13 @@ struct NodeState {
     workers: BTreeSet<String>,
     errors: Vec<String>,
     notes: Vec<String>,
+    /// Model usage of this stage (all generations).
+    usage: Usage,
+    /// Tasks outside the stage's own list: a multi-model judge, a
+    /// codex-auto-fix loop.
+    extra: Vec<TaskId>,
+    /// Structured detail of the failure (the sandbox loop's history).
+    details: Option<Value>,
 }
 
 impl NodeState {
@@ -118,6 +128,9 @@ impl NodeState {
             workers: BTreeSet::new(),
             errors: Vec::new(),
             notes: Vec::new(),
+            usage: Usage::default(),
+            extra: Vec::new(),
+            details: None,
         }
     }
 
@@ -146,6 +159,28 @@ struct TaskState {
     used_fallback: bool,
     outputs: Option<Value>,
     done: bool,
+    /// The model this task must use: fixed by a multi-model stage, or
+    /// switched to after a failure. `None`: routed at each dispatch.
+    model: Option<String>,
+    /// Models its attempts were sent to, in order.
+    tried_models: Vec<String>,
+    /// Given up on, with the error (multi-model stages go on without it).
+    gave_up: Option<String>,
+    role: TaskRole,
+}
+
+/// What a task is for.
+#[derive(Clone, Debug, PartialEq)]
+enum TaskRole {
+    /// One of the stage's own tasks.
+    Stage,
+    /// Judges a multi-model stage's answers; inputs fixed at creation.
+    Judge { inputs: Map<String, Value> },
+    /// A codex-auto-fix loop for a failed task, which is retried after it.
+    Fix {
+        for_task: TaskId,
+        inputs: Map<String, Value>,
+    },
 }
 
 impl Engine {
@@ -166,6 +201,7 @@ impl Engine {
             escalations: Vec::new(),
             notes: Vec::new(),
             memory_refs,
+            usage: Usage::default(),
             stats: Stats::default(),
             now: 0,
         }

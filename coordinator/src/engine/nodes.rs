@@ -356,7 +356,8 @@ impl Engine {
     }
 
     pub(super) fn cancel_node_tasks(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
-        let ids = self.nodes[n].tasks.clone();
+        let mut ids = self.nodes[n].tasks.clone();
+        ids.extend(self.nodes[n].extra.iter().cloned());
         for id in ids {
             if let Some(t) = self.tasks.get_mut(&id) {
                 if t.in_flight {
@@ -590,6 +591,7 @@ impl Engine {
         st.workers = old.workers;
         st.errors = old.errors;
         st.notes = old.notes;
+        st.usage = old.usage;
         st.started_at = old.started_at;
     }
 }

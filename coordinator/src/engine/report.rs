@@ -5,6 +5,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use cascade_proto::Usage;
+
 use super::{Engine, Millis, RunStatus, StageStatus, Stats};
 use crate::plan::NodeKind;
 use crate::plan::render::model_of;
@@ -23,6 +25,8 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub escalations: Vec<Value>,
+    /// Model tokens and cost of the whole run.
+    pub usage: Usage,
     pub stats: Stats,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -37,6 +41,14 @@ pub struct StageReport {
     pub duration: f64,
     pub model_used: Option<String>,
     pub iterations: u32,
+    /// Model tokens (input + output) and cost in US dollars.
+    pub tokens: u64,
+    pub cost: f64,
+    #[serde(skip_serializing_if = "Usage::is_empty")]
+    pub usage: Usage,
+    /// Structured detail of a failure (the sandbox loop's fix history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
     #[serde(rename = "type")]
     pub ty: &'static str,
     pub attempts: u32,
@@ -85,9 +97,15 @@ impl Engine {
                 model_used,
                 iterations: if node.repeat.is_some() {
                     st.loop_iterations.max(st.runs.min(1))
+                } else if let Some(i) = self.loop_iterations(n) {
+                    i
                 } else {
                     st.runs
                 },
+                tokens: st.usage.tokens(),
+                cost: (st.usage.cost_usd * 1e6).round() / 1e6,
+                usage: st.usage.clone(),
+                details: st.details.clone(),
                 ty: node.ty.as_str(),
                 attempts: st.attempts,
                 branch_taken: st.branch_taken.clone(),
@@ -115,6 +133,7 @@ impl Engine {
             finished_at: self.finished_at.map(rfc3339),
             error: self.run_error.clone(),
             escalations: self.escalations.clone(),
+            usage: self.usage.clone(),
             stats: self.stats.clone(),
             notes: self.notes.clone(),
         }

@@ -3,14 +3,15 @@
 
 use cascade_eval::render_value;
 use cascade_proto::{
-    Attempt, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult, TaskSpec,
+    Attempt, FailureClass, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult,
+    TaskSpec,
 };
 use serde_json::{Map, Value};
 
 use super::backoff::delay_ms;
-use super::{Effect, Engine, EngineNote, TASK_TIMEOUT_GRACE_MS, TaskState, TimerId};
+use super::{Effect, Engine, EngineNote, TASK_TIMEOUT_GRACE_MS, TaskRole, TaskState, TimerId};
 use crate::plan::{NodeId, NodeKind};
-use crate::routing;
+use crate::spec::ErrorStrategy;
 
 impl Engine {
     /// Creates the stage's tasks (one per skill, or per item and skill) and
@@ -50,8 +51,18 @@ impl Engine {
             None => vec![None],
             Some(list) => list.iter().cloned().enumerate().map(Some).collect(),
         };
+        let models: Vec<Option<String>> = if node.models.is_empty() {
+            vec![None]
+        } else {
+            node.models.iter().cloned().map(Some).collect()
+        };
         for item in item_list {
-            for (si, s) in skills.iter().enumerate() {
+            for (si, s) in skills
+                .iter()
+                .enumerate()
+                .flat_map(|(si, s)| models.iter().map(move |m| ((si, m.clone()), s)))
+            {
+                let (si, model) = si;
                 let index = ids.len();
                 let id = if generation == 0 {
                     TaskId::new(format!("{}#{index}", node.id))
@@ -74,6 +85,10 @@ impl Engine {
                         used_fallback: false,
                         outputs: None,
                         done: false,
+                        model,
+                        tried_models: Vec::new(),
+                        gave_up: None,
+                        role: TaskRole::Stage,
                     },
                 );
                 ids.push(id);
@@ -96,7 +111,7 @@ impl Engine {
         let NodeKind::Tasks { parallel, .. } = &node.kind else {
             return;
         };
-        let limit = if *parallel {
+        let limit = if *parallel || !node.models.is_empty() {
             node.max_parallel.map_or(usize::MAX, |m| m as usize)
         } else {
             1
@@ -114,7 +129,7 @@ impl Engine {
     }
 
     /// Renders a task's inputs and sends its next attempt.
-    fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
+    pub(super) fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
         let Some(t) = self.tasks.get_mut(id) else {
             return Ok(());
         };
@@ -141,7 +156,15 @@ impl Engine {
         let Some(spec) = spec else {
             return Err(format!("task `{id}` vanished"));
         };
-        let spec = spec?;
+        let mut spec = spec?;
+        if spec.model.is_some() {
+            spec.budget = self.check_budget(n, &spec)?;
+        }
+        if let (Some(m), Some(t)) = (&spec.model, self.tasks.get_mut(id))
+            && t.tried_models.last() != Some(m)
+        {
+            t.tried_models.push(m.clone());
+        }
         let st = &mut self.nodes[n];
         st.attempts += 1;
         if let Some(m) = &spec.model {
@@ -157,7 +180,7 @@ impl Engine {
                 at: self.now + ms + TASK_TIMEOUT_GRACE_MS,
             });
         }
-        fx.push(Effect::DispatchTask(spec));
+        fx.push(Effect::DispatchTask(Box::new(spec)));
         Ok(())
     }
 
@@ -211,16 +234,20 @@ impl Engine {
             return None;
         };
         let sref = &skills[t.skill_index];
-        let mut inputs: Map<String, Value> = node.inputs.clone();
-        for (k, v) in &sref.inputs {
-            inputs.insert(k.clone(), v.clone());
-        }
-        let rendered = match render_value(&Value::Object(inputs), ctx) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => Map::new(),
-            Err(e) => return Some(Err(self.eval_err(t.node, "inputs", &e))),
+        let mut rendered = match &t.role {
+            TaskRole::Judge { inputs } | TaskRole::Fix { inputs, .. } => inputs.clone(),
+            TaskRole::Stage => {
+                let mut inputs: Map<String, Value> = node.inputs.clone();
+                for (k, v) in &sref.inputs {
+                    inputs.insert(k.clone(), v.clone());
+                }
+                match render_value(&Value::Object(inputs), ctx) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => Map::new(),
+                    Err(e) => return Some(Err(self.eval_err(t.node, "inputs", &e))),
+                }
+            }
         };
-        let mut rendered = rendered;
         if !node.memory.read_keys.is_empty() {
             let mem: Map<String, Value> = node
                 .memory
@@ -230,14 +257,7 @@ impl Engine {
                 .collect();
             rendered.entry("memory").or_insert(Value::Object(mem));
         }
-        let model = sref
-            .model
-            .clone()
-            .or_else(|| node.model.clone())
-            .or_else(|| {
-                (node.ty == crate::spec::StageType::MultiModel).then(|| "auto-select".to_owned())
-            });
-        let model = model.map(|m| routing::select(&m, &rendered).model);
+        let (model, context) = self.task_model(t, sref, &rendered, ctx);
         let timeout = node.task_timeout.or(node.timeout);
         Some(Ok(TaskSpec {
             run_id: self.run_id.clone(),
@@ -250,7 +270,7 @@ impl Engine {
             model,
             workdir: Some(plan.scopes[node.scope].dir.display().to_string())
                 .filter(|d| !d.is_empty()),
-            context: None,
+            context,
             budget: None,
         }))
     }
@@ -276,6 +296,18 @@ impl Engine {
         if !r.worker.is_empty() {
             self.nodes[n].workers.insert(r.worker.clone());
         }
+        if let Some(m) = &r.model {
+            self.nodes[n].models.insert(m.clone());
+        }
+        if let Some(u) = r.usage.as_ref().filter(|u| !u.is_empty())
+            && let Some(msg) = self.spend(n, u)
+        {
+            if let Some(t) = self.tasks.get_mut(&r.task_id) {
+                t.in_flight = false;
+            }
+            self.task_gave_up(n, msg, fx);
+            return;
+        }
         match r.outcome {
             TaskOutcome::Succeeded { outputs } => self.task_succeeded(&r.task_id, outputs, fx),
             TaskOutcome::Failed(f) => self.task_failed(&r.task_id, f, fx),
@@ -288,10 +320,18 @@ impl Engine {
         };
         t.in_flight = false;
         t.done = true;
-        t.outputs = Some(outputs);
+        t.outputs = Some(outputs.clone());
         let n = t.node;
+        match t.role.clone() {
+            TaskRole::Judge { .. } => return self.judged(n, &outputs, fx),
+            TaskRole::Fix { for_task, .. } => return self.fixed(n, &for_task, &outputs, fx),
+            TaskRole::Stage => {}
+        }
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
         self.nodes[n].done += 1;
+        if !self.plan.nodes[n].models.is_empty() {
+            return self.model_answered(n, id, fx);
+        }
         let all_done = self.nodes[n].done >= self.nodes[n].tasks.len();
         if all_done {
             let out = self.stage_output(n);
@@ -372,22 +412,63 @@ impl Engine {
             .errors
             .push(format!("attempt {attempt} ({skill}): {}", f.message));
 
+        if f.details.is_some() {
+            self.nodes[n].details = f.details.as_deref().cloned();
+        }
+        if f.class == Some(FailureClass::Exhausted)
+            && let Some(esc) = f.details.as_ref().and_then(|d| d.get("escalation"))
+        {
+            self.escalations.push(serde_json::json!({
+                "stage_id": node.id,
+                "task_id": id.as_str(),
+                "error": f.message,
+                "escalation": esc,
+                "at": super::report::rfc3339(self.now),
+            }));
+        }
+        if let Some(role) = self.role_of(id)
+            && role != "stage"
+        {
+            // A judge or a fix loop that fails fails the stage.
+            return self.task_gave_up(n, message, fx);
+        }
+        if f.kind != FailureKind::Cancelled
+            && let Some((model, why)) = self.next_model(id, &f)
+        {
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.model = Some(model.clone());
+            }
+            self.nodes[n].note(why);
+            self.stats.retries += 1;
+            if let Err(msg) = self.dispatch(id, fx) {
+                self.fail_node(n, msg, fx);
+            }
+            return;
+        }
+        if eh.strategy == ErrorStrategy::CodexAutoFix
+            && matches!(f.kind, FailureKind::Retryable | FailureKind::Timeout)
+            && self.start_fix(n, id, &f, fx)
+        {
+            return;
+        }
         let retryable = matches!(f.kind, FailureKind::Retryable | FailureKind::Timeout);
         if let Some(limit) = eh.escalate_after
             && failures >= limit
         {
             self.escalate(n, id, failures, &f.message);
-            return self.task_gave_up(n, message, fx);
+            return self.stage_task_gave_up(n, id, message, fx);
         }
         if retryable && on_skill <= eh.max_retries {
             if eh.strategy.runs_as_retry() {
                 self.nodes[n].note(format!(
-                    "strategy `{}` has no executor yet; retried as `retry`",
-                    eh.strategy.as_str()
+                    "strategy `{}` retried the attempt: {}",
+                    eh.strategy.as_str(),
+                    eh.strategy.retry_reason()
                 ));
             }
             self.stats.retries += 1;
-            let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id));
+            let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id))
+                .max(f.retry_after_ms.unwrap_or(0));
             if delay == 0 {
                 if let Err(msg) = self.dispatch(id, fx) {
                     self.fail_node(n, msg, fx);
@@ -406,10 +487,11 @@ impl Engine {
             }
             return;
         }
-        if let (Some(fb), false, true) = (
+        if let (Some(fb), false, true, false) = (
             &eh.fallback,
             used_fallback,
             f.kind != FailureKind::Cancelled,
+            eh.strategy == ErrorStrategy::ModelSwitch,
         ) {
             if let Some(t) = self.tasks.get_mut(id) {
                 t.skill = fb.clone();
@@ -427,12 +509,31 @@ impl Engine {
         if eh.escalation.is_some() && eh.escalate_after.is_none() {
             self.escalate(n, id, failures, &f.message);
         }
-        self.task_gave_up(n, message, fx);
+        self.stage_task_gave_up(n, id, message, fx);
     }
 
     fn task_gave_up(&mut self, n: NodeId, message: String, fx: &mut Vec<Effect>) {
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
         self.fail_node(n, message, fx);
+    }
+
+    /// A stage task that will not be tried again. A multi-model stage goes
+    /// on with the other models' answers; any other stage fails.
+    fn stage_task_gave_up(
+        &mut self,
+        n: NodeId,
+        id: &TaskId,
+        message: String,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.plan.nodes[n].models.is_empty() {
+            return self.task_gave_up(n, message, fx);
+        }
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.gave_up = Some(message);
+        }
+        self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
+        self.model_answered(n, id, fx);
     }
 
     fn escalate(&mut self, n: NodeId, id: &TaskId, failures: u32, error: &str) {

@@ -12,7 +12,7 @@ use crate::spec::MemoryScope;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    DispatchTask(TaskSpec),
+    DispatchTask(Box<TaskSpec>),
     CancelTask {
         task_id: TaskId,
         attempt: Attempt,

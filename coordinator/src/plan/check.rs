@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::compile::{PlanOptions, RESERVED_IDS};
 use super::{NodeId, NodeKind, Plan, ScopeId};
 use crate::spec::diag::suggestion;
-use crate::spec::{Cascade, Diagnostic, Loc};
+use crate::spec::{Cascade, Diagnostic, ErrorStrategy, Loc};
 
 const CASCADE_FIELDS: &[&str] = &["name", "version", "description", "run_id"];
 
@@ -18,6 +18,7 @@ pub fn check(plan: &mut Plan, cascade: &Cascade, opts: &PlanOptions) {
     if let Some(skills) = &opts.skills {
         check_skills(plan, skills, &mut diags);
     }
+    check_models(plan, &mut diags);
     check_references(plan, &mut diags);
     check_inputs(cascade, opts, &mut diags);
     plan.diagnostics.extend(diags);
@@ -35,11 +36,25 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
                 )
             }));
         }
-        if let Some(fb) = &node.error.fallback {
+        if let Some(fb) = node.error.fallback.as_ref().filter(|fb| {
+            node.error.strategy != ErrorStrategy::ModelSwitch || plan.models.get(fb).is_none()
+        }) {
             wanted.push((
                 fb.clone(),
                 node.loc.clone(),
                 format!("{}.error_handling.fallback", node.local_id),
+            ));
+        }
+        if let NodeKind::Tasks { skills: refs, .. } = &node.kind
+            && let Some(Value::String(test)) = refs.first().and_then(|r| r.inputs.get("test_skill"))
+            && refs
+                .first()
+                .is_some_and(|r| r.skill == super::SANDBOX_SKILL)
+        {
+            wanted.push((
+                test.clone(),
+                node.loc.clone(),
+                format!("{}.skill", node.local_id),
             ));
         }
         for (skill, loc, field) in wanted {
@@ -49,6 +64,67 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
                     Some(loc),
                     field,
                     format!("unknown skill `{skill}`{hint}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Every model a stage names must be in the models file (routers aside).
+fn check_models(plan: &Plan, diags: &mut Vec<Diagnostic>) {
+    let catalog = &plan.models;
+    for node in &plan.nodes {
+        let id = &node.local_id;
+        let mut named: Vec<(String, String)> = Vec::new();
+        if let Some(m) = &node.model {
+            named.push((m.clone(), format!("{id}.model")));
+        }
+        if let NodeKind::Tasks { skills, .. } = &node.kind {
+            for (i, s) in skills.iter().enumerate() {
+                if let Some(m) = &s.model {
+                    named.push((m.clone(), format!("{id}.skills[{i}].model")));
+                }
+            }
+        }
+        for (i, m) in node.models.iter().enumerate() {
+            named.push((m.clone(), format!("{id}.models[{i}]")));
+        }
+        if let Some(j) = node.select.as_ref().and_then(|s| s.judge.clone()) {
+            named.push((j, format!("{id}.judge")));
+        }
+        for (m, field) in named {
+            if crate::routing::is_router(&m) || m.contains("${") || catalog.get(&m).is_some() {
+                continue;
+            }
+            let hint = suggestion(&m, catalog.names());
+            let file = catalog
+                .source()
+                .map_or("the built-in models file".to_owned(), |p| {
+                    format!("`{}`", p.display())
+                });
+            diags.push(Diagnostic::error(
+                Some(node.loc.clone()),
+                field,
+                format!("unknown model `{m}`: not in {file}{hint}"),
+            ));
+        }
+        if !node.models.is_empty() {
+            if let NodeKind::Tasks {
+                skills, for_each, ..
+            } = &node.kind
+                && (skills.len() > 1 || for_each.is_some())
+            {
+                diags.push(Diagnostic::error(
+                    Some(node.loc.clone()),
+                    format!("{id}.models"),
+                    "a stage with `models: [..]` sends one skill's prompt to each model; give it one `skill` and no `for_each`",
+                ));
+            }
+            if !matches!(node.kind, NodeKind::Tasks { .. }) {
+                diags.push(Diagnostic::error(
+                    Some(node.loc.clone()),
+                    format!("{id}.models"),
+                    "`models: [..]` needs a `skill` whose prompt goes to each model",
                 ));
             }
         }

@@ -1,7 +1,9 @@
 //! Spec -> plan: nodes, blocks and scopes; dependencies, cycles, repeats.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use cascade_worker::model::ModelCatalog;
 use serde_json::{Map, Value};
 
 use super::{
@@ -19,7 +21,15 @@ pub struct PlanOptions {
     pub skills: Option<BTreeSet<String>>,
     /// The inputs the run will get; `None`: required inputs not checked.
     pub inputs: Option<Map<String, Value>>,
+    /// The models file; `None`: the built-in default.
+    pub models: Option<Arc<ModelCatalog>>,
 }
+
+/// The built-in skill that runs the sandboxed test-and-fix loop.
+pub const SANDBOX_SKILL: &str = "codex-sandbox";
+
+/// A codex-sandbox stage's fixer when it names none.
+const DEFAULT_FIXER: &str = "codex-auto";
 
 /// Ids that name context namespaces rather than stages.
 pub const RESERVED_IDS: &[&str] = &[
@@ -48,6 +58,11 @@ pub fn compile(cascade: &Cascade, opts: &PlanOptions) -> Plan {
             root: 0,
             memory: cascade.memory.clone(),
             timeout: cascade.timeout,
+            budget: cascade.budget.clone(),
+            models: opts
+                .models
+                .clone()
+                .unwrap_or_else(|| Arc::new(ModelCatalog::builtin())),
             diagnostics: Vec::new(),
         },
     };
@@ -200,9 +215,6 @@ impl Compiler {
             .clone()
             .or_else(|| c.error_handling.clone())
             .unwrap_or_default();
-        if error.strategy.runs_as_retry() {
-            self.warn(&s.loc, format!("{}.error_handling.strategy", s.id), format!("strategy `{}` has no executor yet (it arrives with the swarm and AI-stage work); it runs as `retry` and the results say so", error.strategy.as_str()));
-        }
         let fail_fast =
             error.strategy == ErrorStrategy::Fail && error.continue_on_failure != Some(true);
         let kind = self.kind(s);
@@ -230,7 +242,12 @@ impl Compiler {
             ty: s.ty,
             kind,
             model: s.model.clone(),
-            inputs: s.inputs.clone(),
+            // A sandbox stage's inputs went into its loop task.
+            inputs: if s.ty == StageType::CodexSandbox {
+                Map::new()
+            } else {
+                s.inputs.clone()
+            },
             input_locs: s.input_locs.clone(),
             condition: s.condition.clone(),
             repeat: None,
@@ -241,6 +258,14 @@ impl Compiler {
             swarm: s.swarm.clone(),
             max_parallel: s.swarm.as_ref().and_then(|w| w.max_agents),
             fail_fast,
+            models: s.models.iter().map(|(m, _)| m.clone()).collect(),
+            select: s.select.clone(),
+            budget: s.budget.clone(),
+            sandbox: s
+                .sandbox
+                .as_ref()
+                .map(|c| c.settings.clone())
+                .unwrap_or_default(),
             loc: s.loc.clone(),
         }
     }
@@ -265,12 +290,7 @@ impl Compiler {
         }
         let mut skills = s.skills.clone();
         if s.ty == StageType::CodexSandbox {
-            match (&s.sandbox.as_ref().and_then(|b| b.tests.clone()), skills.is_empty()) {
-                (Some(tests), true) => skills.push(SkillRef { skill: tests.clone(), inputs: Map::new(), outputs: Vec::new(), model: None, priority: None, loc: s.loc.clone() }),
-                (None, true) => self.error(&s.loc, format!("{}.tests", s.id), "a codex-sandbox stage needs `tests` (or `test_suite`) naming its test skill, or `skills`"),
-                _ => {}
-            }
-            self.warn(&s.loc, format!("{}.type", s.id), "the sandboxed test-and-fix loop arrives with the AI-stages work; until then a codex-sandbox stage runs its test skill under the stage's error handling");
+            skills = vec![self.sandbox_task(s)];
         }
         if skills.is_empty() {
             if s.for_each.is_some() {
@@ -286,6 +306,84 @@ impl Compiler {
             skills,
             parallel: s.ty.fans_out(),
             for_each: s.for_each.clone(),
+        }
+    }
+
+    /// A codex-sandbox stage runs as one task of the built-in
+    /// `codex-sandbox` skill, which holds the whole test-and-fix loop. Its
+    /// inputs: the loop settings (from `codex_config`, the recovery
+    /// sections and stage inputs named like a setting), the test (a
+    /// `test` command, else the stage's skill run as the test with the
+    /// other stage inputs as `test_inputs`) and the fixer (`fix_command`,
+    /// `fixer`, else the stage's `model`).
+    fn sandbox_task(&mut self, s: &Stage) -> SkillRef {
+        let cfg = s.sandbox.clone().unwrap_or_default();
+        let mut inputs = cfg.settings.clone();
+        let mut test_inputs = Map::new();
+        for (k, v) in &s.inputs {
+            if crate::spec::SANDBOX_KEYS.contains(&k.as_str()) {
+                let key = if k == "test_command" {
+                    "test"
+                } else {
+                    k.as_str()
+                };
+                inputs.insert(key.to_owned(), v.clone());
+            } else {
+                test_inputs.insert(k.clone(), v.clone());
+            }
+        }
+        if !inputs.contains_key("test") {
+            let skill = match (s.skills.first(), &cfg.tests) {
+                (Some(sk), _) => {
+                    for (k, v) in &sk.inputs {
+                        test_inputs.insert(k.clone(), v.clone());
+                    }
+                    Some(sk.skill.clone())
+                }
+                (None, Some(t)) => Some(t.clone()),
+                (None, None) => None,
+            };
+            match skill {
+                Some(name) => {
+                    if s.skills.len() > 1 {
+                        self.warn(&s.loc, format!("{}.skills", s.id), "a codex-sandbox stage runs one test skill; only the first is used");
+                    }
+                    if let (Some(suite), false) = (&cfg.tests, s.skills.is_empty()) {
+                        test_inputs.insert("suite".into(), Value::String(suite.clone()));
+                    }
+                    inputs.insert("test_skill".into(), Value::String(name));
+                }
+                None => self.error(
+                    &s.loc,
+                    format!("{}.codex_config.test_command", s.id),
+                    "a codex-sandbox stage needs its tests: `codex_config.test_command`, or a `skill` that runs them",
+                ),
+            }
+        }
+        if !test_inputs.is_empty() {
+            inputs.insert("test_inputs".into(), Value::Object(test_inputs));
+        }
+        if !inputs.contains_key("fix_command") && !inputs.contains_key("fixer") && s.model.is_none()
+        {
+            // The seed's sandbox is Codex's: without a fixer, codex-auto.
+            self.warn(
+                &s.loc,
+                format!("{}.codex_config.fix_command", s.id),
+                format!("no fixer given: failing tests go to the model `{DEFAULT_FIXER}` (set `model`, `codex_config.fix_command` or `codex_config.fixer`)"),
+            );
+            inputs.insert("fixer".into(), serde_json::json!({"model": DEFAULT_FIXER}));
+        }
+        if let Some(m) = s.max_iterations {
+            inputs.entry("max_iterations").or_insert(Value::from(m));
+        }
+        inputs.remove("auto_fix");
+        SkillRef {
+            skill: SANDBOX_SKILL.to_owned(),
+            inputs,
+            outputs: Vec::new(),
+            model: None,
+            priority: None,
+            loc: cfg.loc.unwrap_or_else(|| s.loc.clone()),
         }
     }
 

@@ -23,12 +23,16 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
+use cascade_worker::model::ModelCatalog;
+
 use crate::spec::{
-    CondSpec, Diagnostic, ErrorHandling, InputDecl, Loc, MemoryConfig, SkillRef, StageMemory,
-    StageType, SwarmConfig,
+    Budget, CondSpec, Diagnostic, ErrorHandling, InputDecl, Loc, MemoryConfig, Select, SkillRef,
+    StageMemory, StageType, SwarmConfig,
 };
 
-pub use compile::{PlanOptions, compile};
+pub use compile::{PlanOptions, SANDBOX_SKILL, compile};
 pub use render::{Format, render};
 
 pub type NodeId = usize;
@@ -44,6 +48,10 @@ pub struct Plan {
     pub root: BlockId,
     pub memory: MemoryConfig,
     pub timeout: Option<Duration>,
+    /// The run's model budget.
+    pub budget: Option<Budget>,
+    /// The models file: routing, context limits, prices, fallback chains.
+    pub models: Arc<ModelCatalog>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -95,6 +103,13 @@ pub struct PlanNode {
     /// Whether a failure here stops the run (strategy `fail` and no
     /// `continue_on_failure`).
     pub fail_fast: bool,
+    /// `models: [..]`: each task runs once per model; `select` combines.
+    pub models: Vec<String>,
+    pub select: Option<Select>,
+    /// The stage's model budget.
+    pub budget: Option<Budget>,
+    /// Settings of the sandbox loop that `codex-auto-fix` runs.
+    pub sandbox: Map<String, Value>,
     pub loc: Loc,
 }
 

@@ -22,6 +22,55 @@ pub fn render(plan: &Plan, format: Format) -> String {
     }
 }
 
+/// A codex-sandbox stage's loop in one line: test, fixer, bounds, sandbox.
+fn sandbox_text(plan: &Plan, n: NodeId) -> Option<String> {
+    let node = &plan.nodes[n];
+    let NodeKind::Tasks { skills, .. } = &node.kind else {
+        return None;
+    };
+    let s = skills.first().filter(|s| s.skill == super::SANDBOX_SKILL)?;
+    let get = |k: &str| {
+        s.inputs
+            .get(k)
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_owned))
+    };
+    let test = get("test")
+        .map(|t| format!("`{t}`"))
+        .or_else(|| get("test_skill").map(|t| format!("skill {t}")))
+        .unwrap_or_else(|| "?".into());
+    let fixer = get("fix_command")
+        .map(|f| format!("command `{f}`"))
+        .or_else(|| get("fixer"))
+        .or_else(|| node.model.as_ref().map(|m| format!("model {m}")))
+        .unwrap_or_else(|| "?".into());
+    let network = match (get("network"), get("network_disabled")) {
+        (Some(v), _) if v == "true" => "network allowed",
+        (_, Some(v)) if v == "false" => "network allowed",
+        _ => "no network",
+    };
+    Some(format!(
+        "test {test}; fixer {fixer}; up to {} iterations; sandbox {}; {network}{}",
+        get("max_iterations").unwrap_or_else(|| "5".into()),
+        get("sandbox").unwrap_or_else(|| "best-effort".into()),
+        if get("apply").is_some_and(|a| a == "true") {
+            "; applies the patch"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn budget_text(b: &crate::spec::Budget) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = b.max_tokens {
+        parts.push(format!("{t} tokens"));
+    }
+    if let Some(c) = b.max_cost_usd {
+        parts.push(format!("${c}"));
+    }
+    parts.join(", ")
+}
+
 /// The model a node's tasks will use, and why.
 pub fn model_of(plan: &Plan, n: NodeId) -> Option<(String, String)> {
     let node = &plan.nodes[n];
@@ -32,13 +81,48 @@ pub fn model_of(plan: &Plan, n: NodeId) -> Option<(String, String)> {
             .or_else(|| node.model.clone()),
         _ => node.model.clone(),
     };
+    if !node.models.is_empty() {
+        let select = node.select.as_ref().map_or("all", |s| s.mode.as_str());
+        let judge = node
+            .select
+            .as_ref()
+            .and_then(|s| s.judge.as_deref())
+            .map(|j| format!(", judged by {j}"))
+            .unwrap_or_default();
+        return Some((
+            node.models.join(", "),
+            format!("one prompt to each; select: {select}{judge}"),
+        ));
+    }
     let requested = match (requested, node.ty) {
         (Some(m), _) => m,
         (None, crate::spec::StageType::MultiModel) => "auto-select".to_owned(),
         (None, _) => return None,
     };
     Some(match routing::plan(&requested, &node.inputs) {
-        Planned::Model(sel) => (sel.model, sel.reason),
+        Planned::Model(sel) => {
+            let estimate = cascade_worker::model::estimate_tokens(
+                &serde_json::to_string(&node.inputs).unwrap_or_default(),
+            );
+            let chosen = routing::select_with(&requested, &node.inputs, &plan.models, estimate);
+            let why = match plan.models.get(&chosen.model) {
+                Some(d) => format!(
+                    "{}; {} via {}, context {} tokens, ${}/${} per 1k tokens in/out",
+                    if chosen.model == sel.model {
+                        sel.reason
+                    } else {
+                        chosen.reason
+                    },
+                    d.model_id,
+                    d.provider.as_str(),
+                    d.context,
+                    d.price_in_per_1k,
+                    d.price_out_per_1k
+                ),
+                None => format!("{}; not in the models file", sel.reason),
+            };
+            (chosen.model, why)
+        }
         Planned::AtRunTime(why) => ("decided at run time".to_owned(), why),
     })
 }
@@ -98,6 +182,12 @@ fn text_block(plan: &Plan, block: BlockId, depth: usize, out: &mut String) {
         ));
         if let Some((model, why)) = model_of(plan, n) {
             out.push_str(&format!("{pad}    model: {model} ({why})\n"));
+        }
+        if let Some(b) = &node.budget {
+            out.push_str(&format!("{pad}    budget: {}\n", budget_text(b)));
+        }
+        if let Some(l) = sandbox_text(plan, n) {
+            out.push_str(&format!("{pad}    loop: {l}\n"));
         }
         if let Some(w) = &node.swarm {
             let agents = w.max_agents.map_or("auto".to_owned(), |m| m.to_string());
@@ -204,6 +294,9 @@ fn json_node(plan: &Plan, n: NodeId) -> Value {
     let obj = v.as_object_mut().expect("built as an object");
     if let Some((model, why)) = model_of(plan, n) {
         obj.insert("model".into(), json!({"name": model, "reason": why}));
+    }
+    if let Some(b) = &node.budget {
+        obj.insert("budget".into(), json!(b));
     }
     if let Some(c) = &node.condition {
         obj.insert("condition".into(), json!(c.text));

@@ -5,9 +5,11 @@
 //! inputs: `large_context` -> gemini-megacontext, `current_info` ->
 //! gemini-search, `visual_output` -> gemini-media, `rapid_prototype` ->
 //! codex-auto, `alternative_view` -> codex-reasoning, otherwise claude.
-//! An explicit model name is honoured as written. Token estimates against
-//! context limits come with the models file (issue 4).
+//! An explicit model name is honoured as written. The router then checks
+//! the prompt's estimated tokens against the chosen model's context limit
+//! (from the models file) and moves to the smallest model that holds it.
 
+use cascade_worker::model::ModelCatalog;
 use serde_json::{Map, Value};
 
 /// The rules in the order the seed applies them.
@@ -58,6 +60,34 @@ pub fn select(requested: &str, inputs: &Map<String, Value>) -> Selection {
     Selection {
         model: DEFAULT_MODEL.into(),
         reason: "auto-select: no routing flag set, best overall".into(),
+    }
+}
+
+/// Selects, then checks the estimate against the model's context: a
+/// prompt that does not fit moves to the smallest model whose context
+/// holds it (an explicit name too: it could not run as written).
+pub fn select_with(
+    requested: &str,
+    inputs: &Map<String, Value>,
+    catalog: &ModelCatalog,
+    estimated_tokens: u64,
+) -> Selection {
+    let sel = select(requested, inputs);
+    let Some(def) = catalog.get(&sel.model) else {
+        return sel;
+    };
+    if estimated_tokens <= def.context {
+        return sel;
+    }
+    match catalog.larger_context_than(&sel.model, estimated_tokens) {
+        Some(bigger) => Selection {
+            reason: format!(
+                "{}; but ~{estimated_tokens} tokens exceed its context of {}, so `{bigger}`",
+                sel.reason, def.context
+            ),
+            model: bigger,
+        },
+        None => sel,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Cascade {
     pub memory: MemoryConfig,
     pub error_handling: Option<ErrorHandling>,
     pub timeout: Option<Duration>,
+    /// Tokens and money the whole run may spend on models.
+    pub budget: Option<Budget>,
     /// Sections accepted from the seed format whose behaviour arrives with a
     /// later part of the system; each produced a warning at load time.
     pub deferred: BTreeMap<String, Value>,
@@ -124,6 +126,64 @@ pub struct Stage {
     /// `for_each`: a list (or a template yielding one); one task per item
     /// and skill, with `${item}` and `${item_index}` in the inputs.
     pub for_each: Option<Value>,
+    /// `models: [..]`: one prompt sent to each of these models.
+    pub models: Vec<(String, Loc)>,
+    /// How the answers of `models` become the stage's output.
+    pub select: Option<Select>,
+    /// Tokens and money this stage may spend on models.
+    pub budget: Option<Budget>,
+}
+
+/// `budget: {max_tokens, max_cost_usd}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Budget {
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+}
+
+/// How a multi-model stage picks its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectMode {
+    /// The first answer to arrive; the others are cancelled.
+    First,
+    /// A named model compares the answers and picks one.
+    Judge,
+    /// The answer most models gave (ties: the earliest model in the list).
+    Vote,
+    /// Every answer, by model.
+    All,
+}
+
+impl SelectMode {
+    pub const NAMES: [&'static str; 4] = ["first", "judge", "vote", "all"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "first" => Self::First,
+            "judge" => Self::Judge,
+            "vote" | "majority" => Self::Vote,
+            "all" => Self::All,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Judge => "judge",
+            Self::Vote => "vote",
+            Self::All => "all",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Select {
+    pub mode: SelectMode,
+    /// The judging model (`select: judge`).
+    pub judge: Option<String>,
+    pub loc: Loc,
 }
 
 /// A parsed condition with the text it was written as (for plans and
@@ -203,12 +263,42 @@ pub enum Strategy {
     Adaptive,
 }
 
+/// A codex-sandbox stage's settings, merged from `codex_config`,
+/// `fix_strategy` / `error_recovery` and `test_suite` / `tests`.
 #[derive(Clone, Debug, Default)]
 pub struct SandboxConfig {
+    /// `test_suite` / `tests`: the suite's name, passed to the test skill.
     pub tests: Option<String>,
     pub max_iterations: Option<u32>,
-    pub raw: Map<String, Value>,
+    /// Settings for the loop (the `codex-sandbox` task's inputs): test
+    /// command, fixer, sandbox mode, network, regression check, apply...
+    pub settings: Map<String, Value>,
+    pub loc: Option<Loc>,
 }
+
+/// Keys a `codex_config` / `fix_strategy` / `error_recovery` mapping may
+/// hold; the loop reads them.
+pub const SANDBOX_KEYS: &[&str] = &[
+    "mode",
+    "sandbox",
+    "sandbox_isolated",
+    "max_iterations",
+    "network",
+    "network_disabled",
+    "regression_check",
+    "fix_command",
+    "fixer",
+    "apply",
+    "source",
+    "framework",
+    "test",
+    "test_command",
+    "test_timeout",
+    "limits",
+    "exclude",
+    "auto_fix",
+    "escalate_after",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -250,13 +340,25 @@ impl ErrorStrategy {
         }
     }
 
-    /// Strategies whose own executor is not built yet; they retry, and the
-    /// results say so.
+    /// Strategies that retry the same attempt when their own move does not
+    /// apply; the results say why.
     pub fn runs_as_retry(self) -> bool {
         matches!(
             self,
             Self::CodexAutoFix | Self::ModelSwitch | Self::SwarmRecovery
         )
+    }
+
+    /// Why a strategy fell back to a plain retry.
+    pub fn retry_reason(self) -> &'static str {
+        match self {
+            Self::ModelSwitch => "no other model left to switch to (or the task has no model)",
+            Self::CodexAutoFix => "the fix loop did not apply (no test skill or loop used up)",
+            Self::SwarmRecovery => {
+                "recovery re-routes work off dead workers on the swarm; here it retries"
+            }
+            _ => "",
+        }
     }
 }
 

@@ -37,6 +37,7 @@ const DOC_SECTIONS: &[&str] = &[
     "data_flow",
     "hooks",
     "workflows",
+    "budget",
 ];
 
 /// Sections accepted now whose behaviour comes with a later part of the
@@ -95,6 +96,10 @@ pub const STAGE_FIELDS: &[&str] = &[
     "task_timeout",
     "for_each",
     "priority",
+    "models",
+    "select",
+    "judge",
+    "budget",
 ];
 
 /// Fields of a branch; `name` first (a map branch takes the rest).
@@ -189,6 +194,7 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         .unwrap_or_default();
     let error_handling = section(r, "error_handling").and_then(|(n, f)| error_handling(r, n, &f));
     let timeout = section(r, "timeout").and_then(|(n, f)| r.duration(n, &f));
+    let budget = section(r, "budget").and_then(|(n, f)| budget(r, n, &f));
 
     let mut deferred = BTreeMap::new();
     for (key, why) in DEFERRED_SECTIONS {
@@ -235,6 +241,7 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         memory,
         error_handling,
         timeout,
+        budget,
         deferred,
         subcascades: BTreeMap::new(),
     })
@@ -740,6 +747,23 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         .map(|n| stage_list(r, n, &fs.field("substages"), true))
         .unwrap_or_default();
     let for_each = fs.get("for_each").map(Node::to_json);
+    let models = fs
+        .get("models")
+        .map(|n| r.string_list(n, &fs.field("models")))
+        .unwrap_or_default();
+    let select = select(r, &fs);
+    if let Some(sel) = &select
+        && models.len() < 2
+    {
+        r.error(
+            &sel.loc,
+            fs.field("select"),
+            "`select` picks among the answers of `models: [..]`; list two or more models",
+        );
+    }
+    let budget = fs
+        .get("budget")
+        .and_then(|n| budget(r, n, &fs.field("budget")));
 
     Some(Stage {
         id,
@@ -766,6 +790,9 @@ fn stage(r: &mut Reader, node: &Node, field: &str) -> Option<Stage> {
         timeout: r.opt_duration(&fs, "timeout"),
         task_timeout: r.opt_duration(&fs, "task_timeout"),
         for_each,
+        models,
+        select,
+        budget,
     })
 }
 
@@ -935,26 +962,163 @@ fn sandbox_config(r: &mut Reader, fs: &Fields<'_>) -> Option<SandboxConfig> {
     let mut any = false;
     if let Some((k, n)) = fs.first_of(&["test_suite", "tests"]) {
         cfg.tests = r.string(n, &fs.field(k));
+        cfg.loc = Some(n.loc.clone());
         any = true;
     }
+    // Later sections refine earlier ones: codex_config, then the recovery
+    // settings.
     for key in ["codex_config", "fix_strategy", "error_recovery"] {
-        if let Some(n) = fs.get(key) {
-            any = true;
-            if let Value::Object(m) = n.to_json() {
-                if let Some(v) = m.get("max_iterations").and_then(Value::as_u64) {
-                    cfg.max_iterations = Some(v.min(10_000) as u32);
+        let Some(n) = fs.get(key) else { continue };
+        any = true;
+        cfg.loc.get_or_insert_with(|| n.loc.clone());
+        let what = format!("`{key}`");
+        let Some(sub) = r.fields(n, &fs.field(key), &what, SANDBOX_KEYS) else {
+            continue;
+        };
+        if let Some(v) = r.opt_uint(&sub, "max_iterations", 1, 1000) {
+            cfg.max_iterations = Some(v as u32);
+        }
+        for k in [
+            "regression_check",
+            "apply",
+            "network",
+            "network_disabled",
+            "auto_fix",
+        ] {
+            if let Some(b) = r.opt_bool(&sub, k) {
+                cfg.settings.insert(k.into(), Value::Bool(b));
+            }
+        }
+        for k in ["sandbox", "sandbox_isolated"] {
+            if let Some(v) = sub.get(k) {
+                let mode = match &v.kind {
+                    Kind::Bool(true) => Some("best-effort".to_owned()),
+                    Kind::Bool(false) => Some("off".to_owned()),
+                    _ => r.choice(v, &sub.field(k), &["required", "best-effort", "off"], |s| {
+                        matches!(s, "required" | "best-effort" | "off").then(|| s.to_owned())
+                    }),
+                };
+                if let Some(m) = mode {
+                    cfg.settings.insert("sandbox".into(), Value::String(m));
                 }
-                cfg.raw.insert(key.to_owned(), Value::Object(m));
-            } else {
-                r.error(
-                    &n.loc,
-                    fs.field(key),
-                    format!("expected a mapping, found {}", n.type_name()),
-                );
+            }
+        }
+        for k in [
+            "fix_command",
+            "source",
+            "framework",
+            "test_command",
+            "test",
+            "mode",
+        ] {
+            if let Some(v) = r.opt_string(&sub, k) {
+                let key = if k == "test_command" { "test" } else { k };
+                cfg.settings.insert(key.into(), Value::String(v));
+            }
+        }
+        if let Some(d) = r.opt_duration(&sub, "test_timeout") {
+            cfg.settings
+                .insert("test_timeout".into(), Value::from(d.as_millis() as u64));
+        }
+        for k in ["fixer", "limits", "exclude", "escalate_after"] {
+            if let Some(v) = sub.get(k) {
+                cfg.settings.insert(k.into(), v.to_json());
             }
         }
     }
+    if let Some(m) = cfg.max_iterations {
+        cfg.settings.insert("max_iterations".into(), Value::from(m));
+    }
     any.then_some(cfg)
+}
+
+/// `budget: {max_tokens, max_cost_usd}`.
+fn budget(r: &mut Reader, node: &Node, field: &str) -> Option<Budget> {
+    let fs = r.fields(
+        node,
+        field,
+        "`budget`",
+        &["max_tokens", "max_cost_usd", "max_cost"],
+    )?;
+    let max_tokens = r.opt_uint(&fs, "max_tokens", 1, u64::MAX / 4);
+    let max_cost_usd = match fs.first_of(&["max_cost_usd", "max_cost"]) {
+        Some((k, n)) => match &n.kind {
+            Kind::Int(i) if *i >= 0 => Some(*i as f64),
+            Kind::Float(x) if *x >= 0.0 && x.is_finite() => Some(*x),
+            _ => {
+                let shown = n.scalar_text().unwrap_or_else(|| n.type_name().to_owned());
+                r.error(
+                    &n.loc,
+                    fs.field(k),
+                    format!("expected an amount in US dollars like 0.50, found `{shown}`"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if max_tokens.is_none() && max_cost_usd.is_none() {
+        r.error(
+            &node.loc,
+            field,
+            "a budget needs `max_tokens`, `max_cost_usd` or both",
+        );
+        return None;
+    }
+    Some(Budget {
+        max_tokens,
+        max_cost_usd,
+    })
+}
+
+/// `select: first|judge|vote|all`, or `select: {mode, judge}`; a stage's
+/// `judge: MODEL` names the judging model too.
+fn select(r: &mut Reader, fs: &Fields<'_>) -> Option<Select> {
+    let judge_field = r.opt_string(fs, "judge");
+    let node = match (fs.get("select"), fs.get("judge")) {
+        (Some(n), _) => n,
+        (None, Some(j)) => {
+            return judge_field.map(|judge| Select {
+                mode: SelectMode::Judge,
+                judge: Some(judge),
+                loc: j.loc.clone(),
+            });
+        }
+        (None, None) => return None,
+    };
+    let (mode, judge) = match &node.kind {
+        Kind::Map(_) => {
+            let sub = r.fields(node, &fs.field("select"), "`select`", &["mode", "judge"])?;
+            let mode = match sub.get("mode") {
+                Some(m) => {
+                    r.choice(m, &sub.field("mode"), &SelectMode::NAMES, SelectMode::parse)?
+                }
+                None => SelectMode::Judge,
+            };
+            (mode, r.opt_string(&sub, "judge").or(judge_field))
+        }
+        _ => (
+            r.choice(
+                node,
+                &fs.field("select"),
+                &SelectMode::NAMES,
+                SelectMode::parse,
+            )?,
+            judge_field,
+        ),
+    };
+    if mode == SelectMode::Judge && judge.is_none() {
+        r.error(
+            &node.loc,
+            fs.field("select"),
+            "`select: judge` needs the judging model: `judge: MODEL`",
+        );
+    }
+    Some(Select {
+        mode,
+        judge,
+        loc: node.loc.clone(),
+    })
 }
 
 fn branches(r: &mut Reader, node: &Node, field: &str, stage_id: &str) -> Option<Branches> {
@@ -1128,6 +1292,9 @@ fn branch(
                 timeout: None,
                 task_timeout: None,
                 for_each: None,
+                models: Vec::new(),
+                select: None,
+                budget: None,
             }]
         }
         None => Vec::new(),

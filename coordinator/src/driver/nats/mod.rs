@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub name: String,
     /// How long a run's lease lasts without renewal (renewed every third).
     pub lease_ttl: Duration,
+    /// The models file runs are planned with (routing, prices, fallbacks).
+    pub models: std::sync::Arc<cascade_worker::model::ModelCatalog>,
 }
 
 pub(crate) struct Shared {

@@ -67,6 +67,8 @@ pub struct Want<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Workers not to use (swarm-recovery: where it failed).
     pub avoid: Option<&'a str>,
+    /// The task's model: only workers that advertise it can call it.
+    pub model: Option<&'a str>,
 }
 
 impl Registry {
@@ -112,12 +114,28 @@ impl Registry {
         {
             return Target::Lead(lead.clone());
         }
-        let direct =
-            want.topology == Topology::Star || want.max_agents.is_some() || want.avoid.is_some();
+        let mut pool = self.candidates(want.skill, None, now, ttl_ms);
+        // A model only some of the skill's workers can call (key or CLI
+        // present) goes to one of those; when none advertise it, the mesh
+        // (the worker that claims it says which key is missing).
+        let mut by_model = false;
+        if let Some(m) = want.model {
+            let serving = pool
+                .iter()
+                .filter(|w| w.models.iter().any(|x| x == m))
+                .count();
+            if serving > 0 && serving < pool.len() {
+                pool.retain(|w| w.models.iter().any(|x| x == m));
+                by_model = true;
+            }
+        }
+        let direct = by_model
+            || want.topology == Topology::Star
+            || want.max_agents.is_some()
+            || want.avoid.is_some();
         if !direct {
             return Target::Mesh;
         }
-        let mut pool = self.candidates(want.skill, None, now, ttl_ms);
         if let Some(bad) = want.avoid
             && pool.iter().any(|w| w.name != bad)
         {
@@ -229,7 +247,29 @@ mod tests {
             max_agents: None,
             labels,
             avoid: None,
+            model: None,
         }
+    }
+
+    #[test]
+    fn a_model_goes_to_a_worker_that_can_call_it() {
+        let r = Registry::default();
+        let mut keyed = worker("keyed", &["lint"], 3);
+        keyed.models = vec!["claude".into()];
+        r.workers.insert("keyed".into(), keyed);
+        r.workers
+            .insert("plain".into(), worker("plain", &["lint"], 0));
+        let labels = BTreeMap::new();
+        let mut w = want(Topology::Mesh, Strategy::Balanced, &labels);
+        w.model = Some("claude");
+        let mut agents = StageAgents::default();
+        assert_eq!(
+            r.route(&w, &mut agents, 1000, 5000),
+            Target::Worker("keyed".into())
+        );
+        // Nobody advertises it: the mesh, where the worker says what is missing.
+        w.model = Some("gemini");
+        assert_eq!(r.route(&w, &mut agents, 1000, 5000), Target::Mesh);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! killed at any point is replaced by one that replays the same decisions
 //! and re-sends only what may not have been sent.
 
+use cascade_worker::model::ModelCatalog;
 use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::pin::Pin;
@@ -105,7 +106,7 @@ fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
 }
 
 /// Loads a submission into a plan (no skill check: workers bring skills).
-fn plan_of(sub: &Submission) -> Result<Plan, String> {
+fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String> {
     let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
         return Err(loaded.render_diagnostics().join("\n"));
@@ -118,6 +119,7 @@ fn plan_of(sub: &Submission) -> Result<Plan, String> {
         &PlanOptions {
             skills: None,
             inputs: Some(sub.inputs.clone()),
+            models: Some(models.clone()),
         },
     );
     if plan.has_errors() {
@@ -170,7 +172,7 @@ pub async fn drive(
         }
     };
     let record = load_record(&shared, &run_id, &sub).await;
-    let plan = match plan_of(&sub) {
+    let plan = match plan_of(&sub, &shared.opts.models) {
         Ok(p) => Arc::new(p),
         Err(msg) => {
             fail_unplannable(&shared, &run_id, record, msg).await;
@@ -397,7 +399,7 @@ impl Driver {
                 continue;
             }
             if let Some(spec) = self.engine.spec_of(&task_id) {
-                fx.push(Effect::DispatchTask(spec));
+                fx.push(Effect::DispatchTask(Box::new(spec)));
             }
         }
         self.perform(fx).await
@@ -625,7 +627,7 @@ impl Driver {
         for effect in fx {
             match effect {
                 Effect::DispatchTask(spec) => {
-                    self.dispatch(spec, &mut acks, &mut batches).await?;
+                    self.dispatch(*spec, &mut acks, &mut batches).await?;
                     while acks.len() >= PUBLISH_WINDOW {
                         if let Some(Err(e)) = acks.next().await {
                             return Err(err(&self.run_id, e));
@@ -722,6 +724,7 @@ impl Driver {
             max_agents,
             labels: &labels,
             avoid: avoid.as_deref(),
+            model: spec.model.as_deref(),
         };
         let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
         let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());

@@ -19,6 +19,7 @@
 mod behaviour;
 mod branches;
 mod failures;
+mod models;
 mod props;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,42 @@ pub(super) fn execute(spec: &TaskSpec) -> (Millis, TaskOutcome) {
                 ),
             }
         }
+        // A model skill: answers `answers[model]` (default `{"text": "from
+        // MODEL"}`), or fails with the class `fail[model]` names.
+        "ask" => {
+            let model = spec.model.clone().unwrap_or_default();
+            if let Some(class) = inputs
+                .get("fail")
+                .and_then(|f| f.get(&model))
+                .and_then(Value::as_str)
+            {
+                let mut f = Failure::retryable(format!("`{model}` failed: {class}"));
+                f.class = serde_json::from_value(json!(class)).ok();
+                if class == "auth" {
+                    f.kind = cascade_proto::FailureKind::Terminal;
+                }
+                f.retry_after_ms = inputs.get("retry_after_ms").and_then(Value::as_u64);
+                return (0, TaskOutcome::Failed(f));
+            }
+            let answer = inputs
+                .get("answers")
+                .and_then(|a| a.get(&model))
+                .cloned()
+                .unwrap_or_else(|| json!({ "text": format!("from {model}") }));
+            (0, ok(answer))
+        }
+        // The judge picks the candidate whose output has `best: true`.
+        "judge" => {
+            let cands = inputs["candidates"].as_array().cloned().unwrap_or_default();
+            let choice = cands
+                .iter()
+                .position(|c| c["output"]["best"] == json!(true))
+                .unwrap_or(0);
+            (
+                0,
+                ok(json!({"choice": choice, "reason": "the best one", "model": spec.model})),
+            )
+        }
         other => (
             0,
             TaskOutcome::Failed(Failure::terminal(format!("unknown skill `{other}`"))),
@@ -106,8 +143,18 @@ pub(super) fn result_of(spec: &TaskSpec) -> (Millis, TaskResult) {
         worker: "sim".into(),
         duration_ms: took,
         outcome,
-        usage: None,
-        model: None,
+        // Model skills cost 100 tokens in, 50 out (input `tokens`), a cent a call.
+        usage: matches!(spec.skill.as_str(), "ask" | "judge").then(|| cascade_proto::Usage {
+            input_tokens: 100,
+            output_tokens: spec
+                .inputs
+                .get("tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(50),
+            cost_usd: 0.01,
+            calls: 1,
+        }),
+        model: spec.model.clone(),
     };
     (took, result)
 }
