@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         tokio::spawn(shutdown_on_signal(cancel.clone()));
         cascade_coordinator::cli::run(cli, cancel).await
     });
+    #[cfg(feature = "otlp")]
+    cascade_worker::http::otlp::shutdown();
     ExitCode::from(code)
 }
 
@@ -40,6 +42,13 @@ fn init_tracing(verbose: u8, format: &str) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Feature `otlp`: span export when an OTLP endpoint is configured.
+    #[cfg(feature = "otlp")]
+    let Some(filter) =
+        cascade_worker::http::otlp::init(filter, format == "json", "cascade-coordinator")
+    else {
+        return;
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -598,3 +598,53 @@ fn global_memory_written_by_one_run_is_read_by_the_next() {
         "`${{memory.lines}}` is undefined there"
     );
 }
+
+/// Every example and every seed document the loader accepts is valid
+/// against `coordinator schema`, and a misspelt field is flagged.
+#[test]
+fn the_schema_accepts_every_example_and_seed_and_flags_unknown_fields() {
+    use std::sync::Arc;
+
+    let out = coordinator().arg("schema").output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let schema: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [root.join("../examples"), root.join("tests/fixtures/seeds")] {
+        for entry in std::fs::read_dir(&dir).expect("dir") {
+            let p = entry.expect("entry").path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if (name.ends_with(".yaml") || name.ends_with(".json")) && name != "models.yaml" {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 20, "{files:?}");
+    let as_json = |text: &str| -> Value {
+        let file: Arc<str> = Arc::from("doc.yaml");
+        cascade_coordinator::spec::yaml::parse(&file, text)
+            .ok()
+            .flatten()
+            .expect("parses")
+            .to_json()
+    };
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        let loaded = cascade_coordinator::spec::load_file(&f);
+        if loaded.has_errors() {
+            continue; // the loader refuses it (a seed's prose form): nothing to check
+        }
+        let doc = as_json(&text);
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+    }
+    let bad = as_json("name: x\nstages:\n  - stage_id: a\n    skil: echo\n");
+    assert!(
+        !validator.is_valid(&bad),
+        "a misspelt stage field is flagged"
+    );
+}

@@ -288,7 +288,15 @@ fn workers_lists_the_registered_workers() {
     let out = env.run(&["workers"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for part in ["w-lint-1", "lint,test", "zone=eu", "lead", "3/4", "no"] {
+    for part in [
+        "w-lint-1",
+        "lint,test",
+        "claude",
+        "zone=eu",
+        "lead",
+        "3/4",
+        "no",
+    ] {
         assert!(text.contains(part), "no `{part}` in:\n{text}");
     }
     assert!(stderr(&out).contains("`garbage` in bucket `cascade-workers`"));
@@ -296,6 +304,7 @@ fn workers_lists_the_registered_workers() {
     let list: Value = serde_json::from_slice(&json_out.stdout).expect("JSON");
     assert_eq!(list[0]["name"], "w-lint-1");
     assert_eq!(list[0]["in_flight"], 3);
+    assert_eq!(list[0]["models"], json!(["claude"]));
     assert!(list[0]["heartbeat_age_s"].as_f64().is_some());
 }
 

@@ -38,6 +38,7 @@ mod tests {
             workdir: None,
             context: Some(json!({"inputs": {}})),
             budget: None,
+            hooks: None,
         };
         let bytes = encode(&task).expect("encodes");
         assert_eq!(decode::<TaskSpec>(&bytes).expect("decodes"), task);
@@ -59,6 +60,7 @@ mod tests {
                 outcome,
                 usage: None,
                 model: None,
+                notes: Vec::new(),
             };
             assert_eq!(
                 decode::<TaskResult>(&encode(&r).expect("encodes")).expect("decodes"),

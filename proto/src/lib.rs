@@ -15,6 +15,7 @@
 mod codec;
 mod events;
 mod ids;
+pub mod permissions;
 mod task;
 pub mod wire;
 
@@ -22,7 +23,8 @@ pub use codec::{CodecError, decode, encode};
 pub use events::{Event, EventRecord, Millis, TimerId};
 pub use ids::{Attempt, RunId, SkillName, StageId, TaskId};
 pub use task::{
-    Failure, FailureClass, FailureKind, TaskBudget, TaskOutcome, TaskResult, TaskSpec, Usage,
+    Failure, FailureClass, FailureKind, TaskBudget, TaskHook, TaskHooks, TaskOutcome, TaskResult,
+    TaskSpec, Usage,
 };
 
 /// Version of the wire contract; bumped on any incompatible change.

@@ -33,6 +33,36 @@ pub struct TaskSpec {
     /// model whose estimated cost would pass it.
     #[serde(default)]
     pub budget: Option<TaskBudget>,
+    /// The cascade's `hooks.pre_task` / `post_task` commands, run by
+    /// whoever runs the attempt (around the skill, in `workdir`).
+    #[serde(default)]
+    pub hooks: Option<TaskHooks>,
+}
+
+/// Shell commands run around every attempt of a cascade's tasks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskHooks {
+    /// Run before the skill; one that fails fails the attempt (retryable).
+    #[serde(default)]
+    pub pre_task: Vec<TaskHook>,
+    /// Run after the skill, whatever its outcome; a failure is only noted.
+    #[serde(default)]
+    pub post_task: Vec<TaskHook>,
+}
+
+impl TaskHooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre_task.is_empty() && self.post_task.is_empty()
+    }
+}
+
+/// One hook: a command for `sh -c`, with the attempt as JSON on stdin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskHook {
+    pub run: String,
+    /// Killed (with its process group) past this many milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Tokens and money an attempt may still spend (the stage's and the
@@ -95,6 +125,10 @@ pub struct TaskResult {
     /// The model that answered (after any switch inside the worker).
     #[serde(default)]
     pub model: Option<String>,
+    /// Things the results should say that are not a failure (a `post_task`
+    /// hook that failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

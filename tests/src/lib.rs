@@ -194,6 +194,19 @@ impl Proc {
         self.child.id()
     }
 
+    /// The address the process printed as `http listening on ADDR`
+    /// (started with `--http 127.0.0.1:0`).
+    pub fn http_addr(&mut self) -> String {
+        const NEEDLE: &str = "http listening on ";
+        self.await_output(NEEDLE, Duration::from_secs(30));
+        let text = self.stderr();
+        let at = text.find(NEEDLE).expect("printed above") + NEEDLE.len();
+        text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+            .collect()
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -218,6 +231,88 @@ impl Drop for Proc {
             eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
         }
     }
+}
+
+/// A blocking HTTP/1.1 request to `addr` (`host:port`) with an optional
+/// JSON body: the status and the body (`Connection: close`; a chunked
+/// body is decoded). Enough for scraping metrics and driving ChromeDriver.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    // Read by Content-Length (or to the last chunk): some servers keep the
+    // connection open whatever the request asked.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let complete = |raw: &[u8]| -> Option<usize> {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|n| n.trim().parse::<usize>().ok());
+        match length {
+            Some(n) => (raw.len() >= end + n).then_some(end),
+            None if head.contains("transfer-encoding: chunked") => {
+                raw.ends_with(b"0\r\n\r\n").then_some(end)
+            }
+            None => None,
+        }
+    };
+    let end = loop {
+        if let Some(end) = complete(&raw) {
+            break end;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .ok_or_else(|| bad("no header end"))?
+                + 4;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let mut rest = &raw[end..];
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    if !head.contains("transfer-encoding: chunked") {
+        return Ok((status, String::from_utf8_lossy(rest).into_owned()));
+    }
+    let mut body = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
+        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("chunk size"))?;
+        let data = &rest[eol + 2..];
+        if n == 0 || data.len() < n {
+            break;
+        }
+        body.extend_from_slice(&data[..n]);
+        rest = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `GET path` from `addr`; panics when the server cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, None).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
 /// Flags that every process of a test swarm shares: short windows so

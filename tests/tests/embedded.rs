@@ -23,7 +23,7 @@ async fn run(dir: &Path, file: &str, concurrency: usize, cancel: CancellationTok
     let opts = PlanOptions {
         skills: Some(registry.names().map(str::to_owned).collect()),
         inputs: None,
-        models: None,
+        ..PlanOptions::default()
     };
     let plan = plan::compile(&cascade, &opts);
     assert!(!plan.has_errors(), "{:?}", plan.diagnostics);

@@ -114,6 +114,7 @@ fn spec(run: &str, task: &str, skill: &str, inputs: Value) -> TaskSpec {
         workdir: None,
         context: None,
         budget: None,
+        hooks: None,
     }
 }
 

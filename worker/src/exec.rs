@@ -20,13 +20,13 @@ mod ai;
 mod builtins;
 mod process;
 
-pub use process::{MAX_ENV_INPUT_BYTES, MAX_STDOUT_BYTES};
+pub use process::{HookFailure, MAX_ENV_INPUT_BYTES, MAX_STDOUT_BYTES, run_hook};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cascade_proto::{Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
-use serde_json::{Map, Value};
+use cascade_proto::{Failure, FailureKind, TaskHook, TaskHooks, TaskOutcome, TaskResult, TaskSpec};
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ModelCatalog, ModelClient};
@@ -38,6 +38,9 @@ pub struct Executor {
     registry: Arc<SkillRegistry>,
     worker_name: String,
     models: ModelClient,
+    /// Hooks for tasks whose spec carries none (the embedded runner's
+    /// cascade); a task's own `hooks` win.
+    hooks: Option<Arc<TaskHooks>>,
 }
 
 impl Executor {
@@ -47,7 +50,15 @@ impl Executor {
             registry,
             worker_name: worker_name.into(),
             models: ModelClient::new(Arc::new(ModelCatalog::builtin())),
+            hooks: None,
         }
+    }
+
+    /// Runs these `pre_task` / `post_task` hooks around every attempt whose
+    /// spec brings none.
+    pub fn with_task_hooks(mut self, hooks: TaskHooks) -> Self {
+        self.hooks = (!hooks.is_empty()).then(|| Arc::new(hooks));
+        self
     }
 
     /// Model skills call models through this client (its models file, keys,
@@ -66,9 +77,22 @@ impl Executor {
     }
 
     /// Runs one attempt. Never panics; every problem becomes a Failed outcome.
+    ///
+    /// With hooks: each `pre_task` hook runs first (one that fails fails the
+    /// attempt, retryably, with its stderr, and the skill does not run),
+    /// then the skill, then each `post_task` hook (a failure is logged and
+    /// noted in the result; a cancelled attempt runs none).
     pub async fn execute(&self, task: &TaskSpec, cancel: &CancellationToken) -> TaskResult {
         let started = Instant::now();
-        let (result, usage, model) = self.run(task, cancel).await;
+        let hooks = task.hooks.as_ref().or(self.hooks.as_deref());
+        let pre = match hooks {
+            Some(h) => pre_task(h, task, cancel).await,
+            None => Ok(()),
+        };
+        let (result, usage, model) = match pre {
+            Ok(()) => self.run(task, cancel).await,
+            Err(f) => (Err(f), None, None),
+        };
         let outcome = match result {
             Ok(outputs) => TaskOutcome::Succeeded { outputs },
             Err(failure) => TaskOutcome::Failed(failure),
@@ -81,6 +105,12 @@ impl Executor {
                 "attempt failed: {}", f.message
             );
         }
+        let notes = match hooks {
+            Some(h) if !cancel.is_cancelled() => {
+                post_task(h, task, &outcome, &self.worker_name, cancel).await
+            }
+            _ => Vec::new(),
+        };
         TaskResult {
             task_id: task.task_id.clone(),
             attempt: task.attempt,
@@ -89,6 +119,7 @@ impl Executor {
             outcome,
             model,
             usage,
+            notes,
         }
     }
 
@@ -147,6 +178,107 @@ impl Executor {
             stopped = limit.reached() => (Err(limit.failure(stopped)), None, None),
         }
     }
+}
+
+/// A hook's time limit when the cascade gives none.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a task hook reads on stdin: the attempt (without the prompt
+/// context) and, after it ran, its outcome.
+fn hook_input(which: &str, task: &TaskSpec, outcome: Option<&TaskOutcome>) -> Value {
+    let mut v = json!({
+        "hook": which,
+        "run_id": task.run_id,
+        "stage_id": task.stage_id,
+        "task_id": task.task_id,
+        "skill": task.skill,
+        "attempt": task.attempt,
+        "inputs": task.inputs,
+        "model": task.model,
+        "workdir": task.workdir,
+    });
+    if let (Some(o), Value::Object(m)) = (outcome, &mut v) {
+        m.insert(
+            "result".into(),
+            serde_json::to_value(o).unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
+fn hook_env(which: &str, task: &TaskSpec) -> Vec<(&'static str, String)> {
+    vec![
+        ("CASCADE_HOOK", which.to_owned()),
+        ("CASCADE_RUN_ID", task.run_id.to_string()),
+        ("CASCADE_STAGE_ID", task.stage_id.to_string()),
+        ("CASCADE_TASK_ID", task.task_id.to_string()),
+        ("CASCADE_SKILL", task.skill.to_string()),
+        ("CASCADE_ATTEMPT", task.attempt.to_string()),
+    ]
+}
+
+async fn run_task_hook(
+    which: &str,
+    hook: &TaskHook,
+    task: &TaskSpec,
+    input: &Value,
+    cancel: &CancellationToken,
+) -> Result<(), HookFailure> {
+    let timeout = hook
+        .timeout_ms
+        .map_or(DEFAULT_HOOK_TIMEOUT, Duration::from_millis);
+    let dir = task.workdir.as_deref().map(std::path::Path::new);
+    let env = hook_env(which, task);
+    run_hook(which, &hook.run, dir, input, &env, timeout, cancel).await
+}
+
+/// Every `pre_task` hook in order; the first that fails fails the attempt.
+async fn pre_task(
+    hooks: &TaskHooks,
+    task: &TaskSpec,
+    cancel: &CancellationToken,
+) -> Result<(), Failure> {
+    if hooks.pre_task.is_empty() {
+        return Ok(());
+    }
+    let input = hook_input("pre_task", task, None);
+    for hook in &hooks.pre_task {
+        if let Err(h) = run_task_hook("pre_task", hook, task, &input, cancel).await {
+            let mut f = Failure::retryable(h.message);
+            f.exit_code = h.exit_code;
+            f.stderr_tail = h.stderr_tail;
+            return Err(f);
+        }
+    }
+    Ok(())
+}
+
+/// Every `post_task` hook; failures become notes, never a failed attempt.
+async fn post_task(
+    hooks: &TaskHooks,
+    task: &TaskSpec,
+    outcome: &TaskOutcome,
+    worker: &str,
+    cancel: &CancellationToken,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if hooks.post_task.is_empty() {
+        return notes;
+    }
+    let input = hook_input("post_task", task, Some(outcome));
+    for hook in &hooks.post_task {
+        if let Err(h) = run_task_hook("post_task", hook, task, &input, cancel).await {
+            tracing::warn!(
+                run_id = %task.run_id, stage = %task.stage_id, task_id = %task.task_id,
+                attempt = %task.attempt, worker, "{}", h.message
+            );
+            notes.push(format!(
+                "stage `{}` task `{}` attempt {}: {}",
+                task.stage_id, task.task_id, task.attempt, h.message
+            ));
+        }
+    }
+    notes
 }
 
 /// What may end an attempt early: its time limit and its cancellation token.
@@ -254,6 +386,7 @@ mod tests {
             workdir: None,
             context: None,
             budget: None,
+            hooks: None,
         }
     }
 
@@ -293,5 +426,66 @@ mod tests {
         let f = inputs_object(&t).expect_err("array refused");
         assert_eq!(f.kind, FailureKind::Terminal);
         assert!(f.message.contains("an array"), "{}", f.message);
+    }
+
+    fn hooked(pre: &str, post: &str, dir: &std::path::Path) -> (Executor, TaskSpec) {
+        let exec = Executor::new(Arc::new(SkillRegistry::builtins()), "w");
+        let mut t = task(None);
+        t.skill = "echo".into();
+        t.inputs = serde_json::json!({"n": 1});
+        t.workdir = Some(dir.display().to_string());
+        let hook = |run: &str| TaskHook {
+            run: run.into(),
+            timeout_ms: Some(10_000),
+        };
+        t.hooks = Some(TaskHooks {
+            pre_task: vec![hook(pre)],
+            post_task: vec![hook(post)],
+        });
+        (exec, t)
+    }
+
+    #[tokio::test]
+    async fn hooks_run_around_the_skill_in_its_directory() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (exec, t) = hooked("cat > pre.json", "cat > post.json", dir.path());
+        let r = exec.execute(&t, &CancellationToken::new()).await;
+        assert!(matches!(r.outcome, TaskOutcome::Succeeded { .. }), "{r:?}");
+        assert!(r.notes.is_empty());
+        let read = |f: &str| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(f)).expect(f))
+                .expect("json")
+        };
+        assert_eq!(read("pre.json")["inputs"], serde_json::json!({"n": 1}));
+        assert_eq!(
+            read("post.json")["result"]["outputs"],
+            serde_json::json!({"n": 1})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_pre_hook_fails_the_attempt_and_a_post_hook_only_notes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (exec, t) = hooked("echo no lock >&2; exit 3", "true", dir.path());
+        let r = exec.execute(&t, &CancellationToken::new()).await;
+        let TaskOutcome::Failed(f) = &r.outcome else {
+            panic!("the attempt must fail: {r:?}")
+        };
+        assert_eq!(f.kind, FailureKind::Retryable);
+        assert_eq!(f.message, "pre_task hook exited with code 3: no lock");
+        assert_eq!(f.exit_code, Some(3));
+        let (exec, t) = hooked("true", "sleep 30", dir.path());
+        let mut t = t;
+        if let Some(h) = t.hooks.as_mut() {
+            h.post_task[0].timeout_ms = Some(50);
+        }
+        let r = exec.execute(&t, &CancellationToken::new()).await;
+        assert!(matches!(r.outcome, TaskOutcome::Succeeded { .. }));
+        assert_eq!(r.notes.len(), 1);
+        assert!(
+            r.notes[0].ends_with("post_task hook timed out after 0.1s"),
+            "{:?}",
+            r.notes
+        );
     }
 }

@@ -12,10 +12,14 @@
 //!   with credentials, checking the server, creating and verifying streams,
 //!   buckets and consumers.
 //!
+//! - [`http`] is the operations endpoint of the `worker` and `coordinator
+//!   serve` processes: Prometheus metrics, health and readiness, traces.
+//!
 //! The embedded driver and the swarm worker both call [`Executor::execute`]
 //! and decide what to do with the result.
 
 pub mod exec;
+pub mod http;
 pub mod model;
 pub mod nats;
 pub mod runner;

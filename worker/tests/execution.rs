@@ -42,6 +42,7 @@ fn task(skill: &str, inputs: Value) -> TaskSpec {
         workdir: None,
         context: None,
         budget: None,
+        hooks: None,
     }
 }
 

@@ -68,6 +68,7 @@ fn task(inputs: Value) -> TaskSpec {
         workdir: None,
         context: None,
         budget: None,
+        hooks: None,
     }
 }
 

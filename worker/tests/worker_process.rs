@@ -125,6 +125,7 @@ async fn publish_sleep(sw: &Swarm, task: &str, seconds: f64) {
         workdir: None,
         context: None,
         budget: None,
+        hooks: None,
     };
     let msg = TaskMessage {
         v: PROTOCOL_VERSION,

@@ -49,6 +49,12 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Drive submitted runs on the swarm (run several for high availability).
     Serve(super::serve::ServeArgs),
+    /// Print the NATS permissions of a worker, a coordinator or a client.
+    Permissions(super::permissions::PermissionsArgs),
+    /// Print the JSON Schema of the cascade format (for editor completion).
+    Schema(SchemaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -130,4 +136,18 @@ pub struct RunArgs {
     /// directory, e.g. ~/.local/share/cascade].
     #[arg(long, value_name = "DIR", env = "CASCADE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Write the schema to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }

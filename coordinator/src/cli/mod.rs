@@ -6,11 +6,12 @@
 
 mod args;
 mod inputs;
+mod permissions;
 mod progress;
 mod runs;
 pub mod serve;
 mod submit;
-mod swarm;
+pub(crate) mod swarm;
 mod workers;
 
 use std::collections::BTreeSet;
@@ -25,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{Cli, Command, PlanArgs, RunArgs, SourceArgs, ValidateArgs};
 
-use crate::driver::{FileMemoryStore, LocalOptions, run_local};
+use crate::driver::local::run_local_with;
+use crate::driver::{FileMemoryStore, LocalOptions};
+use crate::integrations::{Env, RunIntegrations, RunSetup};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::spec::{Diagnostic, Loaded, load_file};
 
@@ -46,6 +49,14 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Results(a) => runs::results(a).await,
         Command::Workers(a) => workers::workers(a).await,
         Command::Serve(a) => serve::serve_cmd(a, cancel).await,
+        Command::Permissions(a) => permissions::permissions_cmd(&a),
+        Command::Schema(a) => schema_cmd(&a),
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "coordinator", &mut std::io::stdout());
+            EXIT_OK
+        }
     }
 }
 
@@ -146,6 +157,19 @@ fn prepare(
             },
             inputs: inputs.cloned(),
             models: Some(models.clone()),
+            model_skills: registry
+                .as_ref()
+                .map(|r| {
+                    r.names()
+                        .filter(|n| {
+                            r.get(n).is_some_and(|s| {
+                                matches!(s.kind, cascade_worker::SkillKind::Model(_))
+                            })
+                        })
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         plan::compile(c, &opts)
     });
@@ -286,7 +310,13 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let run_id = cascade_proto::RunId::new(uuid::Uuid::now_v7().to_string());
     let client = cascade_worker::model::ModelClient::new(plan.models.clone());
-    let executor = Arc::new(Executor::new(Arc::new(registry), "local").with_models(client));
+    let executor = Executor::new(Arc::new(registry), "local").with_models(client);
+    let plan = Arc::new(plan);
+    let mut ops = integrations_of(&p.loaded, &plan, &run_id, &inputs);
+    let executor = Arc::new(match ops.task_hooks() {
+        Some(hooks) => executor.with_task_hooks(hooks.clone()),
+        None => executor,
+    });
     let opts = LocalOptions {
         run_id: run_id.clone(),
         inputs,
@@ -299,11 +329,12 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = progress::Progress::new(show);
     progress.started(&plan.name, run_id.as_str());
-    let report = run_local(Arc::new(plan), executor, opts, cancel, |fx, engine| {
+    let report = run_local_with(plan, executor, opts, &mut ops, cancel, |fx, engine| {
         progress.effect(fx, engine)
     })
     .await;
-    let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    ops.finish(&mut value).await;
     if let Some(out) = &a.output
         && let Err(e) = write_atomically(out, &value)
     {
@@ -312,6 +343,35 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     }
     progress.finished(&value, a.output.as_deref());
     print_answer(&value, &leaves, a.json)
+}
+
+/// The cascade's GitHub, notifications, gates and hooks for this run;
+/// `on_run_end` hooks run in the cascade's directory.
+fn integrations_of(
+    loaded: &Loaded,
+    plan: &Arc<Plan>,
+    run_id: &cascade_proto::RunId,
+    inputs: &Map<String, Value>,
+) -> RunIntegrations {
+    let (operations, dir) = loaded
+        .cascade
+        .as_ref()
+        .map_or_else(Default::default, |c| (c.operations.clone(), c.dir.clone()));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    RunIntegrations::new(
+        plan.clone(),
+        RunSetup {
+            operations,
+            run_id: run_id.clone(),
+            inputs: inputs.clone(),
+            dir,
+            env: Env::process(),
+        },
+    )
 }
 
 /// Prints a finished run's answer on stdout (the whole report with
@@ -392,4 +452,25 @@ fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
     std::fs::write(&tmp, text).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}
+
+fn schema_cmd(a: &args::SchemaArgs) -> u8 {
+    let schema = crate::spec::schema::cascade_schema();
+    let text = match serde_json::to_string_pretty(&schema) {
+        Ok(t) => t + "\n",
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_RUN_FAILED;
+        }
+    };
+    match &a.output {
+        Some(path) => match std::fs::write(path, text) {
+            Ok(()) => EXIT_OK,
+            Err(e) => usage_error(&format!("cannot write `{}`: {e}", path.display())),
+        },
+        None => {
+            print!("{text}");
+            EXIT_OK
+        }
+    }
 }

@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// after its owner stops renewing.
     #[arg(long, value_name = "DURATION", env = "CASCADE_LEASE_TTL", default_value = "10s", value_parser = duration)]
     pub lease_ttl: Duration,
+    /// Serve the dashboard, its JSON API, /metrics (Prometheus), /healthz and
+    /// /readyz on this address (e.g. 0.0.0.0:9090; port 0 picks one, printed
+    /// as "http listening on ADDR").
+    #[arg(long, value_name = "ADDR", env = "CASCADE_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 pub fn host_name() -> String {
@@ -83,6 +88,19 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
         eprintln!("error: --max-deliver must be at least 1 and --lease-ttl at least 300ms");
         return EXIT_INVALID;
     }
+    let http = match a.http {
+        Some(addr) => match crate::http::Server::start(addr).await {
+            Ok(h) => {
+                eprintln!("{} {}", crate::http::LISTENING, h.addr().unwrap_or(addr));
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        },
+        None => None,
+    };
     let client = match connect(&a.nats, &name).await {
         Ok(c) => c,
         Err(e) => {
@@ -107,6 +125,9 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
             return EXIT_INVALID;
         }
     };
+    if let Some(h) = &http {
+        h.connected(&swarm, models.clone(), cancel.clone());
+    }
     eprintln!("coordinator {name}: serving on {}", a.nats.url);
     let outcome = serve(
         swarm,
@@ -118,6 +139,9 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
         cancel,
     )
     .await;
+    if let Some(h) = http {
+        h.stop().await;
+    }
     let _ = client.drain().await;
     match outcome {
         Ok(()) => EXIT_OK,

@@ -85,6 +85,7 @@ async fn list(a: &WorkersArgs) -> Result<(), String> {
         [
             "NAME",
             "SKILLS",
+            "MODELS",
             "LABELS",
             "ROLE",
             "LOAD",
@@ -99,6 +100,11 @@ async fn list(a: &WorkersArgs) -> Result<(), String> {
         rows.push(vec![
             w.name.clone(),
             w.skills.join(","),
+            if w.models.is_empty() {
+                "-".into()
+            } else {
+                w.models.join(",")
+            },
             if labels.is_empty() {
                 "-".into()
             } else {

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::store::MemoryStore;
 use crate::engine::{Effect, Engine, Event, Millis, RunReport, TimerId};
+use crate::integrations::RunIntegrations;
 use crate::plan::Plan;
 use crate::spec::MemoryScope;
 
@@ -75,6 +76,22 @@ pub async fn run_local(
     executor: Arc<Executor>,
     opts: LocalOptions,
     cancel: CancellationToken,
+    observe: impl FnMut(&Effect, &Engine),
+) -> RunReport {
+    let mut none = RunIntegrations::none(plan.clone(), &opts.run_id);
+    run_local_with(plan, executor, opts, &mut none, cancel, observe).await
+}
+
+/// [`run_local`] with the cascade's integrations: they see the run start,
+/// every effect and result, and may stop the run (a quality gate). The
+/// caller runs [`RunIntegrations::finish`] on the report. The executor runs
+/// the task hooks (`Executor::with_task_hooks`).
+pub async fn run_local_with(
+    plan: Arc<Plan>,
+    executor: Arc<Executor>,
+    opts: LocalOptions,
+    ops: &mut RunIntegrations,
+    cancel: CancellationToken,
     mut observe: impl FnMut(&Effect, &Engine),
 ) -> RunReport {
     let clock = Clock::new();
@@ -113,14 +130,24 @@ pub async fn run_local(
         memory,
     };
     let fx = engine.apply(start, clock.now());
+    ops.started();
+    // Events the integrations raise (a failed gate stops the run).
+    let mut raised = ops.observe(&fx, &engine);
     io.perform(fx, &engine, &clock, &mut observe);
 
     let mut cancel_sent = false;
     while !engine.is_finished() {
+        if let Some(e) = raised.pop() {
+            let fx = engine.apply(e, clock.now());
+            raised.extend(ops.observe(&fx, &engine));
+            io.perform(fx, &engine, &clock, &mut observe);
+            continue;
+        }
         let next_timer = io.timers.keys().next().map(|(at, _)| *at);
         let event = tokio::select! {
             Some(result) = io.results.1.recv() => {
                 io.running.remove(&(result.task_id.clone(), result.attempt));
+                ops.result(&result);
                 Event::TaskFinished(result)
             }
             () = sleep_until(&clock, next_timer), if next_timer.is_some() => {
@@ -133,6 +160,7 @@ pub async fn run_local(
             }
         };
         let fx = engine.apply(event, clock.now());
+        raised.extend(ops.observe(&fx, &engine));
         io.perform(fx, &engine, &clock, &mut observe);
     }
     io.shutdown().await;

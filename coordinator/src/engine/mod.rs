@@ -164,6 +164,8 @@ struct TaskState {
     model: Option<String>,
     /// Models its attempts were sent to, in order.
     tried_models: Vec<String>,
+    /// The model and budget the current attempt was sent with.
+    sent: Option<(Option<String>, Option<cascade_proto::TaskBudget>)>,
     /// Given up on, with the error (multi-model stages go on without it).
     gave_up: Option<String>,
     role: TaskRole,

@@ -42,14 +42,33 @@ impl Engine {
                 .or_else(|| (node.ty == StageType::MultiModel).then(|| "auto-select".into())),
             TaskRole::Judge { .. } => None,
         });
+        let ai_skill = self.plan.model_skills.contains(&sref.skill);
         let Some(requested) = requested else {
-            return (None, None);
+            // A model skill with its own default model still reads the
+            // context in its prompt.
+            let context =
+                (ai_skill && matches!(t.role, TaskRole::Stage)).then(|| ctx.as_json().clone());
+            return (None, context);
+        };
+        // `model: ${inputs.model}`: the name is chosen by the run.
+        let requested = if requested.contains("${") {
+            match render_value(&Value::String(requested.clone()), ctx) {
+                Ok(Value::String(s)) => s,
+                Ok(other) => other.to_string(),
+                Err(_) => requested,
+            }
+        } else {
+            requested
         };
         let context = matches!(t.role, TaskRole::Stage).then(|| ctx.as_json().clone());
-        if t.model.is_some() {
+        if t.model.is_some() || !routing::is_router(&requested) {
+            // Honoured as written; a prompt too large for it fails with
+            // context_overflow on the worker and switches from there.
             return (Some(requested), context);
         }
-        let estimate = self.estimate(inputs, context.as_ref());
+        // The router weighs the task's own inputs: the context is there to
+        // be referenced, not all of it is sent.
+        let estimate = self.estimate(inputs, None);
         let sel = routing::select_with(&requested, inputs, &self.plan.models, estimate);
         (Some(sel.model), context)
     }
@@ -73,6 +92,7 @@ impl Engine {
     ) -> Result<Option<TaskBudget>, String> {
         let node = &self.plan.nodes[n];
         let mut remaining: Option<TaskBudget> = None;
+        let (mut tightest_tokens, mut tightest_cost) = ("", "");
         for (budget, spent, whose) in [
             (node.budget.as_ref(), &self.nodes[n].usage, "the stage's"),
             (self.plan.budget.as_ref(), &self.usage, "the run's"),
@@ -83,13 +103,14 @@ impl Engine {
                 let left = max.saturating_sub(spent.tokens());
                 if r.max_tokens.is_none_or(|x| left < x) {
                     r.max_tokens = Some(left);
+                    tightest_tokens = whose;
                 }
-                let _ = whose;
             }
             if let Some(max) = b.max_cost_usd {
                 let left = (max - spent.cost_usd).max(0.0);
                 if r.max_cost_usd.is_none_or(|x| left < x) {
                     r.max_cost_usd = Some(left);
+                    tightest_cost = whose;
                 }
             }
         }
@@ -100,7 +121,7 @@ impl Engine {
             return Ok(Some(r));
         };
         let inputs = spec.inputs.as_object().cloned().unwrap_or_default();
-        let input_tokens = self.estimate(&inputs, spec.context.as_ref());
+        let input_tokens = self.estimate(&inputs, None);
         let def = self.plan.models.get(model);
         let output_tokens = def
             .and_then(|d| d.max_output)
@@ -113,14 +134,14 @@ impl Engine {
             && tokens > left
         {
             return Err(format!(
-                "budget exceeded (estimated): stage `{stage}` would send ~{tokens} tokens to `{model}` but {left} remain of its token budget"
+                "budget exceeded (estimated): stage `{stage}` would send ~{tokens} tokens to `{model}` but {left} remain of {tightest_tokens} token budget"
             ));
         }
         if let Some(left) = r.max_cost_usd
             && cost > left
         {
             return Err(format!(
-                "budget exceeded (estimated): stage `{stage}` would cost ~${cost:.4} on `{model}` but ${left:.4} remain of its cost budget"
+                "budget exceeded (estimated): stage `{stage}` would cost ~${cost:.4} on `{model}` but ${left:.4} remain of {tightest_cost} cost budget"
             ));
         }
         Ok(Some(r))
@@ -232,7 +253,8 @@ impl Engine {
                 .is_none_or(|t| t.done || t.gave_up.is_some())
         });
         if !settled {
-            return;
+            // `max_agents` may hold models back: send the next.
+            return self.pump(n, fx);
         }
         let (answers, failed) = self.answers(n);
         if answers.is_empty() {
@@ -368,6 +390,7 @@ impl Engine {
                 outputs: None,
                 done: false,
                 model,
+                sent: None,
                 tried_models: Vec::new(),
                 gave_up: None,
                 role,
@@ -436,7 +459,12 @@ impl Engine {
         let Some(Ok(spec)) = self.task_spec(id) else {
             return false;
         };
-        let mut inputs = node.sandbox.clone();
+        let scope = node.scope;
+        let mut inputs =
+            match render_value(&Value::Object(node.sandbox.clone()), self.ctx_mut(scope)) {
+                Ok(Value::Object(m)) => m,
+                _ => node.sandbox.clone(),
+            };
         inputs.remove("auto_fix");
         inputs.insert("test_skill".into(), Value::String(skill.clone()));
         inputs.insert("test_inputs".into(), spec.inputs.clone());

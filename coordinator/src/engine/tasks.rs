@@ -86,6 +86,7 @@ impl Engine {
                         outputs: None,
                         done: false,
                         model,
+                        sent: None,
                         tried_models: Vec::new(),
                         gave_up: None,
                         role: TaskRole::Stage,
@@ -105,7 +106,7 @@ impl Engine {
 
     /// Dispatches queued tasks while the stage has room: one at a time for
     /// a sequential stage, up to `max_agents` for a parallel one.
-    fn pump(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
+    pub(super) fn pump(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         let NodeKind::Tasks { parallel, .. } = &node.kind else {
@@ -160,10 +161,14 @@ impl Engine {
         if spec.model.is_some() {
             spec.budget = self.check_budget(n, &spec)?;
         }
-        if let (Some(m), Some(t)) = (&spec.model, self.tasks.get_mut(id))
-            && t.tried_models.last() != Some(m)
-        {
-            t.tried_models.push(m.clone());
+        if let Some(t) = self.tasks.get_mut(id) {
+            if let Some(m) = &spec.model
+                && t.tried_models.last() != Some(m)
+            {
+                t.tried_models.push(m.clone());
+            }
+            // A re-send (recovery, sweeper) repeats exactly this attempt.
+            t.sent = Some((spec.model.clone(), spec.budget.clone()));
         }
         let st = &mut self.nodes[n];
         st.attempts += 1;
@@ -211,7 +216,12 @@ impl Engine {
         for (k, v) in self.task_vars(id) {
             ctx.set_var(k, v);
         }
-        self.render_with(id, &ctx)
+        let mut spec = self.render_with(id, &ctx)?;
+        if let (Ok(spec), Some((model, budget))) = (&mut spec, &t.sent) {
+            spec.model = model.clone();
+            spec.budget = budget.clone();
+        }
+        Some(spec)
     }
 
     /// Renders with the run's own context, whose task variables the caller
@@ -258,7 +268,12 @@ impl Engine {
             rendered.entry("memory").or_insert(Value::Object(mem));
         }
         let (model, context) = self.task_model(t, sref, &rendered, ctx);
-        let timeout = node.task_timeout.or(node.timeout);
+        // A fix loop runs many test runs: the stage's timeout bounds it,
+        // not one attempt's.
+        let timeout = match t.role {
+            TaskRole::Fix { .. } => node.timeout,
+            _ => node.task_timeout.or(node.timeout),
+        };
         Some(Ok(TaskSpec {
             run_id: self.run_id.clone(),
             task_id: id.clone(),
@@ -272,6 +287,7 @@ impl Engine {
                 .filter(|d| !d.is_empty()),
             context,
             budget: None,
+            hooks: None,
         }))
     }
 

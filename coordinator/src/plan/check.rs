@@ -92,6 +92,32 @@ fn check_models(plan: &Plan, diags: &mut Vec<Diagnostic>) {
         if let Some(j) = node.select.as_ref().and_then(|s| s.judge.clone()) {
             named.push((j, format!("{id}.judge")));
         }
+        let fixer_model = |inputs: &serde_json::Map<String, Value>| {
+            inputs
+                .get("fixer")
+                .and_then(|f| f.get("model"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if let Some(m) = fixer_model(&node.sandbox) {
+            named.push((m, format!("{id}.codex_config.fixer.model")));
+        }
+        if let NodeKind::Tasks { skills, .. } = &node.kind
+            && let Some(m) = skills.first().and_then(|s| fixer_model(&s.inputs))
+            && fixer_model(&node.sandbox).as_ref() != Some(&m)
+        {
+            named.push((m, format!("{id}.codex_config.fixer.model")));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &node.models {
+            if !seen.insert(m) {
+                diags.push(Diagnostic::error(
+                    Some(node.loc.clone()),
+                    format!("{id}.models"),
+                    format!("model `{m}` is listed twice"),
+                ));
+            }
+        }
         for (m, field) in named {
             if crate::routing::is_router(&m) || m.contains("${") || catalog.get(&m).is_some() {
                 continue;

@@ -23,6 +23,8 @@ pub struct PlanOptions {
     pub inputs: Option<Map<String, Value>>,
     /// The models file; `None`: the built-in default.
     pub models: Option<Arc<ModelCatalog>>,
+    /// Skills that are model skills (known where the skill files are).
+    pub model_skills: BTreeSet<String>,
 }
 
 /// The built-in skill that runs the sandboxed test-and-fix loop.
@@ -63,6 +65,7 @@ pub fn compile(cascade: &Cascade, opts: &PlanOptions) -> Plan {
                 .models
                 .clone()
                 .unwrap_or_else(|| Arc::new(ModelCatalog::builtin())),
+            model_skills: opts.model_skills.clone(),
             diagnostics: Vec::new(),
         },
     };

@@ -52,6 +52,9 @@ pub struct Plan {
     pub budget: Option<Budget>,
     /// The models file: routing, context limits, prices, fallback chains.
     pub models: Arc<ModelCatalog>,
+    /// Skills known to be model skills (`prompt:`): their tasks get the
+    /// context for their prompt even when the stage names no model.
+    pub model_skills: std::collections::BTreeSet<String>,
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -14,6 +14,7 @@ mod fields;
 pub mod load;
 pub mod model;
 pub mod normalize;
+pub mod schema;
 pub mod yaml;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cascade_eval::Condition;
+use cascade_eval::{CmpOp, Condition, Template};
 use serde_json::{Map, Value};
 
 use super::yaml::Loc;
@@ -27,6 +27,9 @@ pub struct Cascade {
     pub timeout: Option<Duration>,
     /// Tokens and money the whole run may spend on models.
     pub budget: Option<Budget>,
+    /// `github_integration`, `notifications`, `quality_gates`, `hooks`:
+    /// what happens around the run (see `crate::integrations`).
+    pub operations: Operations,
     /// Sections accepted from the seed format whose behaviour arrives with a
     /// later part of the system; each produced a warning at load time.
     pub deferred: BTreeMap<String, Value>,
@@ -484,4 +487,187 @@ impl Cascade {
         }
         out
     }
+}
+
+/// What a cascade asks for around its run, besides its stages: a pull
+/// request or an issue on GitHub, notifications, quality gates and hooks.
+/// Only the top-level cascade's sections act (a sub-cascade's are ignored).
+#[derive(Clone, Debug, Default)]
+pub struct Operations {
+    pub github: Option<GithubConfig>,
+    pub notifications: Vec<Notification>,
+    pub quality_gates: Vec<QualityGate>,
+    pub hooks: Hooks,
+}
+
+impl Operations {
+    pub fn is_empty(&self) -> bool {
+        self.github.is_none()
+            && self.notifications.is_empty()
+            && self.quality_gates.is_empty()
+            && self.hooks.is_empty()
+    }
+}
+
+/// `github_integration`: a pull request with the run's patch on success,
+/// an issue on failure, a commit status. Strings may hold `${inputs.*}`.
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    /// `create_pr: on_success` (the default) or `never`.
+    pub create_pr: bool,
+    /// `report_issues: on_failure` (the default) or `never`.
+    pub report_issues: bool,
+    /// `owner/name`; default `$GITHUB_REPOSITORY`.
+    pub repository: Option<String>,
+    /// The branch a pull request targets; default the repository's default branch.
+    pub base: Option<String>,
+    /// The pull request's branch; default `cascade/<cascade>/<run id>`.
+    pub branch: Option<String>,
+    /// The commit a status is set on; default `$GITHUB_SHA`. No sha, no status.
+    pub sha: Option<String>,
+    /// `status: false` never sets a commit status.
+    pub status: bool,
+    /// The status's context; default `cascade/<cascade>`.
+    pub status_context: Option<String>,
+    pub labels: Vec<String>,
+    /// The variable holding the token (never the token itself).
+    pub token_env: String,
+    /// REST API root; default `$GITHUB_API_URL`, else `https://api.github.com`.
+    pub api_url: Option<String>,
+    /// The stage whose `patch` is proposed; default the last codex-sandbox
+    /// stage that produced one.
+    pub patch_stage: Option<String>,
+    /// Where the patched project sits in the repository (its paths are
+    /// relative to it); default the repository's root.
+    pub patch_dir: Option<String>,
+    pub title: Option<String>,
+    pub draft: bool,
+    pub loc: Loc,
+}
+
+/// One `notifications` target.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub target: NotifyTarget,
+    pub on: Vec<NotifyEvent>,
+    /// Each delivery attempt's limit.
+    pub timeout: Duration,
+    /// Attempts after the first, on a transport error, 408, 429 or 5xx.
+    pub retries: u32,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NotifyTarget {
+    /// A line in the coordinator's log.
+    Log,
+    /// POST of the event as JSON.
+    Webhook { url: UrlSource },
+    /// A Slack-compatible incoming webhook: `{"text": ...}`, with `blocks`
+    /// when asked for.
+    Slack {
+        url: UrlSource,
+        blocks: bool,
+        channel: Option<String>,
+    },
+}
+
+impl NotifyTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Webhook { .. } => "webhook",
+            Self::Slack { .. } => "slack",
+        }
+    }
+}
+
+/// A URL written in the file, or the variable that holds it (webhook URLs
+/// are secrets).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UrlSource {
+    Literal(String),
+    Env(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    Started,
+    Success,
+    /// The run failed, or ended partial.
+    Failure,
+    /// A conditional stage selected a branch.
+    Branch,
+}
+
+impl NotifyEvent {
+    pub const NAMES: [&'static str; 4] = ["started", "success", "failure", "branch"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.replace('-', "_").as_str() {
+            "started" | "start" | "on_start" => Self::Started,
+            "success" | "on_success" | "succeeded" => Self::Success,
+            "failure" | "on_failure" | "failed" => Self::Failure,
+            "branch" | "branch_selected" | "branch_taken" | "on_branch" => Self::Branch,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Branch => "branch",
+        }
+    }
+}
+
+/// One quality gate: a threshold on a metric, or a condition.
+#[derive(Clone, Debug)]
+pub struct QualityGate {
+    pub name: String,
+    pub check: GateCheck,
+    /// Checked as soon as this stage succeeds (a failure stops the run
+    /// there); else when the run ends.
+    pub after: Option<(String, Loc)>,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug)]
+pub enum GateCheck {
+    /// The metric's value must satisfy every bound (`min` is `>=`, `max` is
+    /// `<=`, `threshold` with `comparison`).
+    Threshold {
+        /// As written (for messages).
+        metric: String,
+        value: Template,
+        /// Numbers, or `${...}` strings giving one.
+        bounds: Vec<(CmpOp, Value)>,
+    },
+    /// Any condition of the format (expression, structured, jq).
+    Condition(CondSpec),
+}
+
+/// `hooks`: shell commands around each task and at the end of the run.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub pre_task: Vec<HookCommand>,
+    pub post_task: Vec<HookCommand>,
+    pub on_run_end: Vec<HookCommand>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre_task.is_empty() && self.post_task.is_empty() && self.on_run_end.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HookCommand {
+    /// For `sh -c`.
+    pub run: String,
+    pub timeout: Duration,
+    pub loc: Loc,
 }

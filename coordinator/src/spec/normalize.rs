@@ -20,7 +20,9 @@ use super::fields::{Fields, Reader};
 use super::model::*;
 use super::yaml::{Kind, Loc, Node};
 
-const DOC_SECTIONS: &[&str] = &[
+mod operations;
+
+pub(super) const DOC_SECTIONS: &[&str] = &[
     "name",
     "description",
     "version",
@@ -43,17 +45,7 @@ const DOC_SECTIONS: &[&str] = &[
 /// Sections accepted now whose behaviour comes with a later part of the
 /// system; each use is a warning, never silently ignored.
 const DEFERRED_SECTIONS: &[(&str, &str)] = &[
-    (
-        "github_integration",
-        "GitHub integration is not implemented yet; the section is not acted on",
-    ),
-    (
-        "quality_gates",
-        "quality gates are not enforced yet; express a gate as a conditional stage",
-    ),
-    ("notifications", "notifications are not sent yet"),
     ("monitoring", "monitoring settings are not applied yet"),
-    ("hooks", "cascade hooks are not run yet"),
     (
         "data_flow",
         "`data_flow` is descriptive only: data flows through ${...} references",
@@ -103,7 +95,7 @@ pub const STAGE_FIELDS: &[&str] = &[
 ];
 
 /// Fields of a branch; `name` first (a map branch takes the rest).
-const BRANCH_FIELDS: &[&str] = &[
+pub(super) const BRANCH_FIELDS: &[&str] = &[
     "name",
     "condition",
     "conditions",
@@ -196,6 +188,20 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
     let timeout = section(r, "timeout").and_then(|(n, f)| r.duration(n, &f));
     let budget = section(r, "budget").and_then(|(n, f)| budget(r, n, &f));
 
+    let mut ops = Operations::default();
+    if let Some((n, f)) = section(r, "github_integration") {
+        ops.github = operations::github(r, n, &f);
+    }
+    if let Some((n, f)) = section(r, "notifications") {
+        ops.notifications = operations::notifications(r, n, &f);
+    }
+    if let Some((n, f)) = section(r, "quality_gates") {
+        ops.quality_gates = operations::quality_gates(r, n, &f);
+    }
+    if let Some((n, f)) = section(r, "hooks") {
+        ops.hooks = operations::hooks(r, n, &f);
+    }
+
     let mut deferred = BTreeMap::new();
     for (key, why) in DEFERRED_SECTIONS {
         if let Some((n, f)) = section(r, key) {
@@ -228,6 +234,17 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         }
     };
 
+    let all: Vec<&Stage> = {
+        fn walk<'a>(s: &'a Stage, out: &mut Vec<&'a Stage>) {
+            out.push(s);
+            s.children().into_iter().for_each(|c| walk(c, out));
+        }
+        let mut out = Vec::new();
+        stages.iter().for_each(|s| walk(s, &mut out));
+        out
+    };
+    operations::check_stage_names(r, &ops, &all);
+
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     Some(Cascade {
         name: name.unwrap_or_default(),
@@ -242,6 +259,7 @@ pub fn document(r: &mut Reader, root: &Node, file: &Path) -> Option<Cascade> {
         error_handling,
         timeout,
         budget,
+        operations: ops,
         deferred,
         subcascades: BTreeMap::new(),
     })
@@ -1020,6 +1038,41 @@ fn sandbox_config(r: &mut Reader, fs: &Fields<'_>) -> Option<SandboxConfig> {
             cfg.settings
                 .insert("test_timeout".into(), Value::from(d.as_millis() as u64));
         }
+        if let Some(n) = sub.get("fixer")
+            && let Some(f) = r.fields(
+                n,
+                &sub.field("fixer"),
+                "`fixer`",
+                &["command", "model", "agent"],
+            )
+        {
+            let given: Vec<&str> = ["command", "model", "agent"]
+                .into_iter()
+                .filter(|k| f.has(k))
+                .collect();
+            if given.len() != 1 {
+                r.error(
+                    &n.loc,
+                    sub.field("fixer"),
+                    "a fixer is one of `{command: ...}`, `{model: NAME}` or `{agent: claude|codex|gemini}`",
+                );
+            }
+            for k in given {
+                let _ = r.opt_string(&f, k);
+            }
+        }
+        if let Some(n) = sub.get("exclude") {
+            let _ = r.string_list(n, &sub.field("exclude"));
+        }
+        if let Some(n) = sub.get("limits") {
+            let _ = r.fields(
+                n,
+                &sub.field("limits"),
+                "`limits`",
+                &["file_size_mb", "processes", "memory_mb", "cpu_seconds"],
+            );
+        }
+        let _ = r.opt_uint(&sub, "escalate_after", 1, 1000);
         for k in ["fixer", "limits", "exclude", "escalate_after"] {
             if let Some(v) = sub.get(k) {
                 cfg.settings.insert(k.into(), v.to_json());

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cascade_proto::wire::WorkerRole;
 use cascade_worker::SkillRegistry;
+use cascade_worker::http;
 use cascade_worker::nats::{NatsArgs, QueueSettings};
 use cascade_worker::runner::{self, Config};
 use clap::{Parser, ValueEnum};
@@ -26,8 +27,16 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// Skills to take from the mesh queues, comma-separated (built-ins: noop,
     /// sleep, echo, fail, judge, codex-sandbox).
-    #[arg(long, env = "CASCADE_SKILLS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "CASCADE_SKILLS",
+        value_delimiter = ',',
+        required_unless_present = "completions"
+    )]
     skills: Vec<String>,
+    /// Print a shell completion script for this shell and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
     #[command(flatten)]
     nats: NatsArgs,
     /// A directory of skill files (repeatable; env: colon-separated).
@@ -73,6 +82,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long = "log-format", env = "CASCADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address
+    /// (e.g. 0.0.0.0:9090; port 0 picks one, printed as "http listening on ADDR").
+    #[arg(long, value_name = "ADDR", env = "CASCADE_HTTP")]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -135,7 +148,13 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "worker", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     init_tracing(cli.log_format);
+    let http_addr = cli.http;
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -159,7 +178,17 @@ fn main() -> ExitCode {
         tokio::spawn(async move {
             shutdown_on_signal(signals).await;
         });
-        match runner::run(config, shutdown).await {
+        let http = match http::Endpoint::start(http_addr, "worker", http::router()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(addr) = http.addr() {
+            tracing::info!("{} {addr}", http::LISTENING);
+        }
+        let code = match runner::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.is_config() => {
                 tracing::error!("{e}");
@@ -169,7 +198,11 @@ fn main() -> ExitCode {
                 tracing::error!("{e}");
                 ExitCode::from(1)
             }
-        }
+        };
+        http.stop().await;
+        #[cfg(feature = "otlp")]
+        http::otlp::shutdown();
+        code
     })
 }
 
@@ -194,6 +227,12 @@ async fn shutdown_on_signal(token: CancellationToken) {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    #[cfg(feature = "otlp")]
+    let Some(filter) =
+        http::otlp::init(filter, matches!(format, LogFormat::Json), "cascade-worker")
+    else {
+        return;
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

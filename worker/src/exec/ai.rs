@@ -127,7 +127,11 @@ pub(crate) async fn sandbox(
             let out = run_loop(&cfg, &fixer, cancel, &progress).await;
             (out.result, None, None)
         }
-        FixerSpec::Model(m) | FixerSpec::Agent(m) => {
+        FixerSpec::Model(_) | FixerSpec::Agent(_) => {
+            let m = match &cfg.fixer {
+                FixerSpec::Agent(a) => agent_model(client, a),
+                FixerSpec::Model(m) | FixerSpec::Command(m) => m.clone(),
+            };
             let fixer = ModelFixer {
                 client: client.clone(),
                 model: m.clone(),
@@ -138,6 +142,21 @@ pub(crate) async fn sandbox(
             (out.result, Some(usage), Some(m.clone()))
         }
     }
+}
+
+/// `fixer: {agent: codex}` names a CLI agent: the models file's entry for
+/// that program (`codex-cli`, `claude-code`, `gemini-cli` in the default
+/// file), else a model of that name.
+fn agent_model(client: &ModelClient, agent: &str) -> String {
+    let catalog = client.catalog();
+    if catalog.get(agent).is_some_and(|d| d.is_cli()) {
+        return agent.to_owned();
+    }
+    catalog
+        .names()
+        .filter_map(|n| catalog.get(n))
+        .find(|d| d.is_cli() && d.program().rsplit('/').next() == Some(agent))
+        .map_or_else(|| agent.to_owned(), |d| d.name.clone())
 }
 
 /// A test skill as a shell command, with its inputs in the environment the
@@ -328,15 +347,11 @@ impl Fixer for ModelFixer {
     }
 }
 
-/// `{"edits": [{path, content}]}` (possibly fenced), else a unified diff.
+/// `{"edits": [{path, content}]}` (bare, fenced or amid prose), else a
+/// unified diff.
 fn parse_proposal(text: &str) -> Option<FixProposal> {
     let trimmed = text.trim();
-    let body = trimmed
-        .strip_prefix("```json")
-        .or_else(|| trimmed.strip_prefix("```"))
-        .and_then(|s| s.strip_suffix("```"))
-        .unwrap_or(trimmed);
-    if let Ok(v) = serde_json::from_str::<Value>(body.trim())
+    if let Some(v) = crate::model::extract_json(trimmed)
         && let Some(edits) = v.get("edits").and_then(Value::as_array)
     {
         let edits: Vec<FileEdit> = edits
@@ -367,6 +382,10 @@ mod tests {
     fn proposals_parse_from_json_edits_and_diffs() {
         let json = "```json\n{\"edits\": [{\"path\": \"a.py\", \"content\": \"x = 1\\n\"}]}\n```";
         assert!(matches!(parse_proposal(json), Some(FixProposal::Edits(e)) if e[0].path == "a.py"));
+        let prose = "Here is the fix:\n```json\n{\"edits\": [{\"path\": \"b.py\", \"content\": \"\"}]}\n```\nThat should do it.";
+        assert!(
+            matches!(parse_proposal(prose), Some(FixProposal::Edits(e)) if e[0].path == "b.py")
+        );
         let diff = "Here:\n```diff\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 0\n+x = 1\n```";
         assert!(
             matches!(parse_proposal(diff), Some(FixProposal::Diff(d)) if d.starts_with("--- a/a.py"))

@@ -301,6 +301,100 @@ fn outputs(stdout: &[u8]) -> Value {
     json!({ "stdout": text, "exit_code": 0 })
 }
 
+/// Why a hook did not succeed: the message names the hook, its exit code or
+/// signal (or the time limit) and ends with the last line of its stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFailure {
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub stderr_tail: Option<String>,
+}
+
+/// Runs one cascade hook (`hooks.pre_task`, `post_task`, `on_run_end`):
+/// `sh -c COMMAND` in `dir` (when it exists), `input` as JSON on stdin,
+/// `env` added, in its own process group, killed with the group at
+/// `timeout` or on `cancel`. Its stdout is not read: a hook reports through
+/// its exit code (and files it writes).
+pub async fn run_hook(
+    name: &str,
+    command: &str,
+    dir: Option<&Path>,
+    input: &Value,
+    env: &[(&str, String)],
+    timeout: std::time::Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), HookFailure> {
+    let fail = |message: String| HookFailure {
+        message,
+        exit_code: None,
+        stderr_tail: None,
+    };
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(command).arg(name);
+    if let Some(dir) = dir.filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("{name} hook: cannot run `sh`: {e}")))?;
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let payload = serde_json::to_vec(input).unwrap_or_default();
+    let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
+    let work = async {
+        let wait = async {
+            let status = child.wait().await;
+            kill_group(group);
+            status
+        };
+        let (_, err, status) = tokio::join!(feed_stdin(stdin, payload), read_tail(stderr), wait);
+        (err, status)
+    };
+    let stopped = tokio::select! {
+        (err, status) = work => Ok((err, status)),
+        () = tokio::time::sleep(timeout) => Err(format!("{name} hook timed out after {:.1}s", timeout.as_secs_f64())),
+        () = cancel.cancelled() => Err(format!("{name} hook was cancelled")),
+    };
+    let (stderr, status) = match stopped {
+        Ok(done) => done,
+        Err(message) => {
+            kill_group(group);
+            let _ = child.wait().await;
+            return Err(fail(message));
+        }
+    };
+    let status = status.map_err(|e| fail(format!("{name} hook: cannot wait for it: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = stderr_tail(&stderr);
+    let mut message = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("{name} hook exited with code {code}"),
+        (None, Some(sig)) => format!("{name} hook was killed by signal {sig}"),
+        (None, None) => format!("{name} hook failed: {status}"),
+    };
+    if let Some(line) = tail
+        .as_deref()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+    {
+        message.push_str(": ");
+        message.push_str(line.trim());
+    }
+    Err(HookFailure {
+        message,
+        exit_code: status.code(),
+        stderr_tail: tail,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,6 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         role = ?shared.config.role,
         "ready"
     );
+    crate::http::worker_ready(&client, shared.config.concurrency);
 
     shutdown.cancelled().await;
     drain(&shared, &registration, pullers).await;
@@ -279,6 +280,7 @@ async fn drain(shared: &Arc<Shared>, registration: &Registration, pullers: TaskT
     let in_flight = shared.stats.in_flight.load(Ordering::Relaxed);
     tracing::info!(worker = %shared.config.name, in_flight, "draining");
     shared.draining.cancel();
+    crate::http::health().not_ready("draining");
     shared.stats.draining.store(true, Ordering::Relaxed);
     if let Err(e) = registration.beat(&shared.stats).await {
         tracing::warn!("announcing the drain: {e}");

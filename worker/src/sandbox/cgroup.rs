@@ -115,14 +115,31 @@ fn members(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Whether a process has exited and only waits to be reaped (a zombie
+/// stays listed in its cgroup until then).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(true)
+}
+
 fn kill_members(dir: &Path) {
-    for _ in 0..KILL_ROUNDS {
-        let pids = members(dir);
+    for round in 0..KILL_ROUNDS {
+        let pids: Vec<i32> = members(dir)
+            .into_iter()
+            .filter(|&p| !is_zombie(p))
+            .collect();
         if pids.is_empty() {
             return;
         }
         for pid in pids {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // SIGKILL is delivered asynchronously: give the kernel a moment
+        // (at most KILL_ROUNDS ms in all) before looking again.
+        if round > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
     tracing::warn!(dir = %dir.display(), "processes still alive in the sandbox cgroup after {KILL_ROUNDS} kill rounds");

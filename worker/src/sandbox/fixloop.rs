@@ -233,6 +233,9 @@ impl Session<'_> {
         detect: bool,
     ) -> Result<(TestReport, String), Failure> {
         let work = self.jail.work_dir();
+        // What the tests write (reports, caches, scratch files) is not part
+        // of any change: the tree goes back to how the tests found it.
+        let before = self.snapshot()?;
         let out = self
             .jail
             .run(
@@ -245,6 +248,11 @@ impl Session<'_> {
             )
             .await
             .map_err(|f| self.with_details(f))?;
+        let after = self.snapshot()?;
+        if !tree::diff(&before, &after).is_empty() {
+            let restored = tree::restore(&work, &after, &before);
+            restored.map_err(|e| self.broken(&e))?;
+        }
         let cx = ParseContext {
             root: &work,
             exit_code: out.exit_code,

@@ -337,7 +337,17 @@ pub fn apply_to_source(
             let Some(entry) = done.files.get(path) else {
                 continue;
             };
-            let target = source.join(path);
+            // Never write through a symlink of the source, nor leave a
+            // link that points out of it.
+            let target = inside(source, path, exclude)?;
+            if let Entry::Symlink(to) = entry
+                && (to.is_absolute() || to.components().any(|c| matches!(c, Component::ParentDir)))
+            {
+                return Err(format!(
+                    "`{path}` is a symlink to `{}`, outside the project; not applying",
+                    to.display()
+                ));
+            }
             let name = target
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -355,13 +365,18 @@ pub fn apply_to_source(
         }
         return Err(e);
     }
-    for (tmp, target) in &staged {
-        fs::rename(tmp, target)
-            .map_err(|e| format!("cannot replace `{}`: {e}", target.display()))?;
+    for (i, (tmp, target)) in staged.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, target) {
+            for (left, _) in &staged[i..] {
+                let _ = fs::remove_file(left);
+            }
+            return Err(format!("cannot replace `{}`: {e}", target.display()));
+        }
     }
     for path in &change.files {
         if !done.files.contains_key(path) {
-            remove_entry(&source.join(path)).map_err(|e| format!("cannot remove `{path}`: {e}"))?;
+            let target = inside(source, path, exclude)?;
+            remove_entry(&target).map_err(|e| format!("cannot remove `{path}`: {e}"))?;
         }
     }
     Ok(change.files)

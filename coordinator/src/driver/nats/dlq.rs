@@ -95,7 +95,8 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
     }
     let _ = shared.swarm.tasks.delete_message(seq).await;
     for spec in tasks {
-        tracing::error!(run_id = %spec.run_id, task = %spec.task_id, deliveries, "task dead-lettered");
+        tracing::error!(run_id = %spec.run_id, stage = %spec.stage_id, task_id = %spec.task_id, attempt = %spec.attempt, deliveries, "task dead-lettered");
+        crate::http::metrics::task_dead_lettered(spec.skill.as_str());
         let result = TaskResult {
             task_id: spec.task_id.clone(),
             attempt: spec.attempt,
@@ -107,6 +108,7 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
             )),
             usage: None,
             model: None,
+            notes: Vec::new(),
         };
         let rec = ResultRecord {
             v: PROTOCOL_VERSION,

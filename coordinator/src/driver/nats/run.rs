@@ -42,8 +42,9 @@ use super::Shared;
 use super::lease::Held;
 use super::route::{StageAgents, Target, Want};
 use crate::engine::{Effect, Engine, StageStatus};
+use crate::integrations::{Env, RunIntegrations, RunSetup};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::spec::{ErrorStrategy, MemoryScope, Strategy, Topology};
+use crate::spec::{ErrorStrategy, MemoryScope, Operations, Strategy, Topology};
 
 /// Most results taken into one log entry (group commit).
 const MAX_BATCH: usize = 1024;
@@ -92,6 +93,8 @@ struct Driver {
     agents: StageAgents,
     /// Where each task's last attempt failed (swarm-recovery avoids it).
     failed_on: HashMap<TaskId, String>,
+    /// GitHub, notifications, quality gates, hooks (see `integrations`).
+    ops: RunIntegrations,
     /// When each attempt in flight was sent (for the sweeper).
     dispatched: HashMap<(TaskId, cascade_proto::Attempt), Sent>,
     cancel_sent: bool,
@@ -106,7 +109,7 @@ fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
 }
 
 /// Loads a submission into a plan (no skill check: workers bring skills).
-fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String> {
+fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<(Plan, Operations), String> {
     let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
         return Err(loaded.render_diagnostics().join("\n"));
@@ -120,6 +123,7 @@ fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String>
             skills: None,
             inputs: Some(sub.inputs.clone()),
             models: Some(models.clone()),
+            model_skills: Default::default(),
         },
     );
     if plan.has_errors() {
@@ -131,7 +135,7 @@ fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String>
             .collect();
         return Err(errs.join("\n"));
     }
-    Ok(plan)
+    Ok((plan, cascade.operations))
 }
 
 pub async fn drive(
@@ -172,19 +176,32 @@ pub async fn drive(
         }
     };
     let record = load_record(&shared, &run_id, &sub).await;
-    let plan = match plan_of(&sub, &shared.opts.models) {
-        Ok(p) => Arc::new(p),
+    let (plan, operations) = match plan_of(&sub, &shared.opts.models) {
+        Ok((p, o)) => (Arc::new(p), o),
         Err(msg) => {
             fail_unplannable(&shared, &run_id, record, msg).await;
             lease.finish(true).await;
             return Ok(());
         }
     };
+    // `on_run_end` hooks run where this coordinator runs: the submitter's
+    // directory is not here.
+    let ops = RunIntegrations::new(
+        plan.clone(),
+        RunSetup {
+            operations,
+            run_id: run_id.clone(),
+            inputs: sub.inputs.clone(),
+            dir: std::env::current_dir().unwrap_or_default(),
+            env: Env::process(),
+        },
+    );
     let mut d = Driver {
         shared: shared.clone(),
         subject: wire::subject_events(&run_id),
         run_id: run_id.clone(),
         engine: Engine::new(plan),
+        ops,
         last_seq: 0,
         timers: BTreeMap::new(),
         timer_seq: 0,
@@ -199,6 +216,8 @@ pub async fn drive(
     d.record.state = RunState::Running;
     let replayed = d.replay().await?;
     if replayed == 0 {
+        crate::http::metrics::run_started();
+        d.ops.started();
         let memory = super::memory::load(&shared, &run_id, d.engine.plan().memory.scope).await;
         let start = Event::RunStarted {
             run_id: run_id.clone(),
@@ -322,6 +341,9 @@ impl Driver {
             for event in rec.events {
                 if let Event::TimerFired(t) = &event {
                     self.timers.retain(|_, pending| pending != t);
+                }
+                if let Event::TaskFinished(r) = &event {
+                    self.ops.result(r);
                 }
                 let fx = self.engine.apply(event, rec.at);
                 self.absorb_replayed(fx).await;
@@ -618,10 +640,14 @@ impl Driver {
                     .insert(result.task_id.clone(), result.worker.clone());
             }
         }
+        crate::http::metrics::result_taken(&result);
+        self.ops.result(&result);
         batch.push(Event::TaskFinished(result));
     }
 
     async fn perform(&mut self, fx: Vec<Effect>) -> Result<(), RunError> {
+        // A failed quality gate stops the run: logged like any event.
+        let raised = self.ops.observe(&fx, &self.engine);
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         let mut batches: BTreeMap<(String, String), Vec<TaskSpec>> = BTreeMap::new();
         for effect in fx {
@@ -651,7 +677,10 @@ impl Driver {
                     }
                 }
                 Effect::StartTimer { timer, at } => self.add_timer(timer, at),
-                Effect::StageChanged { stage, status, .. } => self.stage_changed(stage, status),
+                Effect::StageChanged { stage, status, .. } => {
+                    crate::http::metrics::stage_changed(status);
+                    self.stage_changed(stage, status)
+                }
                 Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
                     super::memory::perform(&self.shared, &self.run_id, &effect).await;
                 }
@@ -688,6 +717,9 @@ impl Driver {
         while let Some(ack) = acks.next().await {
             ack.map_err(|e| err(&self.run_id, e))?;
         }
+        if !raised.is_empty() {
+            Box::pin(self.commit(raised)).await?;
+        }
         Ok(())
     }
 
@@ -695,10 +727,11 @@ impl Driver {
     /// lead's batch).
     async fn dispatch(
         &mut self,
-        spec: TaskSpec,
+        mut spec: TaskSpec,
         acks: &mut FuturesUnordered<AckFuture>,
         batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
     ) -> Result<(), RunError> {
+        self.ops.prepare(&mut spec);
         let plan = self.engine.plan().clone();
         let node = plan
             .node_by_id(spec.stage_id.as_str())
@@ -748,6 +781,7 @@ impl Driver {
                         to: Some(lead.clone()),
                     },
                 );
+                crate::http::metrics::task_dispatched(&spec, "lead");
                 batches
                     .entry((lead.clone(), spec.stage_id.to_string()))
                     .or_default()
@@ -762,6 +796,7 @@ impl Driver {
         self.dispatched
             .insert((spec.task_id.clone(), spec.attempt), Sent { at: now(), to });
         let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
+        crate::http::metrics::task_dispatched(&spec, crate::http::metrics::route_label(&route));
         let ack = self.publish_task(spec, subject, route, msg_id).await?;
         acks.push(ack);
         Ok(())
@@ -800,6 +835,7 @@ impl Driver {
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(msg_id);
+        let publish = cascade_worker::http::trace::inject(publish, &message.spec);
         let ack = self
             .shared
             .swarm
@@ -874,9 +910,11 @@ impl Driver {
                 None => false,
             };
             if stranded || orphaned {
-                tracing::warn!(run_id = %self.run_id, task = %task_id, %attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
+                tracing::warn!(run_id = %self.run_id, task_id = %task_id, %attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
                 // Rendered only now, for the few that are re-sent.
-                if let Some(spec) = self.engine.spec_of(task_id) {
+                if let Some(mut spec) = self.engine.spec_of(task_id) {
+                    crate::http::metrics::task_reenqueued(spec.skill.as_str());
+                    self.ops.prepare(&mut spec);
                     lost.push(spec);
                 }
             }
@@ -917,17 +955,48 @@ impl Driver {
 
     async fn finish(&mut self) {
         let report = self.engine.report();
-        let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        if !self.ops.is_empty() {
+            // The end actions (gates, GitHub, notifications, on_run_end) run
+            // once: a coordinator that takes over a run whose stored report
+            // records them (`integrations`) keeps that report. They run again
+            // only if the owner died between acting and writing the report.
+            match self.stored_report().await {
+                Some(stored) if stored.get("integrations").is_some() => value = stored,
+                _ => self.ops.finish(&mut value).await,
+            }
+        }
         super::report::write(&self.shared, &self.run_id, &value).await;
-        self.record.state = match report.status.as_str() {
+        // Gates may have failed the run: the record follows the report.
+        let status = value
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or(report.status.as_str())
+            .to_owned();
+        self.record.state = match status.as_str() {
             "success" => RunState::Success,
             "partial" => RunState::Partial,
             _ => RunState::Failed,
         };
-        self.record.error = report.error.clone();
+        self.record.error = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         self.record_dirty = true;
         self.flush_record().await;
-        tracing::info!(run_id = %self.run_id, status = %report.status, "run finished");
+        tracing::info!(run_id = %self.run_id, status = %status, "run finished");
+        crate::http::metrics::run_finished(&self.run_id, self.record.created_at, &status);
+    }
+
+    /// The report a previous owner stored for this run, if any.
+    async fn stored_report(&self) -> Option<Value> {
+        let key = wire::token(self.run_id.as_str());
+        let bytes = self.shared.swarm.reports.get(key).await.ok()??;
+        let value: Value = decode(&bytes).ok()?;
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(name) => super::objects::get_json(&self.shared, name).await,
+            None => Some(value),
+        }
     }
 }
 

@@ -155,12 +155,15 @@ pub(super) fn result_of(spec: &TaskSpec) -> (Millis, TaskResult) {
             calls: 1,
         }),
         model: spec.model.clone(),
+        notes: Vec::new(),
     };
     (took, result)
 }
 
 /// Something due at a time on the simulated clock.
 #[derive(Clone, Debug)]
+// A simulator's queue entry: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Later {
     Timer(TimerId),
     Result(TaskResult),
@@ -436,6 +439,7 @@ pub(super) fn task_result(task: &str, attempt: u32, outcome: TaskOutcome) -> Tas
         outcome,
         usage: None,
         model: None,
+        notes: Vec::new(),
     }
 }
 

@@ -53,7 +53,7 @@ stages:
 fn a_prompt_too_large_for_the_model_is_routed_to_a_larger_context() {
     let big = "word ".repeat(200_000); // ~250k tokens: more than claude's 200k
     let yaml = format!(
-        "name: big\nstages:\n  - stage_id: read\n    model: claude\n    skill: ask\n    inputs: {{doc: \"{big}\"}}\n"
+        "name: big\nstages:\n  - stage_id: read\n    model: auto-select\n    skill: ask\n    inputs: {{doc: \"{big}\"}}\n"
     );
     let mut sim = Sim::new(plan_of(&yaml));
     sim.start(json!({}));
@@ -485,4 +485,73 @@ stages:
         json!({"reason": "exhausted"})
     );
     let _: Value = report.escalations[0].clone();
+}
+
+#[test]
+fn a_multi_model_stage_capped_by_max_agents_sends_every_model_in_turn() {
+    let mut sim = Sim::of(
+        r#"
+name: capped
+stages:
+  - stage_id: q
+    models: [claude, codex, gemini]
+    select: all
+    skill: ask
+    swarm_config: {max_agents: 1}
+"#,
+    );
+    sim.start(json!({}));
+    sim.run();
+    assert_eq!(sim.status("q"), "success");
+    assert_eq!(
+        sim.output("q")["models"],
+        json!(["claude", "codex", "gemini"])
+    );
+}
+
+#[test]
+fn a_templated_model_is_chosen_by_the_run_and_explicit_names_are_not_rerouted() {
+    let mut sim = Sim::of(
+        r#"
+name: templated
+inputs: {m: {default: codex}}
+stages:
+  - stage_id: a
+    model: "${inputs.m}"
+    skill: ask
+"#,
+    );
+    sim.start(json!({}));
+    sim.run();
+    assert_eq!(models_of(&sim)[0].1.as_deref(), Some("codex"));
+    assert_eq!(sim.status("a"), "success");
+}
+
+#[test]
+fn a_resent_attempt_keeps_its_model_and_budget() {
+    let mut sim = Sim::of(
+        r#"
+name: resend
+budget: {max_tokens: 100000}
+stages:
+  - stage_id: a
+    model: auto-select
+    skill: ask
+    inputs: {current_info: true}
+"#,
+    );
+    sim.start(json!({}));
+    let sent = sim
+        .effects
+        .iter()
+        .find_map(|(_, e)| match e {
+            Effect::DispatchTask(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("dispatched");
+    let again = sim.engine.in_flight();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].model, sent.model);
+    assert_eq!(again[0].budget, sent.budget);
+    assert!(again[0].budget.is_some());
 }

@@ -239,14 +239,14 @@ stages:
 fn deferred_sections_warn_and_are_kept() {
     let l = load(
         "name: n
-github_integration: {create_pr: on_success}
-quality_gates: [{metric: coverage, min: 80}]
+monitoring: {metrics: true}
+data_flow: {a: b}
 stages: []
 ",
     );
     assert!(errors(&l).is_empty());
     let warned: Vec<&str> = l.diagnostics.iter().map(|d| d.field.as_str()).collect();
-    assert_eq!(warned, ["github_integration", "quality_gates"]);
+    assert_eq!(warned, ["monitoring", "data_flow"]);
     let c = l.cascade.expect("cascade");
-    assert!(c.deferred.contains_key("github_integration"));
+    assert!(c.deferred.contains_key("monitoring"));
 }

@@ -1,0 +1,558 @@
+//! The generated NATS permissions (`coordinator permissions`) against a
+//! real nats-server that enforces them: a coordinator, workers and a client,
+//! each connected as its own restricted user, run cascades end to end (mesh
+//! queues, a worker's own queue, a team lead, values through the object
+//! store) without one permissions violation; and a worker's user is refused
+//! other skills' queues and subjects while it may use its own.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cascade_proto::wire;
+use cascade_tests::{Proc, TEST_ACK_WAIT, TEST_WORKER_TTL, await_condition, binary, write_tree};
+use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
+use futures::StreamExt;
+use serde_json::Value;
+
+/// A NATS user of the test server: its name, password, and the arguments
+/// of `coordinator permissions` that generate its permissions.
+struct User {
+    name: &'static str,
+    password: &'static str,
+    args: &'static [&'static str],
+}
+
+const COORDINATOR: User = User {
+    name: "cascade-coordinator",
+    password: "pw-coordinator",
+    args: &["--role", "coordinator"],
+};
+const CLIENT: User = User {
+    name: "cascade-client",
+    password: "pw-client",
+    args: &["--role", "client"],
+};
+/// A pool of two members sharing one user (as a StatefulSet's pods do).
+const POOL: User = User {
+    name: "cascade-worker-pool",
+    password: "pw-pool",
+    args: &[
+        "--role",
+        "worker",
+        "--name",
+        "pool-0,pool-1",
+        "--skills",
+        "echo,big,measure",
+    ],
+};
+const LEAD: User = User {
+    name: "cascade-worker-lead",
+    password: "pw-lead",
+    args: &[
+        "--role", "worker", "--name", "lead-0", "--skills", "echo", "--lead",
+    ],
+};
+const USERS: [&User; 4] = [&COORDINATOR, &CLIENT, &POOL, &LEAD];
+
+/// A nats-server whose only users are the generated ones, in one account
+/// with JetStream; passwords come from its environment, as in the Helm
+/// values.
+struct AuthServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Ports {
+    nats: Vec<String>,
+}
+
+fn generated(user: &User) -> String {
+    let out = Command::new(binary("coordinator"))
+        .arg("permissions")
+        .args(user.args)
+        .args(["--user", user.name, "--format", "nats-conf"])
+        .output()
+        .expect("run coordinator permissions");
+    assert!(
+        out.status.success(),
+        "coordinator permissions {:?}: {}",
+        user.args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn password_var(user: &User) -> String {
+    format!("{}_PASSWORD", user.name.to_uppercase().replace('-', "_"))
+}
+
+impl AuthServer {
+    fn start() -> AuthServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users: Vec<String> = USERS.iter().map(|u| generated(u)).collect();
+        let conf = format!(
+            "accounts {{\n  CASCADE {{\n    jetstream: enabled\n    users: [\n{}\n    ]\n  }}\n}}\n",
+            users.join("\n")
+        );
+        let conf_path = dir.path().join("server.conf");
+        std::fs::write(&conf_path, conf).expect("write server.conf");
+        let mut cmd = Command::new("nats-server");
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for u in USERS {
+            cmd.env(password_var(u), u.password);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start nats-server ({e}); run the suite with scripts/test, which installs it"
+            )
+        });
+        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let ports: Ports = await_condition(
+            "the nats-server ports file",
+            Duration::from_secs(20),
+            || serde_json::from_str(&std::fs::read_to_string(&ports_file).ok()?).ok(),
+        );
+        let url = ports.nats.first().cloned().expect("a client URL");
+        AuthServer { child, dir, url }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A process of the swarm connected as `user`.
+    fn command(&self, bin: &str, user: &User) -> Command {
+        let mut cmd = Command::new(binary(bin));
+        cmd.env("NATS_URL", &self.url)
+            .env("NATS_USER", user.name)
+            .env("NATS_PASSWORD", user.password)
+            .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
+            .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
+            .env_remove("NATS_CREDS")
+            .env_remove("CASCADE_SKILLS_DIR");
+        cmd
+    }
+
+    fn args(&self, user: &User) -> NatsArgs {
+        NatsArgs {
+            url: self.url.clone(),
+            user: Some(user.name.to_owned()),
+            password: Some(user.password.to_owned()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- nats-server log ----\n{}", self.log());
+        }
+    }
+}
+
+/// The `--http` flag of a process, when this build has it (the operations
+/// endpoint: its `/metrics` reads queues and workers, under the same
+/// permissions).
+fn http_flag(bin: &str, sub: &[&str]) -> Vec<&'static str> {
+    let help = Command::new(binary(bin))
+        .args(sub)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if help.contains("--http") {
+        vec!["--http", "127.0.0.1:0"]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The address a process printed after `http listening on`.
+fn http_addr(p: &mut Proc) -> String {
+    p.await_output("http listening on", Duration::from_secs(30));
+    let err = p.stderr();
+    let rest = err
+        .split("http listening on")
+        .nth(1)
+        .expect("the line was printed");
+    // `host:port` (or `[v6]:port`), whatever follows it (colour codes).
+    let addr: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+        .collect();
+    assert!(addr.contains(':'), "an address follows: {rest}");
+    addr
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the http port");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (code, body)
+}
+
+fn client(server: &AuthServer, args: &[&str]) -> (i32, String, String) {
+    let out = server
+        .command("coordinator", &CLIENT)
+        .args(args)
+        .output()
+        .expect("run coordinator");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn submit(server: &AuthServer, file: &Path, out: &Path) -> Value {
+    let (code, _, stderr) = client(
+        server,
+        &[
+            "submit",
+            &file.display().to_string(),
+            "--wait",
+            "--output",
+            &out.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "submit {}: {stderr}", file.display());
+    serde_json::from_slice(&std::fs::read(out).expect("results file")).expect("results json")
+}
+
+const SKILLS: [(&str, &str); 2] = [
+    (
+        "skills/big.yaml",
+        "run: |\n  python3 -c 'import json; print(json.dumps({\"data\": \"x\" * 700000}))'\n",
+    ),
+    (
+        "skills/measure.yaml",
+        "run: |\n  python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({\"length\": len(d[\"data\"])}))'\n",
+    ),
+];
+
+#[test]
+fn a_swarm_of_restricted_users_runs_cascades_without_a_violation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files: Vec<(&str, &str)> = SKILLS.to_vec();
+    files.extend([
+        (
+            "mesh.yaml",
+            "name: mesh\nstages:\n  - stage: make\n    skill: big\n  - stage: copy\n    skill: echo\n    inputs: {data: \"${make.data}\"}\n  - stage: size\n    skill: measure\n    inputs: {data: \"${copy.data}\"}\n",
+        ),
+        (
+            "star.yaml",
+            "name: star\nstages:\n  - stage: fan\n    type: swarm-parallel\n    skill: echo\n    for_each: [1, 2, 3, 4]\n    inputs: {n: \"${item}\"}\n    swarm_config: {topology: star, strategy: balanced}\n",
+        ),
+        (
+            "teams.yaml",
+            "name: teams\nstages:\n  - stage: fan\n    type: swarm-parallel\n    skill: echo\n    for_each: [1, 2, 3, 4]\n    inputs: {n: \"${item}\"}\n    swarm_config: {topology: hierarchical}\n",
+        ),
+    ]);
+    write_tree(dir.path(), &files);
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let server = AuthServer::start();
+    let logs = tempfile::tempdir().expect("log dir");
+
+    // Coordinators create the layout; workers only open it.
+    let mut cmd = server.command("coordinator", &COORDINATOR);
+    let coordinator_http = http_flag("coordinator", &["serve"]);
+    cmd.args(["serve", "--name", "c1", "--lease-ttl", "2s"])
+        .args(&coordinator_http);
+    let mut coordinator = Proc::spawn("c1", cmd, logs.path());
+    coordinator.await_output("serving", Duration::from_secs(30));
+    let coordinator_addr = (!coordinator_http.is_empty()).then(|| http_addr(&mut coordinator));
+    let worker_http = http_flag("worker", &[]);
+    let mut workers = Vec::new();
+    for (name, user, skills, extra) in [
+        ("pool-0", &POOL, "echo,big,measure", &[][..]),
+        ("pool-1", &POOL, "echo,big,measure", &[][..]),
+        ("lead-0", &LEAD, "echo", &["--role", "lead"][..]),
+    ] {
+        let mut cmd = server.command("worker", user);
+        cmd.args([
+            "--name",
+            name,
+            "--skills",
+            skills,
+            "--skills-dir",
+            &skills_dir,
+        ])
+        .args(extra)
+        .args(&worker_http);
+        let mut p = Proc::spawn(name, cmd, logs.path());
+        p.await_output("ready", Duration::from_secs(30));
+        workers.push(p);
+    }
+
+    let r = submit(
+        &server,
+        &dir.path().join("mesh.yaml"),
+        &dir.path().join("m.json"),
+    );
+    assert_eq!(r["stages"]["size"]["output"]["length"], 700_000, "{r}");
+    let r = submit(
+        &server,
+        &dir.path().join("star.yaml"),
+        &dir.path().join("s.json"),
+    );
+    assert_eq!(r["status"], "success", "{r}");
+    let r = submit(
+        &server,
+        &dir.path().join("teams.yaml"),
+        &dir.path().join("t.json"),
+    );
+    let ran: Vec<&str> = r["stages"]["fan"]["workers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        !ran.is_empty() && ran.iter().all(|w| w.starts_with("pool-")),
+        "the lead handed its batch to the members: {r}"
+    );
+
+    // The client's other commands.
+    let (code, listed, stderr) = client(&server, &["workers", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    for name in ["pool-0", "pool-1", "lead-0"] {
+        assert!(listed.contains(name), "{name} in {listed}");
+    }
+    let (code, _, stderr) = client(&server, &["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = r["run_id"].as_str().expect("run id").to_owned();
+    let (code, _, stderr) = client(&server, &["results", &run]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = client(&server, &["watch", &run]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = client(&server, &["cancel", &run]);
+    assert_eq!(code, 1, "a finished run cannot be cancelled: {stderr}");
+
+    // The operations endpoints, where this build has them: the
+    // coordinator's metrics read every skill's queue and the registry.
+    if let Some(addr) = &coordinator_addr {
+        let (code, body) = http_get(addr, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(http_get(addr, "/readyz").0, 200);
+    }
+    if !worker_http.is_empty() {
+        let addr = http_addr(&mut workers[0]);
+        assert_eq!(http_get(&addr, "/healthz").0, 200);
+        assert_eq!(http_get(&addr, "/metrics").0, 200);
+    }
+
+    // A drain (SIGTERM) deregisters within the permissions too.
+    for w in &mut workers {
+        w.signal("TERM");
+    }
+    for w in &mut workers {
+        let name = w.name.clone();
+        let status = await_condition(&format!("{name} to exit"), Duration::from_secs(30), || {
+            w.child.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "{name}: {status}\n{}", w.stderr());
+    }
+    let violations = server.violations();
+    assert!(
+        violations.is_empty(),
+        "the generated permissions refused what the swarm does:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// Server errors a connection received (permissions violations arrive so).
+fn errors_of(events: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+    events.lock().map(|e| e.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
+    let server = AuthServer::start();
+    // The coordinator lays out the swarm and queues a task for `echo` (the
+    // pool's skill) and one for `deploy` (not the pool's), each with its
+    // consumer, as workers with those skills would have made them.
+    let coord = Swarm::setup(
+        connect(&server.args(&COORDINATOR), "c")
+            .await
+            .expect("coordinator connects"),
+        QueueSettings::default(),
+    )
+    .await
+    .expect("coordinator sets up");
+    for skill in ["echo", "deploy"] {
+        coord
+            .task_consumer(
+                &wire::consumer_skill(skill),
+                &wire::subject_task_skill(skill),
+                false,
+            )
+            .await
+            .expect("consumer");
+        coord
+            .js
+            .publish(wire::subject_task_skill(skill), "task".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    // The pool's user, with the violations it is told about.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = events.clone();
+    let nc = async_nats::ConnectOptions::new()
+        .user_and_password(POOL.name.into(), POOL.password.into())
+        .event_callback(move |e| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(e.to_string().to_lowercase());
+                }
+            }
+        })
+        .connect(server.url.as_str())
+        .await
+        .expect("the pool's user connects");
+    let refused = |subject: &str| {
+        let want = format!(
+            "permissions violation for publish to \"{}\"",
+            subject.to_lowercase()
+        );
+        let events = events.clone();
+        await_condition(
+            &format!("the server to refuse {subject}"),
+            Duration::from_secs(10),
+            move || {
+                errors_of(&events)
+                    .iter()
+                    .any(|e| e.contains(&want))
+                    .then_some(())
+            },
+        );
+    };
+
+    // Publishing a task for another skill (or its own: only coordinators
+    // and leads dispatch).
+    for subject in ["cascade.task.skill.deploy", "cascade.task.skill.echo"] {
+        nc.publish(subject, "forged".into()).await.expect("sent");
+        nc.flush().await.expect("flush");
+        refused(subject);
+    }
+    // Pulling from another skill's queue.
+    let next_deploy = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        wire::STREAM_TASKS,
+        wire::consumer_skill("deploy")
+    );
+    nc.publish_with_reply(next_deploy.clone(), nc.new_inbox(), "{\"batch\":1}".into())
+        .await
+        .expect("sent");
+    nc.flush().await.expect("flush");
+    refused(&next_deploy);
+    // Watching the task subjects directly.
+    let _sub = nc.subscribe("cascade.task.>").await.expect("sent");
+    nc.flush().await.expect("flush");
+    let events2 = events.clone();
+    await_condition(
+        "the server to refuse the subscription",
+        Duration::from_secs(10),
+        move || {
+            errors_of(&events2)
+                .iter()
+                .any(|e| e.contains("permissions violation for subscription to \"cascade.task.>\""))
+                .then_some(())
+        },
+    );
+    // The deploy task is still there, untouched.
+    let mut tasks = coord.tasks.clone();
+    let info = tasks.info().await.expect("stream info");
+    assert_eq!(info.state.messages, 2, "nothing was taken");
+
+    // Its own queue works for the same user: pull the echo task and ack it.
+    let swarm = Swarm::setup(
+        nc.clone(),
+        QueueSettings {
+            align_existing: false,
+            ..QueueSettings::default()
+        },
+    )
+    .await
+    .expect("the pool opens the layout");
+    let consumer = swarm
+        .task_consumer(
+            &wire::consumer_skill("echo"),
+            &wire::subject_task_skill("echo"),
+            false,
+        )
+        .await
+        .expect("its own consumer");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("pull");
+    let msg = batch.next().await.expect("a message").expect("no error");
+    assert_eq!(msg.payload.as_ref(), b"task");
+    msg.double_ack().await.expect("ack");
+    let mut tasks = coord.tasks.clone();
+    let info = tasks.info().await.expect("stream info");
+    assert_eq!(info.state.messages, 1, "only the echo task was taken");
+
+    // Large outputs: a redelivered attempt stores them again under the same
+    // name, which purges the first copy's chunks; the coordinator rewrites
+    // objects too.
+    for (who, store) in [
+        ("the pool", &swarm.objects),
+        ("the coordinator", &coord.objects),
+    ] {
+        for round in 0..2 {
+            let mut data: &[u8] = b"{\"data\": \"large\"}";
+            store
+                .put("run.task.1", &mut data)
+                .await
+                .unwrap_or_else(|e| panic!("{who} stores an object (round {round}): {e}"));
+        }
+        let mut obj = store.get("run.task.1").await.expect("read back");
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut obj, &mut text)
+            .await
+            .expect("object text");
+        assert_eq!(text, "{\"data\": \"large\"}");
+    }
+}
