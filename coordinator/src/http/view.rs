@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::cli::swarm as client;
 use crate::engine::Engine;
-use crate::plan::{self, BlockId, NodeId, NodeKind, Plan, PlanOptions};
+use crate::plan::{BlockId, NodeId, NodeKind, Plan};
 
 /// A view is brought up to date at most this often (polls in between get
 /// the rows as they are).
@@ -559,35 +559,10 @@ fn levels(plan: &Plan, nodes: &[NodeId]) -> HashMap<NodeId, usize> {
     level
 }
 
-/// The plan the driver runs for this submission (the same loading and
-/// options as `driver::nats::run`; no skill check: workers bring skills).
+/// The plan the driver runs for this submission (the driver's own
+/// loading and options).
 fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String> {
-    let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
-    if loaded.has_errors() {
-        return Err(loaded.render_diagnostics().join("\n"));
-    }
-    let cascade = loaded
-        .cascade
-        .ok_or_else(|| "the cascade did not load".to_owned())?;
-    let plan = plan::compile(
-        &cascade,
-        &PlanOptions {
-            skills: None,
-            inputs: Some(sub.inputs.clone()),
-            models: Some(models.clone()),
-            model_skills: Default::default(),
-        },
-    );
-    if plan.has_errors() {
-        let errs: Vec<String> = plan
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(ToString::to_string)
-            .collect();
-        return Err(errs.join("\n"));
-    }
-    Ok(plan)
+    crate::driver::nats::plan_of(sub, models).map(|(plan, _)| plan)
 }
 
 /// A JSON object of the object store.

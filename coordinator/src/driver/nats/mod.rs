@@ -21,6 +21,8 @@ mod report;
 mod route;
 mod run;
 
+pub(crate) use run::plan_of;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -109,7 +109,10 @@ fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
 }
 
 /// Loads a submission into a plan (no skill check: workers bring skills).
-fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<(Plan, Operations), String> {
+pub(crate) fn plan_of(
+    sub: &Submission,
+    models: &Arc<ModelCatalog>,
+) -> Result<(Plan, Operations), String> {
     let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
         return Err(loaded.render_diagnostics().join("\n"));
