@@ -15,7 +15,7 @@
 //!
 //! ```text
 //!  <root>/work     the copy of the project (commands run here)
-//!  <root>/tmp      TMPDIR for landlock and plain runs (bwrap mounts a tmpfs on /tmp)
+//!  <root>/tmp      TMPDIR on every backend (the host's /tmp stays read-only)
 //!  <root>/target   CARGO_TARGET_DIR
 //!  <root>/cache    XDG_CACHE_HOME, GOCACHE, npm's cache
 //!  <root>/cascade  files for the fixer (the request as JSON)
@@ -240,11 +240,9 @@ impl Jail {
                 cmd.env_remove(key);
             }
         }
-        let tmp = if self.backend == Backend::Bwrap && self.use_helper {
-            PathBuf::from("/tmp")
-        } else {
-            self.root.join("tmp")
-        };
+        // The sandbox's own tmp on every backend: the host's /tmp stays
+        // visible read-only (a project or a fix script may live there).
+        let tmp = self.root.join("tmp");
         let cache = self.root.join("cache");
         cmd.env("TMPDIR", tmp)
             .env("CARGO_TARGET_DIR", self.root.join("target"))
@@ -285,8 +283,6 @@ impl Jail {
                 "/dev",
                 "--proc",
                 "/proc",
-                "--tmpfs",
-                "/tmp",
                 "--bind",
             ]
             .map(OsString::from),
