@@ -171,6 +171,40 @@ struct TaskState {
     role: TaskRole,
 }
 
+impl TaskState {
+    /// A task not yet dispatched; `at` is (skill index, `for_each` item,
+    /// position among the stage's tasks).
+    fn new(
+        node: NodeId,
+        at: (usize, Option<(usize, Value)>, usize),
+        skill: &str,
+        model: Option<String>,
+        role: TaskRole,
+    ) -> Self {
+        let (skill_index, item, index) = at;
+        TaskState {
+            node,
+            skill_index,
+            item,
+            index,
+            skill: skill.to_owned(),
+            attempt: Attempt(0),
+            in_flight: false,
+            backing_off: false,
+            failures_on_skill: 0,
+            failures: 0,
+            used_fallback: false,
+            outputs: None,
+            done: false,
+            model,
+            sent: None,
+            tried_models: Vec::new(),
+            gave_up: None,
+            role,
+        }
+    }
+}
+
 /// What a task is for.
 #[derive(Clone, Debug, PartialEq)]
 enum TaskRole {

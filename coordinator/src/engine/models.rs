@@ -375,26 +375,7 @@ impl Engine {
         let id = TaskId::new(format!("{}~{what}{k}@{generation}", node.id));
         self.tasks.insert(
             id.clone(),
-            TaskState {
-                node: n,
-                skill_index: 0,
-                item: None,
-                index: usize::MAX,
-                skill: skill.to_owned(),
-                attempt: cascade_proto::Attempt(0),
-                in_flight: false,
-                backing_off: false,
-                failures_on_skill: 0,
-                failures: 0,
-                used_fallback: false,
-                outputs: None,
-                done: false,
-                model,
-                sent: None,
-                tried_models: Vec::new(),
-                gave_up: None,
-                role,
-            },
+            TaskState::new(n, (0, None, usize::MAX), skill, model, role),
         );
         self.nodes[n].extra.push(id.clone());
         id

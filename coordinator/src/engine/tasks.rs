@@ -3,8 +3,7 @@
 
 use cascade_eval::render_value;
 use cascade_proto::{
-    Attempt, FailureClass, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult,
-    TaskSpec,
+    FailureClass, FailureKind, SkillName, StageId, TaskId, TaskOutcome, TaskResult, TaskSpec,
 };
 use serde_json::{Map, Value};
 
@@ -71,26 +70,13 @@ impl Engine {
                 };
                 self.tasks.insert(
                     id.clone(),
-                    TaskState {
-                        node: n,
-                        skill_index: si,
-                        item: item.clone(),
-                        index,
-                        skill: s.skill.clone(),
-                        attempt: Attempt(0),
-                        in_flight: false,
-                        backing_off: false,
-                        failures_on_skill: 0,
-                        failures: 0,
-                        used_fallback: false,
-                        outputs: None,
-                        done: false,
+                    TaskState::new(
+                        n,
+                        (si, item.clone(), index),
+                        &s.skill,
                         model,
-                        sent: None,
-                        tried_models: Vec::new(),
-                        gave_up: None,
-                        role: TaskRole::Stage,
-                    },
+                        TaskRole::Stage,
+                    ),
                 );
                 ids.push(id);
             }
