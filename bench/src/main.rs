@@ -32,7 +32,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use async_nats::HeaderMap;
 use cascade_proto::wire::{self, RunRecord, RunState, Submission};
 use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
@@ -420,7 +420,7 @@ async fn swarm_run(swarm: &Swarm, w: &Workload) -> Result<(f64, f64)> {
 
 /// [`swarm_run`] giving up after `limit`.
 async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(f64, f64)> {
-    let (main, files) = cascade_coordinator::spec::collect_bundle(&w.file)
+    let (main, files) = cascade_core::spec::collect_bundle(&w.file)
         .map_err(|l| anyhow!("{}", l.render_diagnostics().join("\n")))?;
     let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
     let key = wire::token(run_id.as_str());

@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // The sandbox re-executes this binary to apply limits before a test
     // command runs (no `unsafe` pre-exec hooks).
-    if let Some(code) = cascade_worker::sandbox::exec_helper_main() {
+    if let Some(code) = cascade_exec::sandbox::exec_helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = cascade_coordinator::cli::Cli::parse();
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         cascade_coordinator::cli::run(cli, cancel).await
     });
     #[cfg(feature = "otlp")]
-    cascade_worker::http::otlp::shutdown();
+    cascade_swarm::ops::otlp::shutdown();
     ExitCode::from(code)
 }
 
@@ -45,7 +45,7 @@ fn init_tracing(verbose: u8, format: &str) {
     // Feature `otlp`: span export when an OTLP endpoint is configured.
     #[cfg(feature = "otlp")]
     let Some(filter) =
-        cascade_worker::http::otlp::init(filter, format == "json", "cascade-coordinator")
+        cascade_swarm::ops::otlp::init(filter, format == "json", "cascade-coordinator")
     else {
         return;
     };

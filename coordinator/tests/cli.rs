@@ -623,7 +623,7 @@ fn the_schema_accepts_every_example_and_seed_and_flags_unknown_fields() {
     assert!(files.len() > 20, "{files:?}");
     let as_json = |text: &str| -> Value {
         let file: Arc<str> = Arc::from("doc.yaml");
-        cascade_coordinator::spec::yaml::parse(&file, text)
+        cascade_core::spec::yaml::parse(&file, text)
             .ok()
             .flatten()
             .expect("parses")
@@ -631,7 +631,7 @@ fn the_schema_accepts_every_example_and_seed_and_flags_unknown_fields() {
     };
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read");
-        let loaded = cascade_coordinator::spec::load_file(&f);
+        let loaded = cascade_core::spec::load_file(&f);
         if loaded.has_errors() {
             continue; // the loader refuses it (a seed's prose form): nothing to check
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use cascade_proto::wire::{self, RunRecord, RunState, Submission, WorkerInfo, WorkerRole};
 use cascade_proto::{RunId, decode, encode};
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use cascade_tests::{NatsServer, await_condition, write_tree};
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
 use serde_json::{Value, json};
 
 const MAIN: &str = "cascade: release\nstages:\n  - stage: audit\n    cascade: deep-audit\n  - stage: build\n    skill: echo\n    depends_on: [audit]\n    inputs:\n      msg: hi\n";

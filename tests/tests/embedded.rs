@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cascade_coordinator::driver::{FileMemoryStore, LocalOptions, run_local};
-use cascade_coordinator::engine::RunReport;
-use cascade_coordinator::plan::{self, PlanOptions};
-use cascade_coordinator::spec::load_file;
+use cascade_core::engine::RunReport;
+use cascade_core::plan::{self, PlanOptions};
+use cascade_core::spec::load_file;
+use cascade_exec::{Executor, SkillRegistry};
 use cascade_proto::RunId;
 use cascade_tests::{await_condition, write_tree};
-use cascade_worker::{Executor, SkillRegistry};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 

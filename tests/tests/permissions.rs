@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cascade_proto::wire;
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use cascade_tests::{Proc, TEST_ACK_WAIT, TEST_WORKER_TTL, await_condition, binary, write_tree};
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use cascade_proto::wire;
+use cascade_swarm::{NatsArgs, NatsError, QueueSettings, Swarm, connect};
 use cascade_tests::NatsServer;
-use cascade_worker::nats::{NatsArgs, NatsError, QueueSettings, Swarm, connect};
 
 fn args(server: &NatsServer) -> NatsArgs {
     NatsArgs {

@@ -6,15 +6,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cascade_exec::SkillRegistry;
 use cascade_proto::wire::{
     self, CancelRequest, Claim, DeadLetter, ResultRecord, Route, TaskMessage,
 };
 use cascade_proto::{
     Attempt, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskSpec, decode, encode,
 };
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use cascade_tests::{NatsServer, write_tree};
-use cascade_worker::SkillRegistry;
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
 use cascade_worker::runner::{self, Config, RunnerError};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cascade_exec::{Executor, SkillRegistry};
 use cascade_proto::{Attempt, Failure, FailureKind, TaskOutcome, TaskResult, TaskSpec};
-use cascade_worker::{Executor, SkillRegistry};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;

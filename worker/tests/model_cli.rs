@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cascade_core::models::{ModelCatalog, ModelEnv};
+use cascade_exec::model::{ClientOptions, ModelClient, ModelRequest};
 use cascade_proto::{FailureClass, FailureKind};
-use cascade_worker::model::{ClientOptions, ModelCatalog, ModelClient, ModelEnv, ModelRequest};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 

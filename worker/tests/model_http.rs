@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cascade_proto::{FailureClass, FailureKind};
-use cascade_worker::model::{
-    BreakerConfig, CallOptions, ClientOptions, ModelCatalog, ModelClient, ModelEnv, ModelError,
-    ModelRequest,
+use cascade_core::models::{ModelCatalog, ModelEnv};
+use cascade_exec::model::{
+    BreakerConfig, CallOptions, ClientOptions, ModelClient, ModelError, ModelRequest,
 };
+use cascade_proto::{FailureClass, FailureKind};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{body_partial_json, header, method, path};
@@ -92,7 +92,7 @@ async fn complete(
     client: &ModelClient,
     model: &str,
     req: &ModelRequest,
-) -> Result<cascade_worker::model::Completion, ModelError> {
+) -> Result<cascade_exec::model::Completion, ModelError> {
     client.complete(model, req, &CancellationToken::new()).await
 }
 

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cascade_core::models::{ModelCatalog, ModelEnv};
+use cascade_exec::model::{self, ClientOptions, ModelClient};
+use cascade_exec::skills::{ModelOutput, SkillKind};
+use cascade_exec::{SkillDef, SkillRegistry};
 use cascade_proto::{Attempt, Failure, FailureClass, FailureKind, TaskBudget, TaskSpec, Usage};
-use cascade_worker::model::{self, ClientOptions, ModelCatalog, ModelClient, ModelEnv};
-use cascade_worker::skills::{ModelOutput, SkillKind};
-use cascade_worker::{SkillDef, SkillRegistry};
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cascade_proto::{FailureClass, FailureKind};
-use cascade_worker::sandbox::{
+use cascade_exec::sandbox::{
     self, Backend, CommandFixer, FileEdit, FixProposal, FixRequest, Fixer, FixerSpec, LoopConfig,
     LoopOutcome, ProposeFuture, SandboxMode,
 };
+use cascade_proto::{FailureClass, FailureKind};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

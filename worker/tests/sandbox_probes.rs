@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cascade_worker::sandbox::{self, Backend, Jail, Limits};
+use cascade_exec::sandbox::{self, Backend, Jail, Limits};
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(120);

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 pub use super::runs::{CancelArgs, ResultsArgs, StatusArgs, WatchArgs};
 pub use super::submit::SubmitArgs;
 pub use super::workers::WorkersArgs;
-use crate::plan::Format;
+use cascade_core::plan::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,7 +104,7 @@ pub struct PlanArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value = "text")]
+    #[arg(long, short = 'f', default_value = "text", value_parser = format_parser())]
     pub format: Format,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -150,4 +150,11 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `--format`: one of the planner's format names (clap lists them in `--help`).
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Format::NAMES)
+        .map(|name| Format::from_name(&name).unwrap_or(Format::Text))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::args::InputArgs;
-use crate::spec::yaml;
+use cascade_core::spec::yaml;
 
 pub fn collect(a: &InputArgs) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();

@@ -19,8 +19,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cascade_worker::model::ModelCatalog;
-use cascade_worker::{Executor, SkillRegistry};
+use cascade_core::models::ModelCatalog;
+use cascade_exec::{Executor, SkillRegistry};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +29,8 @@ pub use args::{Cli, Command, PlanArgs, RunArgs, SourceArgs, ValidateArgs};
 use crate::driver::local::run_local_with;
 use crate::driver::{FileMemoryStore, LocalOptions};
 use crate::integrations::{Env, RunIntegrations, RunSetup};
-use crate::plan::{self, Plan, PlanOptions};
-use crate::spec::{Diagnostic, Loaded, load_file};
+use cascade_core::plan::{self, Plan, PlanOptions};
+use cascade_core::spec::{Diagnostic, Loaded, load_file};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUN_FAILED: u8 = 1;
@@ -163,7 +163,7 @@ fn prepare(
                     r.names()
                         .filter(|n| {
                             r.get(n).is_some_and(|s| {
-                                matches!(s.kind, cascade_worker::SkillKind::Model(_))
+                                matches!(s.kind, cascade_exec::SkillKind::Model(_))
                             })
                         })
                         .map(str::to_owned)
@@ -309,7 +309,7 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     }
     let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let run_id = cascade_proto::RunId::new(uuid::Uuid::now_v7().to_string());
-    let client = cascade_worker::model::ModelClient::new(plan.models.clone());
+    let client = cascade_exec::model::ModelClient::new(plan.models.clone());
     let executor = Executor::new(Arc::new(registry), "local").with_models(client);
     let plan = Arc::new(plan);
     let mut ops = integrations_of(&p.loaded, &plan, &run_id, &inputs);
@@ -455,7 +455,7 @@ fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
 }
 
 fn schema_cmd(a: &args::SchemaArgs) -> u8 {
-    let schema = crate::spec::schema::cascade_schema();
+    let schema = cascade_core::spec::schema::cascade_schema();
     let text = match serde_json::to_string_pretty(&schema) {
         Ok(t) => t + "\n",
         Err(e) => {

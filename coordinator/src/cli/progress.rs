@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use crate::engine::{Effect, Engine, StageStatus};
+use cascade_core::engine::{Effect, Engine, StageStatus};
 
 pub struct Progress {
     show: bool,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use cascade_proto::wire::{self, CancelRequest, RunRecord, RunState};
 use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
-use cascade_worker::nats::{NatsArgs, Swarm};
+use cascade_swarm::{NatsArgs, Swarm};
 use clap::Args;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -364,7 +364,7 @@ async fn request_cancel(swarm: &Swarm, run: &RunId, reason: &str) -> Result<Canc
             let r = RunRecord {
                 v: PROTOCOL_VERSION,
                 run_id: run.clone(),
-                cascade: crate::spec::load_bundle(&s.main, &s.files)
+                cascade: cascade_core::spec::load_bundle(&s.main, &s.files)
                     .cascade
                     .map_or_else(|| s.main.clone(), |c| c.name),
                 state: RunState::Queued,

@@ -3,16 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect, warn_if_single_node};
+use cascade_core::duration::parse_nonzero_duration;
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect, warn_if_single_node};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED};
 use crate::driver::nats::{ServeOptions, serve};
-
-fn duration(s: &str) -> Result<Duration, String> {
-    crate::spec::duration::parse_duration(s)
-}
 
 /// Settings every process of one swarm must share (they shape the durable
 /// consumers): the coordinator and `worker` take the same flags.
@@ -20,7 +17,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub struct QueueArgs {
     /// How long a task may run without a progress ack before it is
     /// redelivered (workers ack progress every third of it).
-    #[arg(long, value_name = "DURATION", env = "CASCADE_ACK_WAIT", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", env = "CASCADE_ACK_WAIT", default_value = "30s", value_parser = parse_nonzero_duration)]
     pub ack_wait: Duration,
     /// Deliveries of one task before it is dead-lettered.
     #[arg(
@@ -31,7 +28,7 @@ pub struct QueueArgs {
     )]
     pub max_deliver: i64,
     /// How long a worker stays registered after its last heartbeat.
-    #[arg(long, value_name = "DURATION", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = parse_nonzero_duration)]
     pub worker_ttl: Duration,
 }
 
@@ -61,7 +58,7 @@ pub struct ServeArgs {
     pub models: Option<PathBuf>,
     /// A run's lease: another coordinator takes the run over this long
     /// after its owner stops renewing.
-    #[arg(long, value_name = "DURATION", env = "CASCADE_LEASE_TTL", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", env = "CASCADE_LEASE_TTL", default_value = "10s", value_parser = parse_nonzero_duration)]
     pub lease_ttl: Duration,
     /// Serve the dashboard, its JSON API, /metrics (Prometheus), /healthz and
     /// /readyz on this address (e.g. 0.0.0.0:9090; port 0 picks one, printed
@@ -116,7 +113,7 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
             return EXIT_RUN_FAILED;
         }
     };
-    let models = match cascade_worker::model::ModelCatalog::from_env_or(a.models.as_deref()) {
+    let models = match cascade_core::models::ModelCatalog::from_env_or(a.models.as_deref()) {
         Ok(m) => std::sync::Arc::new(m),
         Err(errors) => {
             for e in errors {

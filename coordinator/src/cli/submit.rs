@@ -18,7 +18,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::kv::CreateErrorKind;
 use cascade_proto::wire::{self, Submission};
 use cascade_proto::{PROTOCOL_VERSION, RunId, encode};
-use cascade_worker::nats::{NatsArgs, Swarm};
+use cascade_swarm::{NatsArgs, Swarm};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ use super::{
     EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, check_writable, final_stages, inputs, prepare,
     print_answer, progress, usage_error, write_atomically,
 };
-use crate::spec::{collect_bundle, load_bundle};
+use cascade_core::spec::{collect_bundle, load_bundle};
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {

@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::kv::{Entry, Operation};
 use cascade_proto::wire::{self, RunRecord, Submission};
 use cascade_proto::{RunId, decode};
-use cascade_worker::nats::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::StageStatus;
+use cascade_core::engine::StageStatus;
 
 /// Connects and makes sure every stream and bucket exists (idempotent).
 pub async fn open(args: &NatsArgs) -> Result<Swarm, String> {

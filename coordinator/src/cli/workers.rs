@@ -4,7 +4,7 @@
 
 use cascade_proto::decode;
 use cascade_proto::wire::{self, WorkerInfo, WorkerRole};
-use cascade_worker::nats::NatsArgs;
+use cascade_swarm::NatsArgs;
 use clap::Args;
 use futures::StreamExt;
 use serde_json::{Value, json};

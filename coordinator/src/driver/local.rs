@@ -16,18 +16,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cascade_exec::Executor;
 use cascade_proto::{Attempt, RunId, TaskId, TaskResult};
-use cascade_worker::Executor;
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::store::MemoryStore;
-use crate::engine::{Effect, Engine, Event, Millis, RunReport, TimerId};
 use crate::integrations::RunIntegrations;
-use crate::plan::Plan;
-use crate::spec::MemoryScope;
+use cascade_core::engine::{Effect, Engine, Event, Millis, RunReport, TimerId};
+use cascade_core::plan::Plan;
+use cascade_core::spec::MemoryScope;
 
 /// Results waiting for the loop. The loop drains it continuously; the bound
 /// only keeps a burst of completions from growing memory without limit.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::engine::Millis;
-use crate::spec::MemoryScope;
+use cascade_core::engine::Millis;
+use cascade_core::spec::MemoryScope;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -21,7 +21,7 @@
 //!  cascade_worker_slots / cascade_worker_slots_busy  their concurrency, in use
 //! ```
 //! Task durations, outcomes per skill and model usage are recorded by the
-//! workers (see `cascade_worker::http`).
+//! workers (see `cascade_swarm::ops`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use futures::StreamExt;
 use metrics::{counter, gauge};
 
 use super::App;
-use crate::engine::StageStatus;
+use cascade_core::engine::StageStatus;
 
 /// Swarm gauges are recomputed at most this often, however often scraped.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
@@ -110,7 +110,7 @@ pub fn run_started() {
 /// `otlp` feature, its root span is emitted).
 pub fn run_finished(run: &cascade_proto::RunId, created_ms: u64, status: &str) {
     counter!("cascade_runs_finished_total", "status" => status.to_owned()).increment(1);
-    cascade_worker::http::trace::run_finished(run, created_ms, status);
+    cascade_swarm::ops::trace::run_finished(run, created_ms, status);
 }
 
 /// How many runs this coordinator drives now.
@@ -184,7 +184,7 @@ pub(crate) async fn scrape(State(app): State<Arc<App>>) -> impl IntoResponse {
             *last = Some(Instant::now());
         }
     }
-    cascade_worker::http::metrics_text().await
+    cascade_swarm::ops::metrics_text().await
 }
 
 async fn collect(app: &App) {

@@ -32,12 +32,12 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::routing::get;
-use cascade_worker::http::{Endpoint, health};
-use cascade_worker::model::ModelCatalog;
-use cascade_worker::nats::Swarm;
+use cascade_core::models::ModelCatalog;
+use cascade_swarm::Swarm;
+use cascade_swarm::ops::{Endpoint, health};
 use tokio_util::sync::CancellationToken;
 
-pub use cascade_worker::http::LISTENING;
+pub use cascade_swarm::ops::LISTENING;
 
 /// What every handler reads.
 pub(crate) struct App {
@@ -122,7 +122,7 @@ impl Server {
 }
 
 fn router(app: Arc<App>) -> Router {
-    use cascade_worker::http::{healthz, readyz};
+    use cascade_swarm::ops::{healthz, readyz};
     Router::new()
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(healthz))

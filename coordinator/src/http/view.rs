@@ -20,16 +20,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
+use cascade_core::models::ModelCatalog;
 use cascade_proto::wire::{self, RunRecord, Submission};
 use cascade_proto::{EventRecord, RunId, decode};
-use cascade_worker::model::ModelCatalog;
-use cascade_worker::nats::Swarm;
+use cascade_swarm::Swarm;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::swarm as client;
-use crate::engine::Engine;
-use crate::plan::{BlockId, NodeId, NodeKind, Plan};
+use cascade_core::engine::Engine;
+use cascade_core::plan::{BlockId, NodeId, NodeKind, Plan};
 
 /// A view is brought up to date at most this often (polls in between get
 /// the rows as they are).

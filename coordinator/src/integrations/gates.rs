@@ -17,8 +17,8 @@ use cascade_eval::{Context, render_value};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::plan::Plan;
-use crate::spec::{GateCheck, QualityGate};
+use cascade_core::plan::Plan;
+use cascade_core::spec::{GateCheck, QualityGate};
 
 /// One gate's outcome, as the results list it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -283,8 +283,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::plan::{PlanOptions, compile};
-    use crate::spec::load_str;
+    use cascade_core::plan::{PlanOptions, compile};
+    use cascade_core::spec::load_str;
 
     fn setup(gates: &str) -> (Plan, Vec<QualityGate>) {
         let text = format!(

@@ -38,9 +38,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Effect, Engine, Event, StageStatus};
-use crate::plan::Plan;
-use crate::spec::{GithubConfig, HookCommand, NotifyEvent, Operations};
+use cascade_core::engine::{Effect, Engine, Event, StageStatus};
+use cascade_core::plan::Plan;
+use cascade_core::spec::{GithubConfig, HookCommand, NotifyEvent, Operations};
 use notify::{Message, Notifier};
 
 /// Reads one variable.
@@ -427,7 +427,7 @@ impl RunIntegrations {
         ];
         let never = CancellationToken::new();
         for c in &self.ops.hooks.on_run_end {
-            let out = cascade_worker::exec::run_hook(
+            let out = cascade_exec::exec::run_hook(
                 "on_run_end",
                 &c.run,
                 Some(&self.dir),

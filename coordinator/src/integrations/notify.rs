@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
 use super::Env;
-use crate::spec::{Notification, NotifyEvent, NotifyTarget, UrlSource};
+use cascade_core::spec::{Notification, NotifyEvent, NotifyTarget, UrlSource};
 
 /// Longest pause between two delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cascade_core::duration::parse_nonzero_duration;
+use cascade_exec::SkillRegistry;
 use cascade_proto::wire::WorkerRole;
-use cascade_worker::SkillRegistry;
-use cascade_worker::http;
-use cascade_worker::nats::{NatsArgs, QueueSettings};
+use cascade_swarm::ops;
+use cascade_swarm::{NatsArgs, QueueSettings};
 use cascade_worker::runner::{self, Config};
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -63,17 +64,17 @@ struct Cli {
     #[arg(long, env = "CASCADE_WORKDIR")]
     workdir: Option<PathBuf>,
     /// Redelivery timeout of an unacknowledged task (must match the whole swarm).
-    #[arg(long = "ack-wait", env = "CASCADE_ACK_WAIT", default_value = "30s", value_parser = runner::parse_duration)]
+    #[arg(long = "ack-wait", env = "CASCADE_ACK_WAIT", default_value = "30s", value_parser = parse_nonzero_duration)]
     ack_wait: Duration,
     /// Deliveries of one task message before it is dead-lettered (must match the swarm).
     #[arg(long = "max-deliver", env = "CASCADE_MAX_DELIVER", default_value_t = 5)]
     max_deliver: i64,
     /// How long this worker stays registered after its last heartbeat; it
     /// beats every third of it (must match the swarm's coordinators).
-    #[arg(long = "worker-ttl", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = runner::parse_duration)]
+    #[arg(long = "worker-ttl", env = "CASCADE_WORKER_TTL", default_value = "10s", value_parser = parse_nonzero_duration)]
     worker_ttl: Duration,
     /// How long in-flight tasks may run on after SIGTERM/SIGINT.
-    #[arg(long, env = "CASCADE_GRACE", default_value = "30s", value_parser = runner::parse_duration)]
+    #[arg(long, env = "CASCADE_GRACE", default_value = "30s", value_parser = parse_nonzero_duration)]
     grace: Duration,
     /// The models file (providers, model ids, keys' variables, prices) for
     /// model skills [default: the built-in examples/models.yaml].
@@ -135,7 +136,7 @@ impl Cli {
         };
         config.grace = self.grace;
         config.models = std::sync::Arc::new(
-            cascade_worker::model::ModelCatalog::from_env_or(self.models.as_deref())
+            cascade_core::models::ModelCatalog::from_env_or(self.models.as_deref())
                 .map_err(|errors| errors.join("\n"))?,
         );
         config.validate().map_err(|e| e.to_string())?;
@@ -144,7 +145,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = cascade_worker::sandbox::exec_helper_main() {
+    if let Some(code) = cascade_exec::sandbox::exec_helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
@@ -178,7 +179,7 @@ fn main() -> ExitCode {
         tokio::spawn(async move {
             shutdown_on_signal(signals).await;
         });
-        let http = match http::Endpoint::start(http_addr, "worker", http::router()).await {
+        let http = match ops::Endpoint::start(http_addr, "worker", ops::router()).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
@@ -186,7 +187,7 @@ fn main() -> ExitCode {
             }
         };
         if let Some(addr) = http.addr() {
-            tracing::info!("{} {addr}", http::LISTENING);
+            tracing::info!("{} {addr}", ops::LISTENING);
         }
         let code = match runner::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -201,7 +202,7 @@ fn main() -> ExitCode {
         };
         http.stop().await;
         #[cfg(feature = "otlp")]
-        http::otlp::shutdown();
+        ops::otlp::shutdown();
         code
     })
 }
@@ -228,8 +229,7 @@ async fn shutdown_on_signal(token: CancellationToken) {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     #[cfg(feature = "otlp")]
-    let Some(filter) =
-        http::otlp::init(filter, matches!(format, LogFormat::Json), "cascade-worker")
+    let Some(filter) = ops::otlp::init(filter, matches!(format, LogFormat::Json), "cascade-worker")
     else {
         return;
     };

@@ -11,8 +11,8 @@ use std::time::Duration;
 use cascade_proto::wire::WorkerRole;
 
 use super::RunnerError;
-use crate::nats::{NatsArgs, QueueSettings};
-use crate::skills::SkillRegistry;
+use cascade_exec::skills::SkillRegistry;
+use cascade_swarm::{NatsArgs, QueueSettings};
 
 /// A worker's configuration. `Config::new` fills in the defaults.
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub struct Config {
     pub grace: Duration,
     /// The models file model skills call through; the models servable here
     /// (key set, CLI on PATH) are advertised in the registry.
-    pub models: Arc<crate::model::ModelCatalog>,
+    pub models: Arc<cascade_core::models::ModelCatalog>,
 }
 
 impl Config {
@@ -53,7 +53,7 @@ impl Config {
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             settings: QueueSettings::default(),
             grace: Duration::from_secs(30),
-            models: Arc::new(crate::model::ModelCatalog::builtin()),
+            models: Arc::new(cascade_core::models::ModelCatalog::builtin()),
         }
     }
 
@@ -111,11 +111,6 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, RunnerError>
         }
     }
     Ok(labels)
-}
-
-/// `500ms`, `30s`, `5m`, `1h` or plain seconds; zero is refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::skills::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
 #[cfg(test)]

@@ -29,12 +29,11 @@ mod lead;
 mod pull;
 mod registry;
 mod runs;
-mod spawn;
 mod task;
 
-pub use config::{Config, default_name, parse_duration, parse_labels};
+use cascade_swarm::spawn_named;
+pub use config::{Config, default_name, parse_labels};
 pub use registry::Stats;
-pub use spawn::spawn_named;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,8 +45,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Executor;
-use crate::nats::{NatsError, Swarm, connect};
+use cascade_exec::Executor;
+use cascade_swarm::{NatsError, Swarm, connect};
 use pull::{Gate, QueueKind};
 use registry::Registration;
 
@@ -138,13 +137,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     config.validate()?;
     let started_at = now_millis();
     let client = connect(&config.nats, &config.name).await?;
-    crate::nats::warn_if_single_node(&client);
+    cascade_swarm::warn_if_single_node(&client);
     let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;
     let queues = open_queues(&swarm, &config).await?;
     let registration = Registration::new(swarm.workers.clone(), &config, started_at);
     let shared = Arc::new(Shared {
         exec: Executor::new(config.registry.clone(), config.name.clone())
-            .with_models(crate::model::ModelClient::new(config.models.clone())),
+            .with_models(cascade_exec::model::ModelClient::new(config.models.clone())),
         permits: Arc::new(Semaphore::new(config.concurrency)),
         stats: Stats::default(),
         running: cancel::Running::default(),
@@ -207,7 +206,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         role = ?shared.config.role,
         "ready"
     );
-    crate::http::worker_ready(&client, shared.config.concurrency);
+    cascade_swarm::ops::worker_ready(&client, shared.config.concurrency);
 
     shutdown.cancelled().await;
     drain(&shared, &registration, pullers).await;
@@ -280,7 +279,7 @@ async fn drain(shared: &Arc<Shared>, registration: &Registration, pullers: TaskT
     let in_flight = shared.stats.in_flight.load(Ordering::Relaxed);
     tracing::info!(worker = %shared.config.name, in_flight, "draining");
     shared.draining.cancel();
-    crate::http::health().not_ready("draining");
+    cascade_swarm::ops::health().not_ready("draining");
     shared.stats.draining.store(true, Ordering::Relaxed);
     if let Err(e) = registration.beat(&shared.stats).await {
         tracing::warn!("announcing the drain: {e}");

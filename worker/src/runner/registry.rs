@@ -35,7 +35,7 @@ pub(crate) struct InFlight<'a>(&'a Stats);
 impl<'a> InFlight<'a> {
     pub fn enter(stats: &'a Stats) -> Self {
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        crate::http::in_flight(1.0);
+        cascade_swarm::ops::in_flight(1.0);
         InFlight(stats)
     }
 }
@@ -43,7 +43,7 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        crate::http::in_flight(-1.0);
+        cascade_swarm::ops::in_flight(-1.0);
     }
 }
 
@@ -82,7 +82,7 @@ impl Registration {
                     .skills
                     .iter()
                     .any(|s| s == "codex-sandbox")
-                    .then(crate::sandbox::capability)
+                    .then(cascade_exec::sandbox::capability)
                     .into_iter()
                     .collect(),
                 models: config.models.available(),

@@ -59,8 +59,8 @@ pub(crate) async fn handle(
     let spec = &tm.spec;
     let span = tracing::info_span!("attempt", run_id = %spec.run_id, stage = %spec.stage_id,
         task_id = %spec.task_id, attempt = %spec.attempt, delivered = delivery.delivered);
-    crate::http::task_received(spec.skill.as_str(), delivery.delivered);
-    crate::http::trace::set_parent(&span, &msg, &spec.run_id);
+    cascade_swarm::ops::task_received(spec.skill.as_str(), delivery.delivered);
+    cascade_swarm::ops::trace::set_parent(&span, &msg, &spec.run_id);
     attempt(&shared, &msg, delivery, tm).instrument(span).await
 }
 
@@ -138,7 +138,7 @@ async fn attempt(
     let Some(result) = execute(shared, msg, &fence, &spec).await else {
         return Ok(());
     };
-    crate::http::task_executed(spec.skill.as_str(), &result);
+    cascade_swarm::ops::task_executed(spec.skill.as_str(), &result);
     if shared.hard_stop.is_cancelled() {
         if fence.nak(msg, DRAIN_NAK_DELAY).await? {
             tracing::info!(key, "unfinished at the end of the grace period: naked");
@@ -156,7 +156,7 @@ pub(crate) async fn reject(
     reason: String,
 ) -> Result<(), RunnerError> {
     shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-    crate::http::task_undecodable();
+    cascade_swarm::ops::task_undecodable();
     tracing::warn!(subject = %msg.subject, stream_seq = delivery.stream_seq, "undecodable task message dead-lettered: {reason}");
     let letter = DeadLetter {
         v: PROTOCOL_VERSION,

@@ -6,8 +6,8 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::Shared;
-use crate::engine::Effect;
-use crate::spec::MemoryScope;
+use cascade_core::engine::Effect;
+use cascade_core::spec::MemoryScope;
 
 fn key(run: &RunId, scope: MemoryScope, k: &str) -> String {
     match scope {

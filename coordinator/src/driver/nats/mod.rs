@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cascade_proto::wire::{self, RunRecord, WorkerInfo};
 use cascade_proto::{Millis, RunId, decode};
-use cascade_worker::nats::Swarm;
+use cascade_swarm::Swarm;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub struct ServeOptions {
     /// How long a run's lease lasts without renewal (renewed every third).
     pub lease_ttl: Duration,
     /// The models file runs are planned with (routing, prices, fallbacks).
-    pub models: std::sync::Arc<cascade_worker::model::ModelCatalog>,
+    pub models: std::sync::Arc<cascade_core::models::ModelCatalog>,
 }
 
 pub(crate) struct Shared {

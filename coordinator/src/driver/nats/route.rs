@@ -16,7 +16,7 @@ use cascade_proto::Millis;
 use cascade_proto::wire::{WorkerInfo, WorkerRole};
 use dashmap::DashMap;
 
-use crate::spec::{Strategy, Topology};
+use cascade_core::spec::{Strategy, Topology};
 
 /// What the driver knows of the workers: their heartbeats (from the
 /// registry bucket) and what it observed of their work.

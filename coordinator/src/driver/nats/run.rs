@@ -14,7 +14,7 @@
 //! killed at any point is replaced by one that replays the same decisions
 //! and re-sends only what may not have been sent.
 
-use cascade_worker::model::ModelCatalog;
+use cascade_core::models::ModelCatalog;
 use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::pin::Pin;
@@ -41,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::lease::Held;
 use super::route::{StageAgents, Target, Want};
-use crate::engine::{Effect, Engine, StageStatus};
 use crate::integrations::{Env, RunIntegrations, RunSetup};
-use crate::plan::{self, Plan, PlanOptions};
-use crate::spec::{ErrorStrategy, MemoryScope, Operations, Strategy, Topology};
+use cascade_core::engine::{Effect, Engine, StageStatus};
+use cascade_core::plan::{self, Plan, PlanOptions};
+use cascade_core::spec::{ErrorStrategy, MemoryScope, Operations, Strategy, Topology};
 
 /// Most results taken into one log entry (group commit).
 const MAX_BATCH: usize = 1024;
@@ -113,7 +113,7 @@ pub(crate) fn plan_of(
     sub: &Submission,
     models: &Arc<ModelCatalog>,
 ) -> Result<(Plan, Operations), String> {
-    let loaded = crate::spec::load_bundle(&sub.main, &sub.files);
+    let loaded = cascade_core::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
         return Err(loaded.render_diagnostics().join("\n"));
     }
@@ -838,7 +838,7 @@ impl Driver {
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(msg_id);
-        let publish = cascade_worker::http::trace::inject(publish, &message.spec);
+        let publish = cascade_swarm::ops::trace::inject(publish, &message.spec);
         let ack = self
             .shared
             .swarm

@@ -1,0 +1,147 @@
+//! Google Gemini: `POST {base}/v1beta/models/{id}:generateContent`, key in
+//! `x-goog-api-key` (never in the URL).
+//!
+//! Request: `contents` (one user turn), `systemInstruction`, `generationConfig`
+//! (`maxOutputTokens`, `temperature`, `responseMimeType: application/json` for JSON) and,
+//! for a model with the `search` capability, the `google_search` tool (which cannot be
+//! combined with a JSON mime type: such calls get the JSON instruction instead).
+//! Answer: the non-thought `parts[].text` of `candidates[0]`; `promptFeedback.blockReason`
+//! or a `finishReason` of SAFETY, RECITATION, PROHIBITED_CONTENT, BLOCKLIST or SPII is a
+//! [`FailureClass::Refusal`]; `usageMetadata.promptTokenCount` in,
+//! `candidatesTokenCount + thoughtsTokenCount` out (thinking is billed as output).
+//! A 429's `RetryInfo.retryDelay` (`"30s"`) in `error.details` is its retry-after.
+
+use std::time::Duration;
+
+use cascade_proto::FailureClass;
+use serde_json::{Map, Value, json};
+
+use super::anthropic::JSON_INSTRUCTION;
+use super::client::{CallOptions, ModelError, ModelRequest, output_cap};
+use super::http::{Answer, HttpCall, KeyHeader, u64_at};
+use cascade_core::models::{ModelDef, Provider};
+
+const REFUSAL_REASONS: &[&str] = &[
+    "SAFETY",
+    "RECITATION",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "IMAGE_SAFETY",
+];
+
+pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+    let base = def
+        .base_url
+        .as_deref()
+        .or(Provider::Gemini.default_base_url())
+        .unwrap_or_default();
+    let id = def.model_id.trim_start_matches("models/");
+    let search = def.capabilities.iter().any(|c| c == "search");
+    let mime_json = req.json && !search;
+    let system = match (&req.system, req.json && !mime_json) {
+        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
+        (Some(s), false) => Some(s.clone()),
+        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
+        (None, false) => None,
+    };
+    let mut config = Map::new();
+    config.insert("maxOutputTokens".into(), json!(output_cap(def, req)));
+    if let Some(t) = opts.temperature {
+        config.insert("temperature".into(), json!(t));
+    }
+    if mime_json {
+        config.insert("responseMimeType".into(), json!("application/json"));
+    }
+    let mut body = Map::new();
+    body.insert(
+        "contents".into(),
+        json!([{"role": "user", "parts": [{"text": req.prompt}]}]),
+    );
+    if let Some(system) = system {
+        body.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system}]}),
+        );
+    }
+    body.insert("generationConfig".into(), Value::Object(config));
+    if search {
+        body.insert("tools".into(), json!([{"google_search": {}}]));
+    }
+    HttpCall {
+        url: format!("{base}/v1beta/models/{id}:generateContent"),
+        headers: Vec::new(),
+        key_header: KeyHeader::XGoogApiKey,
+        body: Value::Object(body),
+    }
+}
+
+pub(crate) fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+    let candidate = v.pointer("/candidates/0");
+    let text: String = candidate
+        .and_then(|c| c.pointer("/content/parts"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect();
+    let answer = Answer {
+        text,
+        input_tokens: u64_at(v, "/usageMetadata/promptTokenCount"),
+        output_tokens: u64_at(v, "/usageMetadata/candidatesTokenCount")
+            + u64_at(v, "/usageMetadata/thoughtsTokenCount"),
+        stop_reason: candidate
+            .and_then(|c| c.get("finishReason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        cost_usd: None,
+    };
+    let refusal = |why: String| {
+        Err(ModelError::new(
+            FailureClass::Refusal,
+            format!("model `{}` declined to answer: {why}", def.name),
+        )
+        .with_usage(answer.usage(def)))
+    };
+    if let Some(block) = v
+        .pointer("/promptFeedback/blockReason")
+        .and_then(Value::as_str)
+    {
+        return refusal(format!("prompt blocked ({block})"));
+    }
+    if let Some(reason) = answer.stop_reason.as_deref()
+        && REFUSAL_REASONS.contains(&reason)
+    {
+        return refusal(format!("finishReason {reason}"));
+    }
+    if answer.text.trim().is_empty() {
+        let why = answer.stop_reason.as_deref().unwrap_or("no candidates");
+        return Err(ModelError::new(
+            FailureClass::Malformed,
+            format!("model `{}` returned no text ({why})", def.name),
+        )
+        .with_usage(answer.usage(def)));
+    }
+    Ok(answer)
+}
+
+/// `RetryInfo.retryDelay` of an error body, e.g. `"30s"` or `"1.5s"`.
+pub(crate) fn retry_delay(v: &Value) -> Option<Duration> {
+    v.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("RetryInfo"))
+        })
+        .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
+        .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+/// Gemini answers a bad key with 400 `API_KEY_INVALID`, not 401.
+pub(crate) fn is_bad_key(lower_body: &str) -> bool {
+    lower_body.contains("api_key_invalid") || lower_body.contains("api key not valid")
+}

@@ -1,0 +1,301 @@
+//! The re-exec helper: how limits and landlock reach a sandboxed command without
+//! `pre_exec` (the workspace forbids `unsafe`).
+//!
+//! The runner starts the worker's own binary as
+//! `<helper> __cascade-sandbox-exec [options] -- <argv>`; the binary calls
+//! [`exec_helper_main`] first thing in `main`, which applies, in this order,
+//!
+//! 1. `--cgroup DIR`: joins that pids cgroup (before anything else, so every process the
+//!    command forks is counted against `pids.max`);
+//! 2. the rlimits (`--fsize`, `--nproc`, `--as`, `--cpu`; core dumps off);
+//! 3. `--landlock` with `--rw DIR`...: reads allowed everywhere, writes only below those
+//!    directories (and to `/dev/null`-like devices), signals and abstract unix sockets
+//!    scoped to the sandbox; `--deny-net` also denies TCP bind and connect;
+//!
+//! and then `exec`s `argv` (for the bwrap backend, argv is `bwrap ...`: landlock is never
+//! combined with bwrap, which needs to mount). It never returns on success. On a setup
+//! error it prints one line starting with [`HELPER_ERROR_PREFIX`] and exits with
+//! [`HELPER_ERROR_CODE`], which the runner reports as an infrastructure failure rather
+//! than as a failing test.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, path_beneath_rules,
+};
+use nix::sys::resource::{Resource, setrlimit};
+
+/// `argv[1]` that turns a binary into the helper.
+pub const HELPER_MARKER: &str = "__cascade-sandbox-exec";
+/// The first words of the helper's error line on stderr.
+pub const HELPER_ERROR_PREFIX: &str = "cascade-sandbox-helper:";
+/// The helper's exit code when it could not set the sandbox up.
+pub const HELPER_ERROR_CODE: i32 = 125;
+/// The landlock ABI whose rights we ask for; older kernels get what they support.
+const LANDLOCK_ABI: ABI = ABI::V6;
+/// Devices a sandboxed command may write to.
+const WRITABLE_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"];
+
+/// What the helper applies before `exec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HelperArgs {
+    pub file_size: Option<u64>,
+    /// Processes on top of those the user already has.
+    pub processes: Option<u64>,
+    pub memory: Option<u64>,
+    pub cpu_seconds: Option<u64>,
+    pub cgroup: Option<PathBuf>,
+    pub landlock: bool,
+    pub writable: Vec<PathBuf>,
+    pub deny_net: bool,
+    pub argv: Vec<OsString>,
+}
+
+impl HelperArgs {
+    /// The arguments after the marker.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut number = |flag: &str, value: Option<u64>| {
+            if let Some(v) = value {
+                args.push(flag.into());
+                args.push(v.to_string().into());
+            }
+        };
+        number("--fsize", self.file_size);
+        number("--nproc", self.processes);
+        number("--as", self.memory);
+        number("--cpu", self.cpu_seconds);
+        if let Some(dir) = &self.cgroup {
+            args.push("--cgroup".into());
+            args.push(dir.into());
+        }
+        if self.landlock {
+            args.push("--landlock".into());
+        }
+        for dir in &self.writable {
+            args.push("--rw".into());
+            args.push(dir.into());
+        }
+        if self.deny_net {
+            args.push("--deny-net".into());
+        }
+        args.push("--".into());
+        args.extend(self.argv.iter().cloned());
+        args
+    }
+
+    pub fn parse(args: &[OsString]) -> Result<Self, String> {
+        let mut parsed = HelperArgs::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let flag = arg
+                .to_str()
+                .ok_or_else(|| format!("argument {arg:?} is not UTF-8"))?;
+            let mut value = || it.next().ok_or_else(|| format!("`{flag}` needs a value"));
+            let mut number = || -> Result<u64, String> {
+                let v = value()?;
+                v.to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("`{flag}`: {v:?} is not a number"))
+            };
+            match flag {
+                "--fsize" => parsed.file_size = Some(number()?),
+                "--nproc" => parsed.processes = Some(number()?),
+                "--as" => parsed.memory = Some(number()?),
+                "--cpu" => parsed.cpu_seconds = Some(number()?),
+                "--cgroup" => parsed.cgroup = Some(PathBuf::from(value()?)),
+                "--landlock" => parsed.landlock = true,
+                "--rw" => parsed.writable.push(PathBuf::from(value()?)),
+                "--deny-net" => parsed.deny_net = true,
+                "--" => {
+                    parsed.argv = it.cloned().collect();
+                    break;
+                }
+                other => return Err(format!("unknown option `{other}`")),
+            }
+        }
+        if parsed.argv.is_empty() {
+            return Err("no command after `--`".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// Call first thing in `main`: `None` when this process is not the helper, otherwise the
+/// exit code to exit with (the helper only returns when it could not `exec`).
+///
+/// ```ignore
+/// if let Some(code) = cascade_exec::sandbox::exec_helper_main() { std::process::exit(code); }
+/// ```
+pub fn exec_helper_main() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(HELPER_MARKER)) {
+        return None;
+    }
+    let rest: Vec<OsString> = args.collect();
+    let parsed = match HelperArgs::parse(&rest) {
+        Ok(p) => p,
+        Err(e) => return Some(fail(&format!("bad arguments: {e}"))),
+    };
+    Some(match prepare(&parsed) {
+        Ok(()) => exec(&parsed.argv),
+        Err(e) => fail(&e),
+    })
+}
+
+fn fail(message: &str) -> i32 {
+    eprintln!("{HELPER_ERROR_PREFIX} {message}");
+    HELPER_ERROR_CODE
+}
+
+fn prepare(args: &HelperArgs) -> Result<(), String> {
+    if let Some(dir) = &args.cgroup {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
+    }
+    set_limits(args)?;
+    if args.landlock {
+        apply_landlock(&args.writable, args.deny_net)?;
+    }
+    Ok(())
+}
+
+fn set_limits(args: &HelperArgs) -> Result<(), String> {
+    let set = |resource: Resource, soft: u64, hard: u64| {
+        setrlimit(resource, soft, hard).map_err(|e| format!("setrlimit {resource:?}: {e}"))
+    };
+    set(Resource::RLIMIT_CORE, 0, 0)?;
+    if let Some(bytes) = args.file_size {
+        set(Resource::RLIMIT_FSIZE, bytes, bytes)?;
+    }
+    if let Some(extra) = args.processes {
+        // RLIMIT_NPROC counts every process of the user, not just ours.
+        let n = user_process_count().saturating_add(extra);
+        set(Resource::RLIMIT_NPROC, n, n)?;
+    }
+    if let Some(bytes) = args.memory {
+        set(Resource::RLIMIT_AS, bytes, bytes)?;
+    }
+    if let Some(secs) = args.cpu_seconds {
+        // The soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+        set(Resource::RLIMIT_CPU, secs, secs.saturating_add(1))?;
+    }
+    Ok(())
+}
+
+/// Processes owned by this process's user, from `/proc`.
+pub fn user_process_count() -> u64 {
+    let Ok(me) = std::fs::metadata("/proc/self") else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let count = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == me.uid()))
+        .count();
+    u64::try_from(count).unwrap_or(u64::MAX)
+}
+
+fn apply_landlock(writable: &[PathBuf], deny_net: bool) -> Result<(), String> {
+    let abi = LANDLOCK_ABI;
+    let err = |e: landlock::RulesetError| format!("landlock: {e}");
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(err)?;
+    if deny_net {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(err)?;
+    }
+    let status = ruleset
+        .scope(Scope::from_all(abi))
+        .map_err(err)?
+        .create()
+        .map_err(err)?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))
+        .map_err(err)?
+        .add_rules(path_beneath_rules(writable, AccessFs::from_all(abi)))
+        .map_err(err)?
+        .add_rules(path_beneath_rules(
+            WRITABLE_DEVICES,
+            AccessFs::from_file(abi),
+        ))
+        .map_err(err)?
+        .restrict_self()
+        .map_err(err)?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err("landlock: this kernel does not enforce the ruleset".into());
+    }
+    Ok(())
+}
+
+/// Replaces this process with `argv`; returns an exit code only when that failed.
+fn exec(argv: &[OsString]) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        return fail("no command");
+    };
+    let err = std::process::Command::new(program).args(args).exec();
+    eprintln!("{HELPER_ERROR_PREFIX} cannot run {program:?}: {err}");
+    match err.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let args = HelperArgs {
+            file_size: Some(10 << 20),
+            processes: Some(512),
+            memory: None,
+            cpu_seconds: Some(60),
+            cgroup: Some("/sys/fs/cgroup/pids/x".into()),
+            landlock: true,
+            writable: vec!["/tmp/a".into(), "/tmp/b".into()],
+            deny_net: true,
+            argv: vec!["sh".into(), "-c".into(), "echo -- --fsize".into()],
+        };
+        assert_eq!(HelperArgs::parse(&args.to_args()), Ok(args));
+    }
+
+    #[test]
+    fn bad_args() {
+        let parse =
+            |a: &[&str]| HelperArgs::parse(&a.iter().map(OsString::from).collect::<Vec<_>>());
+        assert!(
+            parse(&["--fsize", "x", "--", "true"])
+                .expect_err("an error")
+                .contains("not a number")
+        );
+        assert!(
+            parse(&["--what", "--", "true"])
+                .expect_err("an error")
+                .contains("unknown option")
+        );
+        assert!(
+            parse(&["--landlock", "--"])
+                .expect_err("an error")
+                .contains("no command")
+        );
+    }
+
+    #[test]
+    fn counts_own_processes() {
+        assert!(user_process_count() >= 1);
+    }
+}

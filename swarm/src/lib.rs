@@ -1,0 +1,16 @@
+//! Everything that touches NATS JetStream, shared by the `worker` and the
+//! coordinator: connecting with credentials ([`connect`]), refusing servers
+//! that cannot be trusted, creating or verifying every stream, consumer and
+//! bucket ([`setup`]). Names come from `cascade_proto::wire`.
+//!
+//! [`ops`] is the operations endpoint every swarm process serves (Prometheus
+//! metrics, health and readiness, trace propagation).
+
+pub mod connect;
+pub mod ops;
+pub mod setup;
+mod spawn;
+
+pub use connect::{NatsArgs, NatsError, connect, warn_if_single_node};
+pub use setup::{QueueSettings, Swarm};
+pub use spawn::spawn_named;
