@@ -11,7 +11,7 @@ use cascade_proto::{Failure, FailureClass, FailureKind, TaskBudget, TaskId, Task
 use cascade_worker::model::estimate_tokens;
 use serde_json::{Map, Value, json};
 
-use super::{Effect, Engine, TaskRole, TaskState};
+use super::{Effect, Engine, TaskPhase, TaskRole, TaskState};
 use crate::plan::NodeId;
 use crate::routing;
 use crate::spec::{ErrorStrategy, SelectMode, SkillRef, StageType};
@@ -179,15 +179,6 @@ impl Engine {
         None
     }
 
-    /// `stage`, `judge` or `fix`.
-    pub(super) fn role_of(&self, id: &TaskId) -> Option<&'static str> {
-        self.tasks.get(id).map(|t| match t.role {
-            TaskRole::Stage => "stage",
-            TaskRole::Judge { .. } => "judge",
-            TaskRole::Fix { .. } => "fix",
-        })
-    }
-
     /// The model to switch a failed task to, and why: a context overflow
     /// moves to a model with a larger context whatever the strategy;
     /// `model-switch` walks the fallback chain on failures another model
@@ -241,7 +232,7 @@ impl Engine {
     pub(super) fn model_answered(&mut self, n: NodeId, id: &TaskId, fx: &mut Vec<Effect>) {
         let node = &self.plan.nodes[n];
         let mode = node.select.as_ref().map_or(SelectMode::All, |s| s.mode);
-        let answered = self.tasks.get(id).is_some_and(|t| t.outputs.is_some());
+        let answered = self.tasks.get(id).is_some_and(|t| t.outputs().is_some());
         if mode == SelectMode::First && answered {
             let out = self.answer_of(id);
             self.cancel_node_tasks(n, fx);
@@ -250,7 +241,7 @@ impl Engine {
         let settled = self.nodes[n].tasks.iter().all(|t| {
             self.tasks
                 .get(t)
-                .is_none_or(|t| t.done || t.gave_up.is_some())
+                .is_none_or(|t| matches!(t.phase, TaskPhase::Done(_) | TaskPhase::GaveUp(_)))
         });
         if !settled {
             // `max_agents` may hold models back: send the next.
@@ -291,7 +282,7 @@ impl Engine {
         let Some(t) = self.tasks.get(id) else {
             return Value::Null;
         };
-        let mut out = t.outputs.clone().unwrap_or(Value::Null);
+        let mut out = t.outputs().cloned().unwrap_or(Value::Null);
         if let (Value::Object(m), Some(model)) = (&mut out, t.tried_models.last()) {
             m.entry("model")
                 .or_insert_with(|| Value::String(model.clone()));
@@ -310,9 +301,9 @@ impl Engine {
                 continue;
             };
             let model = t.model.clone().unwrap_or_default();
-            match (&t.outputs, &t.gave_up) {
-                (Some(_), _) => answers.push((model, id.clone(), self.answer_of(id))),
-                (None, Some(e)) => failed.push((model, e.clone())),
+            match &t.phase {
+                TaskPhase::Done(_) => answers.push((model, id.clone(), self.answer_of(id))),
+                TaskPhase::GaveUp(e) => failed.push((model, e.clone())),
                 _ => {}
             }
         }
@@ -465,6 +456,10 @@ impl Engine {
             for_task: id.clone(),
             inputs,
         };
+        // The failed task waits for the loop; `fixed` sends it again.
+        if !self.task_to(id, TaskPhase::Fixing) {
+            return false;
+        }
         let fix = self.extra_task(n, "fix", crate::plan::SANDBOX_SKILL, model, role);
         self.nodes[n].note(format!(
             "codex-auto-fix: `{}` failed ({}); running the test-and-fix loop",

@@ -89,7 +89,9 @@ impl RunStatus {
     }
 }
 
-/// An illegal or stale input: counted and reported, never a panic.
+/// Something the engine ignored or could not do, kept for the run's
+/// results (`notes`): counted and reported, never a panic. Rendered with
+/// `Display`, which is also its serialized form.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum EngineNote {
     #[error("result for unknown task `{0}` ignored")]
@@ -100,4 +102,45 @@ pub enum EngineNote {
     AfterFinish,
     #[error("run started twice; second start ignored")]
     StartedTwice,
+    #[error("{0}")]
+    IllegalTransition(IllegalTransition),
+    /// The last note of a list that was cut: repeats of a note already
+    /// kept, and notes past the cap, are counted here.
+    #[error("{0} more note(s) dropped (repeats of a note above, or past the first {MAX_NOTES})")]
+    Dropped(u64),
+}
+
+/// Notes kept per run; the rest are counted in [`EngineNote::Dropped`].
+pub const MAX_NOTES: usize = 1000;
+
+impl Serialize for EngineNote {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A phase change the state machine does not allow: refused, counted in
+/// `stats.illegal_transitions` and noted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: illegal transition {from} -> {to} ignored")]
+pub struct IllegalTransition {
+    pub what: Subject,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+/// What an [`IllegalTransition`] tried to move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Stage(String),
+    Task(TaskId),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stage(id) => write!(f, "stage `{id}`"),
+            Self::Task(id) => write!(f, "task `{id}`"),
+        }
+    }
 }
