@@ -37,8 +37,8 @@ use crate::plan::{BlockId, NodeId, Plan};
 
 pub use report::{RunReport, StageReport};
 pub use types::{
-    Effect, EngineNote, Event, IllegalTransition, MAX_NOTES, Millis, RunStatus, StageStatus,
-    Subject, TimerId,
+    Effect, EngineNote, Event, IllegalTransition, MAX_NOTES, Millis, RunStatus, StageNote,
+    StageStatus, Subject, TimerId,
 };
 
 use phase::{Settled, TaskPhase};
@@ -113,7 +113,7 @@ struct NodeState {
     models: BTreeSet<String>,
     workers: BTreeSet<String>,
     errors: Vec<String>,
-    notes: Vec<String>,
+    notes: Vec<StageNote>,
     /// Model usage of this stage (all generations).
     usage: Usage,
     /// Tasks outside the stage's own list: a multi-model judge, a
@@ -151,7 +151,7 @@ impl NodeState {
         }
     }
 
-    fn note(&mut self, note: String) {
+    fn note(&mut self, note: StageNote) {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }

@@ -11,7 +11,7 @@ use cascade_proto::{Failure, FailureClass, FailureKind, TaskBudget, TaskId, Task
 use cascade_worker::model::estimate_tokens;
 use serde_json::{Map, Value, json};
 
-use super::{Effect, Engine, TaskPhase, TaskRole, TaskState};
+use super::{Effect, Engine, StageNote, TaskPhase, TaskRole, TaskState};
 use crate::plan::NodeId;
 use crate::routing;
 use crate::spec::{ErrorStrategy, SelectMode, SkillRef, StageType};
@@ -183,7 +183,7 @@ impl Engine {
     /// moves to a model with a larger context whatever the strategy;
     /// `model-switch` walks the fallback chain on failures another model
     /// may not repeat. A model of a multi-model stage is never switched.
-    pub(super) fn next_model(&self, id: &TaskId, f: &Failure) -> Option<(String, String)> {
+    pub(super) fn next_model(&self, id: &TaskId, f: &Failure) -> Option<(String, StageNote)> {
         let t = self.tasks.get(id)?;
         let node = &self.plan.nodes[t.node];
         if !node.models.is_empty() || t.role != TaskRole::Stage {
@@ -198,9 +198,10 @@ impl Engine {
                 .larger_context_than(current, needed)
                 .filter(|m| untried(m))
             {
-                let why = format!(
-                    "`{current}` ran out of context; switched to `{m}`, which has a larger one"
-                );
+                let why = StageNote::LargerContext {
+                    from: current.clone(),
+                    to: m.clone(),
+                };
                 return Some((m, why));
             }
         }
@@ -221,10 +222,12 @@ impl Engine {
         chain.extend(catalog.fallback_chain(current));
         let next = chain.into_iter().find(|m| untried(m))?;
         let cause = f.class.map_or("failed", FailureClass::as_str);
-        Some((
-            next.clone(),
-            format!("model-switch: `{current}` {cause}; switched to `{next}`"),
-        ))
+        let why = StageNote::ModelSwitched {
+            from: current.clone(),
+            cause,
+            to: next.clone(),
+        };
+        Some((next, why))
     }
 
     /// A multi-model stage's task answered or was given up on: `first`
@@ -446,10 +449,7 @@ impl Engine {
             .or_insert(Value::from(node.error.max_retries.max(1)));
         let model = spec.model.clone();
         if !inputs.contains_key("fix_command") && !inputs.contains_key("fixer") && model.is_none() {
-            self.nodes[n].note(
-                "codex-auto-fix needs a fixer (`fix_strategy.fix_command`, `fixer` or the stage's `model`); retried instead"
-                    .into(),
-            );
+            self.nodes[n].note(StageNote::FixNeedsFixer);
             return false;
         }
         let role = TaskRole::Fix {
@@ -461,11 +461,10 @@ impl Engine {
             return false;
         }
         let fix = self.extra_task(n, "fix", crate::plan::SANDBOX_SKILL, model, role);
-        self.nodes[n].note(format!(
-            "codex-auto-fix: `{}` failed ({}); running the test-and-fix loop",
+        self.nodes[n].note(StageNote::FixStarted {
             skill,
-            f.message.lines().next().unwrap_or_default()
-        ));
+            error: f.message.lines().next().unwrap_or_default().to_owned(),
+        });
         if let Err(msg) = self.dispatch(&fix, fx) {
             self.fail_node(n, msg, fx);
         }
@@ -490,14 +489,11 @@ impl Engine {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         self.nodes[n].details = Some(json!({"auto_fix": outputs}));
-        self.nodes[n].note(format!(
-            "codex-auto-fix: green after {iterations} iteration(s){}; retrying `{for_task}`",
-            if applied {
-                ", patch applied"
-            } else {
-                " (patch not applied)"
-            }
-        ));
+        self.nodes[n].note(StageNote::FixGreen {
+            iterations,
+            applied,
+            task: for_task.clone(),
+        });
         if let Err(msg) = self.dispatch(for_task, fx) {
             self.fail_node(n, msg, fx);
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use cascade_eval::{EvalError, render_value, value_references};
 use serde_json::{Map, Value};
 
-use super::{Effect, Engine, NodeState, Settled, StageStatus, TimerId};
+use super::{Effect, Engine, NodeState, Settled, StageNote, StageStatus, TimerId};
 use crate::plan::{BlockId, BranchSelector, NodeId, NodeKind, Plan};
 use crate::spec::InputDecl;
 
@@ -405,7 +405,7 @@ impl Engine {
         let node = &plan.nodes[n];
         for name in &node_declared_outputs(node) {
             if outputs.get(name).is_none() {
-                self.nodes[n].note(format!("declared output `{name}` is missing"));
+                self.nodes[n].note(StageNote::MissingOutput(name.clone()));
             }
         }
         self.nodes[n].outputs = Some(outputs.clone());
@@ -513,10 +513,7 @@ impl Engine {
             .set_var("iteration", Value::from(iteration));
         if iteration >= rep.max_iterations {
             if self.loop_condition(n) == Ok(true) {
-                self.nodes[n].note(format!(
-                    "stopped after max_iterations = {} with the loop condition still true",
-                    rep.max_iterations
-                ));
+                self.nodes[n].note(StageNote::LoopCapped(rep.max_iterations));
             }
             return false;
         }

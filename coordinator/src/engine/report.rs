@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use cascade_proto::Usage;
 
-use super::{Engine, EngineNote, MAX_NOTES, Millis, RunStatus, StageStatus, Stats};
+use super::{Engine, EngineNote, MAX_NOTES, Millis, RunStatus, StageNote, StageStatus, Stats};
 use crate::plan::NodeKind;
 use crate::plan::render::model_of;
 
@@ -94,7 +94,7 @@ pub struct StageReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
+    pub notes: Vec<StageNote>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::backoff::delay_ms;
 use super::{
-    Effect, Engine, EngineNote, TASK_TIMEOUT_GRACE_MS, TaskPhase, TaskRole, TaskState, TimerId,
+    Effect, Engine, EngineNote, StageNote, TASK_TIMEOUT_GRACE_MS, TaskPhase, TaskRole, TaskState,
+    TimerId,
 };
 use crate::plan::{NodeId, NodeKind};
 use crate::spec::ErrorStrategy;
@@ -469,11 +470,10 @@ impl Engine {
         }
         if retryable && on_skill <= eh.max_retries {
             if eh.strategy.runs_as_retry() {
-                self.nodes[n].note(format!(
-                    "strategy `{}` retried the attempt: {}",
-                    eh.strategy.as_str(),
-                    eh.strategy.retry_reason()
-                ));
+                self.nodes[n].note(StageNote::RetriedInstead {
+                    strategy: eh.strategy.as_str(),
+                    reason: eh.strategy.retry_reason(),
+                });
             }
             self.stats.retries += 1;
             let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id))
@@ -504,9 +504,11 @@ impl Engine {
                 t.used_fallback = true;
                 t.failures_on_skill = 0;
             }
-            self.nodes[n].note(format!(
-                "fell back to skill `{fb}` after `{skill}` failed {on_skill} time(s)"
-            ));
+            self.nodes[n].note(StageNote::FellBack {
+                to: fb.clone(),
+                from: skill,
+                failures: on_skill,
+            });
             if let Err(msg) = self.dispatch(id, fx) {
                 self.fail_node(n, msg, fx);
             }
@@ -564,7 +566,7 @@ impl Engine {
             "escalation": escalation,
             "at": super::report::rfc3339(self.now),
         }));
-        self.nodes[n].note(format!("escalated after {failures} failed attempt(s)"));
+        self.nodes[n].note(StageNote::Escalated(failures));
     }
 
     pub(super) fn timer_fired(&mut self, timer: TimerId, fx: &mut Vec<Effect>) {
