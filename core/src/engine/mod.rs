@@ -12,12 +12,16 @@
 //!      │                  └─ run stopped ────────────────▶ Cancelled│
 //!      └──────────── repeat: loop body reset (generation + 1) ◀─────┘
 //! ```
-//! A task attempt is fenced by its attempt number: a result for any other
-//! attempt than the one in flight is ignored and counted.
+//! Every stage and task phase change goes through [`phase`]'s transition
+//! functions (the task diagram is there); an illegal pair is refused,
+//! counted and noted. A task attempt is fenced by its attempt number: a
+//! result for any other attempt than the one in flight is ignored, counted
+//! and noted.
 
 mod backoff;
 mod models;
 mod nodes;
+mod phase;
 mod report;
 mod tasks;
 mod types;
@@ -32,7 +36,13 @@ use serde_json::{Map, Value};
 use crate::plan::{BlockId, NodeId, Plan};
 
 pub use report::{RunReport, StageReport};
-pub use types::{Effect, EngineNote, Event, Millis, RunStatus, StageStatus, TimerId};
+pub use types::{
+    Effect, EngineNote, Event, IllegalTransition, MAX_NOTES, Millis, RunStatus, StageNote,
+    StageStatus, Subject, TimerId,
+};
+
+use phase::{Settled, TaskPhase};
+use report::Notes;
 
 /// Grace beyond a task's own timeout before the engine gives up on an
 /// attempt whose worker never reported (the worker enforces the timeout
@@ -54,7 +64,7 @@ pub struct Engine {
     tasks: BTreeMap<TaskId, TaskState>,
     active_blocks: BTreeSet<BlockId>,
     escalations: Vec<Value>,
-    notes: Vec<String>,
+    notes: Notes,
     /// Memory keys each node reads (read_keys and `${memory.k}`/bare refs).
     memory_refs: Vec<BTreeSet<String>>,
     /// Model usage of the whole run.
@@ -69,6 +79,13 @@ pub struct Stats {
     pub tasks_dispatched: u64,
     pub retries: u64,
     pub ignored_results: u64,
+    /// Phase changes refused (each is also a note); absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub illegal_transitions: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +113,7 @@ struct NodeState {
     models: BTreeSet<String>,
     workers: BTreeSet<String>,
     errors: Vec<String>,
-    notes: Vec<String>,
+    notes: Vec<StageNote>,
     /// Model usage of this stage (all generations).
     usage: Usage,
     /// Tasks outside the stage's own list: a multi-model judge, a
@@ -134,7 +151,7 @@ impl NodeState {
         }
     }
 
-    fn note(&mut self, note: String) {
+    fn note(&mut self, note: StageNote) {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }
@@ -151,14 +168,11 @@ struct TaskState {
     index: usize,
     skill: String,
     attempt: Attempt,
-    in_flight: bool,
-    /// Waiting for a retry timer.
-    backing_off: bool,
+    phase: TaskPhase,
     failures_on_skill: u32,
     failures: u32,
+    /// `skill` is the stage's fallback skill (taken at most once).
     used_fallback: bool,
-    outputs: Option<Value>,
-    done: bool,
     /// The model this task must use: fixed by a multi-model stage, or
     /// switched to after a failure. `None`: routed at each dispatch.
     model: Option<String>,
@@ -166,8 +180,6 @@ struct TaskState {
     tried_models: Vec<String>,
     /// The model and budget the current attempt was sent with.
     sent: Option<(Option<String>, Option<cascade_proto::TaskBudget>)>,
-    /// Given up on, with the error (multi-model stages go on without it).
-    gave_up: Option<String>,
     role: TaskRole,
 }
 
@@ -189,18 +201,26 @@ impl TaskState {
             index,
             skill: skill.to_owned(),
             attempt: Attempt(0),
-            in_flight: false,
-            backing_off: false,
+            phase: TaskPhase::Pending,
             failures_on_skill: 0,
             failures: 0,
             used_fallback: false,
-            outputs: None,
-            done: false,
             model,
             sent: None,
             tried_models: Vec::new(),
-            gave_up: None,
             role,
+        }
+    }
+
+    fn is_in_flight(&self) -> bool {
+        self.phase == TaskPhase::InFlight
+    }
+
+    /// Its outputs, once it is done.
+    fn outputs(&self) -> Option<&Value> {
+        match &self.phase {
+            TaskPhase::Done(outputs) => Some(outputs),
+            _ => None,
         }
     }
 }
@@ -235,7 +255,7 @@ impl Engine {
             tasks: BTreeMap::new(),
             active_blocks: BTreeSet::new(),
             escalations: Vec::new(),
-            notes: Vec::new(),
+            notes: Notes::default(),
             memory_refs,
             usage: Usage::default(),
             stats: Stats::default(),
@@ -273,7 +293,7 @@ impl Engine {
     pub fn in_flight_keys(&self) -> Vec<(TaskId, Attempt)> {
         self.tasks
             .iter()
-            .filter(|(_, t)| t.in_flight)
+            .filter(|(_, t)| t.is_in_flight())
             .map(|(id, t)| (id.clone(), t.attempt))
             .collect()
     }
@@ -290,7 +310,7 @@ impl Engine {
             && self
                 .tasks
                 .get(&r.task_id)
-                .is_some_and(|t| t.in_flight && t.attempt == r.attempt)
+                .is_some_and(|t| t.is_in_flight() && t.attempt == r.attempt)
     }
 
     /// Applies one event at time `now` and returns what the driver must do.
@@ -304,6 +324,7 @@ impl Engine {
             if matches!(event, Event::TaskFinished(_)) {
                 self.stats.ignored_results += 1;
             }
+            self.note(EngineNote::AfterFinish);
             return fx;
         }
         match event {
@@ -332,7 +353,7 @@ impl Engine {
         fx: &mut Vec<Effect>,
     ) {
         if self.started_at.is_some() {
-            self.note(EngineNote::StartedTwice.to_string());
+            self.note(EngineNote::StartedTwice);
             return;
         }
         self.run_id = run_id;
@@ -390,13 +411,13 @@ impl Engine {
                     }) {
                         let msg =
                             format!("dependency `{}` did not succeed", plan.nodes[d].local_id);
-                        self.settle(n, StageStatus::Cancelled, Some(msg), fx);
+                        self.settle(n, Settled::Cancelled, Some(msg), fx);
                     } else if let Some(&d) = deps
                         .iter()
                         .find(|&&d| self.nodes[d].status == StageStatus::Skipped)
                     {
                         let msg = format!("dependency `{}` was skipped", plan.nodes[d].local_id);
-                        self.settle(n, StageStatus::Skipped, Some(msg), fx);
+                        self.settle(n, Settled::Skipped, Some(msg), fx);
                     } else {
                         self.start_node(n, fx);
                     }
@@ -464,25 +485,82 @@ impl Engine {
         let ids: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.in_flight)
+            .filter(|(_, t)| t.phase.is_live())
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            if let Some(t) = self.tasks.get_mut(&id) {
-                t.in_flight = false;
-                fx.push(Effect::CancelTask {
-                    task_id: id,
-                    attempt: t.attempt,
-                });
-            }
+            self.cancel_task(&id, fx);
         }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].status.is_terminal()
                 && (self.nodes[n].status == StageStatus::Running || self.node_reachable(n))
             {
-                self.settle(n, StageStatus::Cancelled, Some(reason.to_owned()), fx);
+                self.settle(n, Settled::Cancelled, Some(reason.to_owned()), fx);
             }
         }
+    }
+
+    /// Stops a task that may still do something; an attempt in flight is
+    /// cancelled on its worker.
+    fn cancel_task(&mut self, id: &TaskId, fx: &mut Vec<Effect>) {
+        let Some(t) = self.tasks.get(id) else {
+            return;
+        };
+        if !t.phase.is_live() {
+            return;
+        }
+        let (was_in_flight, attempt) = (t.is_in_flight(), t.attempt);
+        if self.task_to(id, TaskPhase::Cancelled) && was_in_flight {
+            fx.push(Effect::CancelTask {
+                task_id: id.clone(),
+                attempt,
+            });
+        }
+    }
+
+    /// The one place a task's phase changes: legal pairs are applied,
+    /// illegal ones refused and noted. Returns whether it moved.
+    fn task_to(&mut self, id: &TaskId, to: TaskPhase) -> bool {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        match phase::task_transition(id, &t.phase, &to) {
+            Ok(()) => {
+                t.phase = to;
+                true
+            }
+            Err(e) => {
+                self.illegal(e);
+                false
+            }
+        }
+    }
+
+    /// The one place a stage's status changes (see [`Engine::task_to`]).
+    fn stage_to(&mut self, n: NodeId, to: StageStatus) -> bool {
+        let ok = self.stage_may(n, to);
+        if ok {
+            self.nodes[n].status = to;
+        }
+        ok
+    }
+
+    /// Whether a stage could move to `to` now, checked before the work
+    /// that leads there; a refusal is noted like any other.
+    fn stage_may(&mut self, n: NodeId, to: StageStatus) -> bool {
+        let from = self.nodes[n].status;
+        match phase::stage_transition(&self.plan.nodes[n].id, from, to) {
+            Ok(()) => true,
+            Err(e) => {
+                self.illegal(e);
+                false
+            }
+        }
+    }
+
+    fn illegal(&mut self, e: IllegalTransition) {
+        self.stats.illegal_transitions += 1;
+        self.note(EngineNote::IllegalTransition(e));
     }
 
     /// Whether a pending node could still have run (its block is active or
@@ -504,10 +582,8 @@ impl Engine {
         fx.push(Effect::FinishRun { status });
     }
 
-    fn note(&mut self, note: String) {
-        if self.notes.len() < 1000 {
-            self.notes.push(note);
-        }
+    fn note(&mut self, note: EngineNote) {
+        self.notes.push(note);
     }
 
     fn ctx_mut(&mut self, scope: usize) -> &mut Context {

@@ -11,7 +11,7 @@ use cascade_eval::{Context, render_value};
 use cascade_proto::{Failure, FailureClass, FailureKind, TaskBudget, TaskId, TaskSpec, Usage};
 use serde_json::{Map, Value, json};
 
-use super::{Effect, Engine, TaskRole, TaskState};
+use super::{Effect, Engine, StageNote, TaskPhase, TaskRole, TaskState};
 use crate::plan::NodeId;
 use crate::routing;
 use crate::spec::{ErrorStrategy, SelectMode, SkillRef, StageType};
@@ -179,20 +179,11 @@ impl Engine {
         None
     }
 
-    /// `stage`, `judge` or `fix`.
-    pub(super) fn role_of(&self, id: &TaskId) -> Option<&'static str> {
-        self.tasks.get(id).map(|t| match t.role {
-            TaskRole::Stage => "stage",
-            TaskRole::Judge { .. } => "judge",
-            TaskRole::Fix { .. } => "fix",
-        })
-    }
-
     /// The model to switch a failed task to, and why: a context overflow
     /// moves to a model with a larger context whatever the strategy;
     /// `model-switch` walks the fallback chain on failures another model
     /// may not repeat. A model of a multi-model stage is never switched.
-    pub(super) fn next_model(&self, id: &TaskId, f: &Failure) -> Option<(String, String)> {
+    pub(super) fn next_model(&self, id: &TaskId, f: &Failure) -> Option<(String, StageNote)> {
         let t = self.tasks.get(id)?;
         let node = &self.plan.nodes[t.node];
         if !node.models.is_empty() || t.role != TaskRole::Stage {
@@ -207,9 +198,10 @@ impl Engine {
                 .larger_context_than(current, needed)
                 .filter(|m| untried(m))
             {
-                let why = format!(
-                    "`{current}` ran out of context; switched to `{m}`, which has a larger one"
-                );
+                let why = StageNote::LargerContext {
+                    from: current.clone(),
+                    to: m.clone(),
+                };
                 return Some((m, why));
             }
         }
@@ -230,10 +222,12 @@ impl Engine {
         chain.extend(catalog.fallback_chain(current));
         let next = chain.into_iter().find(|m| untried(m))?;
         let cause = f.class.map_or("failed", FailureClass::as_str);
-        Some((
-            next.clone(),
-            format!("model-switch: `{current}` {cause}; switched to `{next}`"),
-        ))
+        let why = StageNote::ModelSwitched {
+            from: current.clone(),
+            cause,
+            to: next.clone(),
+        };
+        Some((next, why))
     }
 
     /// A multi-model stage's task answered or was given up on: `first`
@@ -241,7 +235,7 @@ impl Engine {
     pub(super) fn model_answered(&mut self, n: NodeId, id: &TaskId, fx: &mut Vec<Effect>) {
         let node = &self.plan.nodes[n];
         let mode = node.select.as_ref().map_or(SelectMode::All, |s| s.mode);
-        let answered = self.tasks.get(id).is_some_and(|t| t.outputs.is_some());
+        let answered = self.tasks.get(id).is_some_and(|t| t.outputs().is_some());
         if mode == SelectMode::First && answered {
             let out = self.answer_of(id);
             self.cancel_node_tasks(n, fx);
@@ -250,7 +244,7 @@ impl Engine {
         let settled = self.nodes[n].tasks.iter().all(|t| {
             self.tasks
                 .get(t)
-                .is_none_or(|t| t.done || t.gave_up.is_some())
+                .is_none_or(|t| matches!(t.phase, TaskPhase::Done(_) | TaskPhase::GaveUp(_)))
         });
         if !settled {
             // `max_agents` may hold models back: send the next.
@@ -291,7 +285,7 @@ impl Engine {
         let Some(t) = self.tasks.get(id) else {
             return Value::Null;
         };
-        let mut out = t.outputs.clone().unwrap_or(Value::Null);
+        let mut out = t.outputs().cloned().unwrap_or(Value::Null);
         if let (Value::Object(m), Some(model)) = (&mut out, t.tried_models.last()) {
             m.entry("model")
                 .or_insert_with(|| Value::String(model.clone()));
@@ -310,9 +304,9 @@ impl Engine {
                 continue;
             };
             let model = t.model.clone().unwrap_or_default();
-            match (&t.outputs, &t.gave_up) {
-                (Some(_), _) => answers.push((model, id.clone(), self.answer_of(id))),
-                (None, Some(e)) => failed.push((model, e.clone())),
+            match &t.phase {
+                TaskPhase::Done(_) => answers.push((model, id.clone(), self.answer_of(id))),
+                TaskPhase::GaveUp(e) => failed.push((model, e.clone())),
                 _ => {}
             }
         }
@@ -455,22 +449,22 @@ impl Engine {
             .or_insert(Value::from(node.error.max_retries.max(1)));
         let model = spec.model.clone();
         if !inputs.contains_key("fix_command") && !inputs.contains_key("fixer") && model.is_none() {
-            self.nodes[n].note(
-                "codex-auto-fix needs a fixer (`fix_strategy.fix_command`, `fixer` or the stage's `model`); retried instead"
-                    .into(),
-            );
+            self.nodes[n].note(StageNote::FixNeedsFixer);
             return false;
         }
         let role = TaskRole::Fix {
             for_task: id.clone(),
             inputs,
         };
+        // The failed task waits for the loop; `fixed` sends it again.
+        if !self.task_to(id, TaskPhase::Fixing) {
+            return false;
+        }
         let fix = self.extra_task(n, "fix", crate::plan::SANDBOX_SKILL, model, role);
-        self.nodes[n].note(format!(
-            "codex-auto-fix: `{}` failed ({}); running the test-and-fix loop",
+        self.nodes[n].note(StageNote::FixStarted {
             skill,
-            f.message.lines().next().unwrap_or_default()
-        ));
+            error: f.message.lines().next().unwrap_or_default().to_owned(),
+        });
         if let Err(msg) = self.dispatch(&fix, fx) {
             self.fail_node(n, msg, fx);
         }
@@ -495,14 +489,11 @@ impl Engine {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         self.nodes[n].details = Some(json!({"auto_fix": outputs}));
-        self.nodes[n].note(format!(
-            "codex-auto-fix: green after {iterations} iteration(s){}; retrying `{for_task}`",
-            if applied {
-                ", patch applied"
-            } else {
-                " (patch not applied)"
-            }
-        ));
+        self.nodes[n].note(StageNote::FixGreen {
+            iterations,
+            applied,
+            task: for_task.clone(),
+        });
         if let Err(msg) = self.dispatch(for_task, fx) {
             self.fail_node(n, msg, fx);
         }

@@ -1,12 +1,13 @@
 //! Stage lifecycle: starting a node of each kind, settling it, loops,
-//! composite completion and memory writes.
+//! composite completion and memory writes. Status changes go through
+//! `Engine::stage_to` (the diagram is in `phase`).
 
 use std::collections::BTreeSet;
 
 use cascade_eval::{EvalError, render_value, value_references};
 use serde_json::{Map, Value};
 
-use super::{Effect, Engine, NodeState, StageStatus, TimerId};
+use super::{Effect, Engine, NodeState, Settled, StageNote, StageStatus, TimerId};
 use crate::plan::{BlockId, BranchSelector, NodeId, NodeKind, Plan};
 use crate::spec::InputDecl;
 
@@ -71,8 +72,10 @@ impl Engine {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         let now = self.now;
+        if !self.stage_to(n, StageStatus::Running) {
+            return;
+        }
         let st = &mut self.nodes[n];
-        st.status = StageStatus::Running;
         st.runs += 1;
         st.started_at = Some(now);
         st.finished_at = None;
@@ -115,7 +118,7 @@ impl Engine {
                 Ok(true) => {}
                 Ok(false) => {
                     let msg = format!("condition `{}` is false", c.text);
-                    self.settle(n, StageStatus::Skipped, Some(msg), fx);
+                    self.settle(n, Settled::Skipped, Some(msg), fx);
                     return;
                 }
                 Err(e) => {
@@ -267,7 +270,7 @@ impl Engine {
     fn skip_block(&mut self, block: BlockId, why: String, fx: &mut Vec<Effect>) {
         for m in self.plan.nodes_within(block) {
             if !self.nodes[m].status.is_terminal() {
-                self.settle(m, StageStatus::Skipped, Some(why.clone()), fx);
+                self.settle(m, Settled::Skipped, Some(why.clone()), fx);
             }
         }
     }
@@ -325,6 +328,9 @@ impl Engine {
     }
 
     pub(super) fn fail_node(&mut self, n: NodeId, message: String, fx: &mut Vec<Effect>) {
+        if !self.stage_may(n, StageStatus::Failed) {
+            return;
+        }
         let plan = self.plan.clone();
         self.cancel_node_tasks(n, fx);
         // Everything still running under a failed composite is cancelled.
@@ -335,7 +341,7 @@ impl Engine {
                 if !self.nodes[m].status.is_terminal() {
                     self.settle(
                         m,
-                        StageStatus::Cancelled,
+                        Settled::Cancelled,
                         Some(format!("stage `{}` failed", plan.nodes[n].local_id)),
                         fx,
                     );
@@ -343,7 +349,7 @@ impl Engine {
             }
         }
         self.nodes[n].errors.push(message.clone());
-        self.settle(n, StageStatus::Failed, Some(message.clone()), fx);
+        self.settle(n, Settled::Failed, Some(message.clone()), fx);
         let ctx = self.ctx_mut(plan.nodes[n].scope);
         ctx.set_var(
             "failed_stage",
@@ -359,37 +365,28 @@ impl Engine {
         let mut ids = self.nodes[n].tasks.clone();
         ids.extend(self.nodes[n].extra.iter().cloned());
         for id in ids {
-            if let Some(t) = self.tasks.get_mut(&id) {
-                if t.in_flight {
-                    t.in_flight = false;
-                    fx.push(Effect::CancelTask {
-                        task_id: id.clone(),
-                        attempt: t.attempt,
-                    });
-                }
-                t.backing_off = false;
-            }
+            self.cancel_task(&id, fx);
         }
         self.nodes[n].queue.clear();
         self.nodes[n].running = 0;
     }
 
-    /// Puts a node in a terminal state and reports it.
+    /// Puts a node in a terminal state and reports it; a node that may
+    /// not get there from where it is stays put (noted).
     pub(super) fn settle(
         &mut self,
         n: NodeId,
-        status: StageStatus,
+        settled: Settled,
         message: Option<String>,
         fx: &mut Vec<Effect>,
     ) {
+        let status = StageStatus::from(settled);
+        if !self.stage_to(n, status) {
+            return;
+        }
         let st = &mut self.nodes[n];
-        st.status = status;
         st.finished_at = Some(self.now);
-        if matches!(
-            status,
-            StageStatus::Failed | StageStatus::Cancelled | StageStatus::Skipped
-        ) && st.error.is_none()
-        {
+        if settled != Settled::Success && st.error.is_none() {
             st.error = message.clone();
         }
         fx.push(Effect::StageChanged {
@@ -397,17 +394,18 @@ impl Engine {
             status,
             message,
         });
-        if status.is_terminal() {
-            self.cleanup_memory(fx);
-        }
+        self.cleanup_memory(fx);
     }
 
     pub(super) fn succeed(&mut self, n: NodeId, outputs: Value, fx: &mut Vec<Effect>) {
+        if !self.stage_may(n, StageStatus::Success) {
+            return;
+        }
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         for name in &node_declared_outputs(node) {
             if outputs.get(name).is_none() {
-                self.nodes[n].note(format!("declared output `{name}` is missing"));
+                self.nodes[n].note(StageNote::MissingOutput(name.clone()));
             }
         }
         self.nodes[n].outputs = Some(outputs.clone());
@@ -420,7 +418,7 @@ impl Engine {
         if self.loop_back(n, fx) {
             return;
         }
-        self.settle(n, StageStatus::Success, None, fx);
+        self.settle(n, Settled::Success, None, fx);
     }
 
     fn write_memory(
@@ -515,10 +513,7 @@ impl Engine {
             .set_var("iteration", Value::from(iteration));
         if iteration >= rep.max_iterations {
             if self.loop_condition(n) == Ok(true) {
-                self.nodes[n].note(format!(
-                    "stopped after max_iterations = {} with the loop condition still true",
-                    rep.max_iterations
-                ));
+                self.nodes[n].note(StageNote::LoopCapped(rep.max_iterations));
             }
             return false;
         }
@@ -581,6 +576,9 @@ impl Engine {
 
     /// Back to pending for another loop iteration; history is kept.
     fn reset_node(&mut self, m: NodeId) {
+        if !self.stage_to(m, StageStatus::Pending) {
+            return;
+        }
         let old = std::mem::replace(&mut self.nodes[m], NodeState::new());
         let st = &mut self.nodes[m];
         st.generation = old.generation + 1;

@@ -1,13 +1,17 @@
 //! The results of a run, in the seed-compatible shape of CASCADE-FORMAT.md
 //! (`cascade, status, duration, stages, memory_snapshot`) plus our own
 //! fields (run_id, attempts, branch_taken, errors, escalations, ...).
+//!
+//! The run's `notes` are [`EngineNote`]s up to the report, rendered as
+//! their text; at most [`MAX_NOTES`] distinct ones are kept and a last note
+//! counts the rest.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use cascade_proto::Usage;
 
-use super::{Engine, Millis, RunStatus, StageStatus, Stats};
+use super::{Engine, EngineNote, MAX_NOTES, Millis, RunStatus, StageNote, StageStatus, Stats};
 use crate::plan::NodeKind;
 use crate::plan::render::model_of;
 
@@ -28,8 +32,37 @@ pub struct RunReport {
     /// Model tokens and cost of the whole run.
     pub usage: Usage,
     pub stats: Stats,
+    /// What the engine ignored or refused; each serializes as its text.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
+    pub notes: Vec<EngineNote>,
+}
+
+/// The run's notes: distinct, bounded, and counted past the bound.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Notes {
+    kept: Vec<EngineNote>,
+    /// Repeats of a kept note, and notes past [`MAX_NOTES`].
+    dropped: u64,
+}
+
+impl Notes {
+    pub(super) fn push(&mut self, note: EngineNote) {
+        // A linear scan: the list is bounded, and notes are rare.
+        if self.kept.len() < MAX_NOTES && !self.kept.contains(&note) {
+            self.kept.push(note);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The kept notes, then how many were dropped (when any were).
+    pub(super) fn to_vec(&self) -> Vec<EngineNote> {
+        let mut all = self.kept.clone();
+        if self.dropped > 0 {
+            all.push(EngineNote::Dropped(self.dropped));
+        }
+        all
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -61,7 +94,7 @@ pub struct StageReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
+    pub notes: Vec<StageNote>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }
@@ -135,7 +168,7 @@ impl Engine {
             escalations: self.escalations.clone(),
             usage: self.usage.clone(),
             stats: self.stats.clone(),
-            notes: self.notes.clone(),
+            notes: self.notes.to_vec(),
         }
     }
 }
@@ -171,6 +204,41 @@ pub fn rfc3339(ms: Millis) -> String {
 
 #[cfg(test)]
 mod tests {
+    use cascade_proto::{Attempt, TaskId};
+
+    use super::{EngineNote, MAX_NOTES, Notes};
+
+    #[test]
+    fn notes_are_distinct_bounded_and_counted() {
+        let mut notes = Notes::default();
+        notes.push(EngineNote::AfterFinish);
+        notes.push(EngineNote::AfterFinish);
+        for i in 0..MAX_NOTES as u32 + 5 {
+            notes.push(EngineNote::StaleResult(TaskId::new("s#0"), Attempt(i)));
+        }
+        let all = notes.to_vec();
+        assert_eq!(all.len(), MAX_NOTES + 1);
+        assert_eq!(all[0], EngineNote::AfterFinish);
+        // One repeat, and the six stale results past the cap.
+        assert_eq!(all[MAX_NOTES], EngineNote::Dropped(7));
+        let text = serde_json::to_value(&all[MAX_NOTES]).expect("a string");
+        assert_eq!(
+            text,
+            "7 more note(s) dropped (repeats of a note above, or past the first 1000)"
+        );
+    }
+
+    #[test]
+    fn notes_serialize_as_their_text() {
+        let note = EngineNote::UnknownTask(TaskId::new("nope#0"));
+        let v = serde_json::to_value(vec![note]).expect("strings");
+        assert_eq!(
+            v,
+            serde_json::json!(["result for unknown task `nope#0` ignored"])
+        );
+        assert!(Notes::default().to_vec().is_empty());
+    }
+
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");

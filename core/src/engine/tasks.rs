@@ -1,5 +1,6 @@
 //! Tasks inside a stage: fan-out, dispatch with attempt numbers, results,
-//! retries with backoff, fallback skills and escalation.
+//! retries with backoff, fallback skills and escalation. Phase changes go
+//! through `Engine::task_to` (the diagram is in `phase`).
 
 use cascade_eval::render_value;
 use cascade_proto::{
@@ -8,7 +9,10 @@ use cascade_proto::{
 use serde_json::{Map, Value};
 
 use super::backoff::delay_ms;
-use super::{Effect, Engine, EngineNote, TASK_TIMEOUT_GRACE_MS, TaskRole, TaskState, TimerId};
+use super::{
+    Effect, Engine, EngineNote, StageNote, TASK_TIMEOUT_GRACE_MS, TaskPhase, TaskRole, TaskState,
+    TimerId,
+};
 use crate::plan::{NodeId, NodeKind};
 use crate::spec::ErrorStrategy;
 
@@ -117,12 +121,13 @@ impl Engine {
 
     /// Renders a task's inputs and sends its next attempt.
     pub(super) fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
+        if !self.task_to(id, TaskPhase::InFlight) {
+            return Ok(());
+        }
         let Some(t) = self.tasks.get_mut(id) else {
             return Ok(());
         };
         t.attempt = t.attempt.next();
-        t.in_flight = true;
-        t.backing_off = false;
         let attempt = t.attempt;
         let n = t.node;
         // The task's own variables go on the run's context for the render
@@ -281,17 +286,23 @@ impl Engine {
     fn previous_output(&self, n: NodeId, id: &TaskId) -> Option<Value> {
         let pos = self.tasks.get(id)?.index;
         let prev = self.nodes[n].tasks.get(pos.checked_sub(1)?)?;
-        self.tasks.get(prev)?.outputs.clone()
+        self.tasks.get(prev)?.outputs().cloned()
     }
 
     pub(super) fn task_finished(&mut self, r: TaskResult, fx: &mut Vec<Effect>) {
         let Some(t) = self.tasks.get(&r.task_id) else {
             self.stats.ignored_results += 1;
-            self.note(EngineNote::UnknownTask(r.task_id).to_string());
+            self.note(EngineNote::UnknownTask(r.task_id));
             return;
         };
-        if !t.in_flight || t.attempt != r.attempt {
+        if !t.is_in_flight() || t.attempt != r.attempt {
+            // Late, duplicate, or for an attempt the engine cancelled. The
+            // last is routine (a sibling failed, the run was cancelled): it is
+            // counted, not noted; anything else is worth a note.
             self.stats.ignored_results += 1;
+            if !(t.phase == TaskPhase::Cancelled && t.attempt == r.attempt) {
+                self.note(EngineNote::StaleResult(r.task_id, r.attempt));
+            }
             return;
         }
         let n = t.node;
@@ -304,10 +315,7 @@ impl Engine {
         if let Some(u) = r.usage.as_ref().filter(|u| !u.is_empty())
             && let Some(msg) = self.spend(n, u)
         {
-            if let Some(t) = self.tasks.get_mut(&r.task_id) {
-                t.in_flight = false;
-            }
-            self.task_gave_up(n, msg, fx);
+            self.task_gave_up(&r.task_id, msg, fx);
             return;
         }
         match r.outcome {
@@ -317,12 +325,12 @@ impl Engine {
     }
 
     fn task_succeeded(&mut self, id: &TaskId, outputs: Value, fx: &mut Vec<Effect>) {
-        let Some(t) = self.tasks.get_mut(id) else {
+        if !self.task_to(id, TaskPhase::Done(outputs.clone())) {
+            return;
+        }
+        let Some(t) = self.tasks.get(id) else {
             return;
         };
-        t.in_flight = false;
-        t.done = true;
-        t.outputs = Some(outputs.clone());
         let n = t.node;
         match t.role.clone() {
             TaskRole::Judge { .. } => return self.judged(n, &outputs, fx),
@@ -359,7 +367,7 @@ impl Engine {
             .map(|id| {
                 self.tasks
                     .get(id)
-                    .and_then(|t| t.outputs.clone())
+                    .and_then(|t| t.outputs().cloned())
                     .unwrap_or(Value::Null)
             })
             .collect();
@@ -388,10 +396,12 @@ impl Engine {
 
     fn task_failed(&mut self, id: &TaskId, f: cascade_proto::Failure, fx: &mut Vec<Effect>) {
         let plan = self.plan.clone();
+        if !self.task_to(id, TaskPhase::Failed) {
+            return;
+        }
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
-        t.in_flight = false;
         t.failures += 1;
         t.failures_on_skill += 1;
         let (n, attempt, skill, failures, on_skill, used_fallback) = (
@@ -428,11 +438,13 @@ impl Engine {
                 "at": super::report::rfc3339(self.now),
             }));
         }
-        if let Some(role) = self.role_of(id)
-            && role != "stage"
+        if self
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.role != TaskRole::Stage)
         {
             // A judge or a fix loop that fails fails the stage.
-            return self.task_gave_up(n, message, fx);
+            return self.task_gave_up(id, message, fx);
         }
         if f.kind != FailureKind::Cancelled
             && let Some((model, why)) = self.next_model(id, &f)
@@ -462,11 +474,10 @@ impl Engine {
         }
         if retryable && on_skill <= eh.max_retries {
             if eh.strategy.runs_as_retry() {
-                self.nodes[n].note(format!(
-                    "strategy `{}` retried the attempt: {}",
-                    eh.strategy.as_str(),
-                    eh.strategy.retry_reason()
-                ));
+                self.nodes[n].note(StageNote::RetriedInstead {
+                    strategy: eh.strategy.as_str(),
+                    reason: eh.strategy.retry_reason(),
+                });
             }
             self.stats.retries += 1;
             let delay = delay_ms(&eh.backoff, on_skill, &format!("{}:{id}", self.run_id))
@@ -475,10 +486,7 @@ impl Engine {
                 if let Err(msg) = self.dispatch(id, fx) {
                     self.fail_node(n, msg, fx);
                 }
-            } else {
-                if let Some(t) = self.tasks.get_mut(id) {
-                    t.backing_off = true;
-                }
+            } else if self.task_to(id, TaskPhase::BackingOff) {
                 fx.push(Effect::StartTimer {
                     timer: TimerId::Retry {
                         task_id: id.clone(),
@@ -500,9 +508,11 @@ impl Engine {
                 t.used_fallback = true;
                 t.failures_on_skill = 0;
             }
-            self.nodes[n].note(format!(
-                "fell back to skill `{fb}` after `{skill}` failed {on_skill} time(s)"
-            ));
+            self.nodes[n].note(StageNote::FellBack {
+                to: fb.clone(),
+                from: skill,
+                failures: on_skill,
+            });
             if let Err(msg) = self.dispatch(id, fx) {
                 self.fail_node(n, msg, fx);
             }
@@ -514,7 +524,14 @@ impl Engine {
         self.stage_task_gave_up(n, id, message, fx);
     }
 
-    fn task_gave_up(&mut self, n: NodeId, message: String, fx: &mut Vec<Effect>) {
+    /// A task that will not be tried again fails its stage.
+    fn task_gave_up(&mut self, id: &TaskId, message: String, fx: &mut Vec<Effect>) {
+        let Some(n) = self.tasks.get(id).map(|t| t.node) else {
+            return;
+        };
+        if !self.task_to(id, TaskPhase::GaveUp(message.clone())) {
+            return;
+        }
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
         self.fail_node(n, message, fx);
     }
@@ -529,10 +546,10 @@ impl Engine {
         fx: &mut Vec<Effect>,
     ) {
         if self.plan.nodes[n].models.is_empty() {
-            return self.task_gave_up(n, message, fx);
+            return self.task_gave_up(id, message, fx);
         }
-        if let Some(t) = self.tasks.get_mut(id) {
-            t.gave_up = Some(message);
+        if !self.task_to(id, TaskPhase::GaveUp(message)) {
+            return;
         }
         self.nodes[n].running = self.nodes[n].running.saturating_sub(1);
         self.model_answered(n, id, fx);
@@ -553,16 +570,15 @@ impl Engine {
             "escalation": escalation,
             "at": super::report::rfc3339(self.now),
         }));
-        self.nodes[n].note(format!("escalated after {failures} failed attempt(s)"));
+        self.nodes[n].note(StageNote::Escalated(failures));
     }
 
     pub(super) fn timer_fired(&mut self, timer: TimerId, fx: &mut Vec<Effect>) {
         match timer {
             TimerId::Retry { task_id, attempt } => {
-                let ready = self
-                    .tasks
-                    .get(&task_id)
-                    .is_some_and(|t| t.backing_off && t.attempt.next() == attempt);
+                let ready = self.tasks.get(&task_id).is_some_and(|t| {
+                    t.phase == TaskPhase::BackingOff && t.attempt.next() == attempt
+                });
                 if ready {
                     let n = self.tasks.get(&task_id).map(|t| t.node);
                     if let (Err(msg), Some(n)) = (self.dispatch(&task_id, fx), n) {
@@ -574,7 +590,7 @@ impl Engine {
                 let live = self
                     .tasks
                     .get(&task_id)
-                    .is_some_and(|t| t.in_flight && t.attempt == attempt);
+                    .is_some_and(|t| t.is_in_flight() && t.attempt == attempt);
                 if live {
                     let failure = cascade_proto::Failure::new(
                         FailureKind::Timeout,

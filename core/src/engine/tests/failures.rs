@@ -398,8 +398,31 @@ stages:
     assert!(sim.deliver(dup).is_empty());
     assert_eq!(sim.engine.stats().ignored_results, 5);
     assert_eq!(sim.engine.report().stages, before.stages);
-    let notes = sim.engine.report().notes.join("\n");
-    assert!(notes.contains("unknown task `nope#0`"), "{notes}");
+    let notes: Vec<String> = sim
+        .engine
+        .report()
+        .notes
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert!(
+        notes.contains(&"result for unknown task `nope#0` ignored".to_owned()),
+        "{notes:?}"
+    );
+    // Each stale result is noted, once per (task, attempt); the duplicate
+    // after the finish is an event after the finish.
+    for attempt in [1, 9] {
+        let stale = format!(
+            "stale result for task `s#0` attempt {attempt} ignored (not the attempt in flight)"
+        );
+        assert!(notes.contains(&stale), "{notes:?}");
+    }
+    assert!(
+        notes.contains(&"event after the run finished ignored".to_owned()),
+        "{notes:?}"
+    );
+    assert_eq!(notes.len(), 5, "{notes:?}");
+    assert_eq!(sim.engine.stats().illegal_transitions, 0);
 }
 
 #[test]
@@ -445,6 +468,16 @@ fn events_after_the_finish_are_ignored() {
         after.stats.ignored_results,
         report.stats.ignored_results + 1
     );
+    // Four events after the finish: one note, three repeats counted.
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+    let notes: Vec<String> = after.notes.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        notes,
+        [
+            "event after the run finished ignored",
+            "3 more note(s) dropped (repeats of a note above, or past the first 1000)"
+        ]
+    );
 }
 
 #[test]
@@ -457,4 +490,43 @@ fn run_timeout_stops_the_run() {
     sim.expect(&[("a", "cancelled", None)]);
     assert_eq!(sim.run_status(), "failed");
     assert_eq!(sim.now, 1_002_000);
+}
+
+/// The transition functions guard the engine itself: a stage settled twice
+/// or a task moved out of a final phase is refused, counted and noted, and
+/// changes nothing else.
+#[test]
+fn illegal_transitions_are_refused_counted_and_noted() {
+    use crate::engine::phase::{Settled, TaskPhase};
+    use cascade_proto::TaskId;
+
+    let mut sim = Sim::of("name: i\nstages:\n  - stage_id: a\n    skill: noop\n");
+    sim.start(json!({}));
+    sim.run();
+    assert_eq!(sim.run_status(), "success");
+    let before = sim.engine.report();
+    let mut fx = Vec::new();
+    sim.engine
+        .settle(0, Settled::Failed, Some("late".into()), &mut fx);
+    sim.engine.fail_node(0, "late".into(), &mut fx);
+    let id = TaskId::new("a#0");
+    assert!(!sim.engine.task_to(&id, TaskPhase::InFlight));
+    assert!(fx.is_empty(), "{fx:?}");
+    let after = sim.engine.report();
+    assert_eq!(after.stages, before.stages);
+    assert_eq!(after.stats.illegal_transitions, 3);
+    let notes: Vec<String> = after.notes.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        notes,
+        [
+            "stage `a`: illegal transition success -> failed ignored",
+            "task `a#0`: illegal transition done -> in_flight ignored",
+            "1 more note(s) dropped (repeats of a note above, or past the first 1000)",
+        ]
+    );
+    let json = serde_json::to_value(&after).expect("serializes");
+    assert_eq!(json["stats"]["illegal_transitions"], 3);
+    assert!(before.stats.illegal_transitions == 0);
+    let clean = serde_json::to_value(&before).expect("serializes");
+    assert!(clean["stats"].get("illegal_transitions").is_none());
 }

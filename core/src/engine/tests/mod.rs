@@ -14,7 +14,8 @@
 //!        └──── StartTimer / sleeping tasks ◀── DispatchTask, CancelTask ┘
 //! ```
 //! Every `DispatchTask` is checked against the engine's state: all of the
-//! stage's dependencies must have succeeded.
+//! stage's dependencies must have succeeded; and no event may lead the
+//! engine to an illegal phase change.
 
 mod behaviour;
 mod branches;
@@ -382,8 +383,15 @@ impl Sim {
     }
 }
 
-/// No stage is dispatched before all its dependencies succeeded.
+/// No stage is dispatched before all its dependencies succeeded, and the
+/// engine never tried an illegal phase change.
 pub(super) fn check_dispatches(engine: &Engine, fx: &[Effect]) {
+    assert_eq!(
+        engine.stats().illegal_transitions,
+        0,
+        "{:?}",
+        engine.report().notes
+    );
     let plan = engine.plan();
     for e in fx {
         let Effect::DispatchTask(spec) = e else {
