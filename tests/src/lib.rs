@@ -127,7 +127,9 @@ impl Drop for NatsServer {
 }
 
 /// A workspace binary (`coordinator`, `worker`) from the same target
-/// directory as the running test. `scripts/test` builds every binary first.
+/// directory as the running test. Cargo builds a binary for the tests of
+/// its own package only, and these tests live in another, so the binaries
+/// must be built first: `scripts/test` runs `cargo build --workspace --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -138,7 +140,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is not built: run `cargo build --bins` (scripts/test does)",
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
         path.display()
     );
     path

@@ -7,7 +7,7 @@ use super::{errors, stage};
 use crate::spec::load_file;
 
 fn seeds_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../coordinator/tests/fixtures/seeds")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/seeds")
 }
 
 /// Every cascade example of the seed documents, one file each, and what

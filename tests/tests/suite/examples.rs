@@ -22,12 +22,12 @@ use serde_json::Value;
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("the coordinator crate sits in the workspace")
+        .expect("the tests crate sits in the workspace")
         .join("examples")
 }
 
 fn coordinator(cwd: &Path, tmp: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    let mut cmd = Command::new(cascade_tests::binary("coordinator"));
     cmd.current_dir(cwd)
         .env("TMPDIR", tmp)
         .env_remove("CASCADE_SKILLS_DIR")

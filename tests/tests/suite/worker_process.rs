@@ -47,7 +47,7 @@ impl Proc {
     fn start(server: &NatsServer, name: &str, args: &[&str]) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("worker.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let child = Command::new(cascade_tests::binary("worker"))
             .args(["--nats", &server.client_url, "--name", name])
             .args(args)
             .env_remove("NATS_URL")
@@ -179,7 +179,7 @@ async fn bad_configuration_exits_2_before_connecting() {
         vec!["--skills", "noop", "--concurrency", "0"],
         vec!["--skills", "noop", "--ack-wait", "soon"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let out = Command::new(cascade_tests::binary("worker"))
             .args(&args)
             .args(["--nats", "nats://127.0.0.1:1"])
             .output()

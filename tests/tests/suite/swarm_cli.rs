@@ -59,7 +59,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+        let mut cmd = Command::new(cascade_tests::binary("coordinator"));
         for var in [
             "CASCADE_SKILLS_DIR",
             "CASCADE_INPUTS_FILE",

@@ -3,7 +3,7 @@
 //! the sandbox, fork bombs, huge files. Each probe also runs a control that must work, so
 //! a probe cannot pass by accident.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cascade_exec::sandbox::{self, Backend, Jail, Limits};
@@ -29,7 +29,7 @@ fn jail(backend: Backend, root: &Path) -> Jail {
     let jail = Jail {
         backend,
         use_helper: true,
-        helper: PathBuf::from(env!("CARGO_BIN_EXE_worker")),
+        helper: cascade_tests::binary("worker"),
         limits: Limits::default(),
         network: false,
         root: root.to_path_buf(),

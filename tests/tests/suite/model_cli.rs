@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fake-agents")
+        .join("fixtures/fake-agents")
         .join(name)
 }
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sandbox")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sandbox")
 }
 
 fn fixer_script(name: &str) -> String {
@@ -31,7 +31,7 @@ fn fixer_script(name: &str) -> String {
 
 fn config(project: &Path, test: &str, fix: &str) -> LoopConfig {
     let mut cfg = LoopConfig::new(project, test, FixerSpec::Command(fix.to_owned()));
-    cfg.helper = PathBuf::from(env!("CARGO_BIN_EXE_worker"));
+    cfg.helper = cascade_tests::binary("worker");
     cfg
 }
 

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The binary with no configuration leaking in from the environment.
 fn coordinator() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    let mut cmd = Command::new(cascade_tests::binary("coordinator"));
     for var in [
         "CASCADE_SKILLS_DIR",
         "CASCADE_INPUTS_FILE",
@@ -611,7 +611,7 @@ fn the_schema_accepts_every_example_and_seed_and_flags_unknown_fields() {
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in [root.join("../examples"), root.join("tests/fixtures/seeds")] {
+    for dir in [root.join("../examples"), root.join("fixtures/seeds")] {
         for entry in std::fs::read_dir(&dir).expect("dir") {
             let p = entry.expect("entry").path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();

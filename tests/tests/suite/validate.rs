@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 fn coordinator() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    let mut cmd = Command::new(cascade_tests::binary("coordinator"));
     cmd.env_remove("CASCADE_SKILLS_DIR")
         .env_remove("CASCADE_INPUTS_FILE")
         .env_remove("RUST_LOG");
