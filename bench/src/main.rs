@@ -435,7 +435,7 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
         main,
         files,
         inputs: w.inputs.clone(),
-        submitted_at: now_ms(),
+        submitted_at: cascade_swarm::clock::now_ms(),
         submitted_by: "cascade-bench".into(),
     };
     let payload = encode(&sub)?;
@@ -474,12 +474,6 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
             return Ok((wall, submitted));
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // ---------------------------------------------------------------- output

@@ -6,6 +6,7 @@
 //! [`ops`] is the operations endpoint every swarm process serves (Prometheus
 //! metrics, health and readiness, trace propagation).
 
+pub mod clock;
 pub mod connect;
 pub mod ops;
 pub mod setup;

@@ -151,7 +151,7 @@ async fn status_one(swarm: &Swarm, run: &RunId, json: bool) -> u8 {
         print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
         return EXIT_OK;
     }
-    let now = swarm::now_ms();
+    let now = cascade_swarm::clock::now_ms();
     println!("run       {}", r.run_id);
     println!("cascade   {}", r.cascade);
     println!("state     {}", state_name(r.state));
@@ -181,7 +181,7 @@ async fn status_all(swarm: &Swarm, limit: usize, json: bool) -> Result<(), Strin
         print_json(&serde_json::to_value(&records).unwrap_or(Value::Null));
         return Ok(());
     }
-    let now = swarm::now_ms();
+    let now = cascade_swarm::clock::now_ms();
     let mut rows = vec![
         [
             "RUN", "CASCADE", "STATE", "STAGES", "OWNER", "CREATED", "UPDATED",
@@ -360,7 +360,7 @@ async fn request_cancel(swarm: &Swarm, run: &RunId, reason: &str) -> Result<Canc
             let Some(s) = swarm::submission(swarm, run).await? else {
                 return Ok(Cancel::NoSuchRun);
             };
-            let now = swarm::now_ms();
+            let now = cascade_swarm::clock::now_ms();
             let r = RunRecord {
                 v: PROTOCOL_VERSION,
                 run_id: run.clone(),
@@ -389,7 +389,7 @@ async fn request_cancel(swarm: &Swarm, run: &RunId, reason: &str) -> Result<Canc
             return Ok(Cancel::Requested { queued: false });
         }
         r.cancel_requested = Some(reason.to_owned());
-        r.updated_at = swarm::now_ms();
+        r.updated_at = cascade_swarm::clock::now_ms();
         let bytes = encode(&r).map_err(|e| format!("run `{run}`: {e}"))?;
         match swarm.runs.update(&key, bytes.into(), revision).await {
             Ok(_) => {

@@ -132,7 +132,7 @@ pub async fn submit(a: SubmitArgs, cancel: CancellationToken) -> u8 {
         main,
         files,
         inputs,
-        submitted_at: swarm::now_ms(),
+        submitted_at: cascade_swarm::clock::now_ms(),
         submitted_by: submitted_by(),
     };
     let duplicate = match send(&swarm, &mut submission).await {

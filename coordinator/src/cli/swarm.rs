@@ -40,12 +40,6 @@ pub async fn open(args: &NatsArgs) -> Result<Swarm, String> {
     .map_err(|e| e.to_string())
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A live value of a bucket (deletes and purges read as absent).
 fn live(entry: Option<Entry>) -> Option<Entry> {
     entry.filter(|e| e.operation == Operation::Put)

@@ -58,7 +58,7 @@ async fn list(a: &WorkersArgs) -> Result<(), String> {
         }
     }
     workers.sort_by(|a, b| a.name.cmp(&b.name));
-    let now = swarm::now_ms();
+    let now = cascade_swarm::clock::now_ms();
     let since = |w: &WorkerInfo| now.saturating_sub(w.heartbeat_at) as f64 / 1000.0;
     if a.json {
         let list: Vec<Value> = workers

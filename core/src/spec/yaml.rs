@@ -3,7 +3,7 @@
 //!
 //! serde stops at the first error; validation has to report every problem
 //! with its line and column, so the normaliser walks this tree instead. The
-//! tree is built from saphyr-parser's event stream with hard limits, so a
+//! tree is built from granit-parser's event stream (serde-saphyr's own parser) with hard limits, so a
 //! hostile file is refused before it costs memory or stack:
 //! - the file size is checked before parsing ([`MAX_FILE_BYTES`]);
 //! - nesting deeper than [`MAX_DEPTH`] is refused (the builder is iterative,
@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::Value;
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span};
 
 /// Larger cascade files are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -257,7 +257,7 @@ impl Builder {
         match event {
             Event::Scalar(value, style, anchor, tag) => {
                 self.count(1, &loc)?;
-                let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let forced_str = tag.as_ref().is_some_and(|t| t.suffix() == "str");
                 let kind = if style == ScalarStyle::Plain && !forced_str {
                     resolve_plain(&value)
                 } else {
@@ -265,7 +265,7 @@ impl Builder {
                 };
                 self.push(Node { kind, loc }, anchor)
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(_, anchor, _) => {
                 self.count(1, &loc)?;
                 self.open(Frame::Seq {
                     loc,
@@ -273,7 +273,7 @@ impl Builder {
                     anchor,
                 })
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(_, anchor, _) => {
                 self.count(1, &loc)?;
                 self.open(Frame::Map {
                     loc,
@@ -317,11 +317,18 @@ impl Builder {
                 node.loc = loc;
                 self.push(node, 0)
             }
+            // Anchor names and unresolved aliases are only emitted when
+            // asked for (`Options`); the default parser resolves aliases.
             Event::StreamStart
             | Event::StreamEnd
-            | Event::DocumentStart(_)
+            | Event::DocumentStart(..)
             | Event::DocumentEnd
-            | Event::Nothing => Ok(()),
+            | Event::Anchor(..) => Ok(()),
+            Event::UnresolvedAlias(_) => {
+                Err(self.fail(loc, "malformed YAML: alias to an unknown anchor"))
+            }
+            // Presentation only (comments, when serde-saphyr enables them).
+            _ => Ok(()),
         }
     }
 

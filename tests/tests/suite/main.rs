@@ -20,6 +20,9 @@ mod validate;
 // The `${...}` language: property tests.
 mod no_panic;
 
+// The one duration grammar, through every file format and both binaries.
+mod durations;
+
 // The worker's parts in-process: skill loading and execution, model
 // providers, model skills, the codex-sandbox loop and its jail.
 mod execution;

@@ -25,6 +25,7 @@
 //! compare-and-set cannot: it succeeds only if nobody wrote since, and a
 //! newer delivery's claim silences this worker.
 
+use cascade_swarm::clock::now_ms;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, kv};
@@ -32,7 +33,7 @@ use bytes::Bytes;
 use cascade_proto::wire::Claim;
 use cascade_proto::{PROTOCOL_VERSION, decode, encode};
 
-use super::{RunnerError, now_millis};
+use super::RunnerError;
 
 /// How many times a claim is retried when concurrent writers keep moving
 /// the revision under us (each retry re-reads, so this only bounds a livelock).
@@ -92,7 +93,7 @@ pub(crate) async fn claim<'a>(
         v: PROTOCOL_VERSION,
         worker: worker.to_owned(),
         delivered: mine.delivered,
-        at: now_millis(),
+        at: now_ms(),
         stream_seq: Some(mine.stream_seq),
     };
     let bytes =

@@ -8,6 +8,7 @@
 //! A redelivered batch re-publishes its tasks with the same message ids
 //! (`run:task:attempt`), so the stream's duplicate window drops the copies.
 
+use cascade_swarm::clock::now_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::fence::{self, Claimed, Delivery, Fence};
 use super::registry::InFlight;
-use super::{DRAIN_NAK_DELAY, RunnerError, Shared, now_millis, task};
+use super::{DRAIN_NAK_DELAY, RunnerError, Shared, task};
 
 /// Spreads a lead's tasks over its members.
 #[derive(Debug, Default)]
@@ -84,7 +85,7 @@ pub(crate) async fn handle(
         assigned,
         succeeded,
         failed,
-        at: now_millis(),
+        at: now_ms(),
     };
     let subject = wire::subject_batch_report(&batch.run_id);
     let bytes =
@@ -108,7 +109,7 @@ async fn members(shared: &Shared) -> Result<Vec<WorkerInfo>, RunnerError> {
         .await
         .map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
     let ttl = u64::try_from(shared.swarm.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
-    let now = now_millis();
+    let now = now_ms();
     let mut out = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
@@ -159,7 +160,7 @@ async fn fan_out(
                 lead: shared.config.name.clone(),
                 batch: batch.batch.clone(),
             },
-            dispatched_at: now_millis(),
+            dispatched_at: now_ms(),
             inputs_ref: None,
         };
         let bytes = encode(&message).map_err(|e| RunnerError::nats("encode task", &subject, e))?;

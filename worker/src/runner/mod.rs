@@ -31,6 +31,7 @@ mod registry;
 mod runs;
 mod task;
 
+use cascade_swarm::clock::now_ms;
 use cascade_swarm::spawn_named;
 pub use config::{Config, default_name, parse_labels};
 pub use registry::Stats;
@@ -39,7 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cascade_proto::Millis;
 use cascade_proto::wire::{self, WorkerRole};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -105,12 +105,6 @@ impl RunnerError {
     }
 }
 
-pub(crate) fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Everything the worker's tasks share.
 pub(crate) struct Shared {
     pub config: Config,
@@ -135,7 +129,7 @@ pub(crate) struct Shared {
 /// once running, problems with single messages are logged and survived.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunnerError> {
     config.validate()?;
-    let started_at = now_millis();
+    let started_at = now_ms();
     let client = connect(&config.nats, &config.name).await?;
     cascade_swarm::warn_if_single_node(&client);
     let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;

@@ -3,6 +3,7 @@
 //! max_age removes a worker that stops beating), marked draining on
 //! shutdown and deleted at the end of a clean drain.
 
+use cascade_swarm::clock::now_ms;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use cascade_proto::wire::{self, WorkerInfo};
 use cascade_proto::{Millis, PROTOCOL_VERSION, encode};
 use tokio_util::sync::CancellationToken;
 
-use super::{Config, RunnerError, now_millis};
+use super::{Config, RunnerError};
 
 /// Counters shared by every task of the worker; read by the heartbeat.
 #[derive(Debug, Default)]
@@ -97,7 +98,7 @@ impl Registration {
         info.completed = stats.completed.load(Ordering::Relaxed);
         info.failed = stats.failed.load(Ordering::Relaxed);
         info.draining = stats.draining.load(Ordering::Relaxed);
-        info.heartbeat_at = now_millis();
+        info.heartbeat_at = now_ms();
         let bytes = encode(&info).map_err(|e| RunnerError::nats("encode worker", &self.key, e))?;
         self.store
             .put(&self.key, Bytes::from(bytes))

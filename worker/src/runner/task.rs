@@ -17,6 +17,7 @@
 //! and the message acked; retries are the coordinator's decision, while
 //! redelivery is for workers that crashed.
 
+use cascade_swarm::clock::now_ms;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,7 +32,7 @@ use tracing::Instrument;
 
 use super::fence::{self, Claimed, Delivery, Fence};
 use super::registry::InFlight;
-use super::{DRAIN_NAK_DELAY, RunnerError, Shared, now_millis};
+use super::{DRAIN_NAK_DELAY, RunnerError, Shared};
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -166,7 +167,7 @@ pub(crate) async fn reject(
         task: None,
         raw: Some(msg.payload.to_vec()),
         reason,
-        at: now_millis(),
+        at: now_ms(),
     };
     let subject = wire::subject_dlq("undecodable");
     let bytes =
