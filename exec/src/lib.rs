@@ -15,6 +15,7 @@
 
 pub mod exec;
 pub mod model;
+pub mod net;
 pub mod sandbox;
 pub mod skills;
 

@@ -676,7 +676,9 @@ mod tests {
     #[test]
     fn debug_never_shows_the_token() {
         let gh = GithubClient::new(
-            reqwest::Client::new(),
+            cascade_exec::net::client_builder()
+                .build()
+                .expect("an HTTP client"),
             "https://x/",
             "ghp_secret".into(),
             "o/r",
@@ -688,7 +690,15 @@ mod tests {
             "{shown}"
         );
         assert!(
-            GithubClient::new(reqwest::Client::new(), "https://x", "t".into(), "nope").is_err()
+            GithubClient::new(
+                cascade_exec::net::client_builder()
+                    .build()
+                    .expect("an HTTP client"),
+                "https://x",
+                "t".into(),
+                "nope"
+            )
+            .is_err()
         );
     }
 }

@@ -116,7 +116,7 @@ pub struct RunSetup {
 }
 
 fn http_client() -> Option<reqwest::Client> {
-    reqwest::Client::builder()
+    cascade_exec::net::client_builder()
         .user_agent(concat!("cascade-coordinator/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         // The token travels in a header a redirect could carry elsewhere.

@@ -242,7 +242,7 @@ impl ModelClient {
     }
 
     pub fn with_options(catalog: Arc<ModelCatalog>, options: ClientOptions) -> ModelClient {
-        let http = reqwest::Client::builder()
+        let http = crate::net::client_builder()
             .user_agent(concat!("cascade-worker/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             // Keys travel in custom headers that a redirect would carry to another host.
