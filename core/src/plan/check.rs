@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use cascade_eval::{Reference, value_references};
 use serde_json::Value;
 
-use super::compile::{PlanOptions, RESERVED_IDS};
+use super::options::{PlanOptions, RESERVED_IDS, SANDBOX_SKILL};
 use super::{NodeId, NodeKind, Plan, ScopeId};
 use crate::spec::{Cascade, Diagnostic, ErrorStrategy, Loc};
 use crate::suggest::suggestion;
@@ -49,7 +49,7 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
             && let Some(Value::String(test)) = refs.first().and_then(|r| r.inputs.get("test_skill"))
             && refs
                 .first()
-                .is_some_and(|r| r.skill == super::SANDBOX_SKILL)
+                .is_some_and(|r| r.skill == SANDBOX_SKILL)
         {
             wanted.push((
                 test.clone(),
