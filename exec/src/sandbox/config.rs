@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::backend::{Backend, SandboxMode};
+use super::backend::{self, Backend, SandboxMode};
 use super::report::Framework;
 
 pub const DEFAULT_MAX_ITERATIONS: u32 = 5;
@@ -173,6 +173,20 @@ impl LoopConfig {
             cfg.artifacts_dir = Some(PathBuf::from(non_empty_string("artifacts_dir", v)?));
         }
         Ok(cfg)
+    }
+}
+
+/// The backend `cfg` runs with: its forced `backend` if that works here, else the probe's.
+pub fn resolve_backend(cfg: &LoopConfig) -> Result<Backend, String> {
+    if cfg.mode == SandboxMode::Off {
+        return Ok(Backend::Subprocess);
+    }
+    match cfg.backend {
+        Some(Backend::Subprocess) if cfg.mode == SandboxMode::Required => {
+            Err("sandbox `required` but backend `subprocess` isolates nothing".into())
+        }
+        Some(b) => backend::check(b).map(|()| b),
+        None => backend::probe(cfg.mode),
     }
 }
 

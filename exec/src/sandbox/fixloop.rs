@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, Backend, SandboxMode};
-use super::config::LoopConfig;
+use super::config::{LoopConfig, resolve_backend};
 use super::context::relevant_files;
 use super::filter::targeted_command;
 use super::fixer::{FixProposal, FixRequest, Fixer, IterationOutcome, IterationRecord};
@@ -61,20 +61,6 @@ pub async fn run_loop(
 ) -> LoopOutcome {
     LoopOutcome {
         result: run(cfg, fixer, cancel, progress).await,
-    }
-}
-
-/// The backend `cfg` runs with: its forced `backend` if that works here, else the probe's.
-pub fn resolve_backend(cfg: &LoopConfig) -> Result<Backend, String> {
-    if cfg.mode == SandboxMode::Off {
-        return Ok(Backend::Subprocess);
-    }
-    match cfg.backend {
-        Some(Backend::Subprocess) if cfg.mode == SandboxMode::Required => {
-            Err("sandbox `required` but backend `subprocess` isolates nothing".into())
-        }
-        Some(b) => backend::check(b).map(|()| b),
-        None => backend::probe(cfg.mode),
     }
 }
 
