@@ -330,10 +330,10 @@ impl Session<'_> {
             Ok(FixProposal::InPlace) => None,
             Ok(FixProposal::Edits(edits)) => apply_edits(&work, &edits, &self.exclude)
                 .err()
-                .map(|e| (IterationOutcome::InvalidProposal, e)),
+                .map(|e| (IterationOutcome::InvalidProposal, e.to_string())),
             Ok(FixProposal::Diff(diff)) => apply_diff(&work, &diff, &self.exclude)
                 .err()
-                .map(|e| (IterationOutcome::InvalidProposal, e)),
+                .map(|e| (IterationOutcome::InvalidProposal, e.to_string())),
         };
         if let Some((outcome, note)) = refused {
             self.undo()?;
