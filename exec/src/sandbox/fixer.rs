@@ -18,7 +18,7 @@ use cascade_proto::{Failure, FailureKind};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::SandboxMode;
+use super::backend::{BackendError, SandboxMode};
 use super::config::{LoopConfig, resolve_backend};
 use super::patch::FileEdit;
 use super::report::{TestCounts, TestFailure};
@@ -127,7 +127,7 @@ pub struct CommandFixer {
 impl CommandFixer {
     /// A fixer isolated the way `cfg` isolates its tests (same backend, limits, network,
     /// time limit).
-    pub fn new(command: impl Into<String>, cfg: &LoopConfig) -> Result<Self, String> {
+    pub fn new(command: impl Into<String>, cfg: &LoopConfig) -> Result<Self, BackendError> {
         let backend = resolve_backend(cfg)?;
         Ok(CommandFixer {
             command: command.into(),
