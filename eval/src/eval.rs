@@ -2,13 +2,13 @@
 //!
 //! `AND`/`OR` short-circuit and yield booleans; everything else yields the JSON value the
 //! operator computes. Recursion is bounded because parsed trees are at most
-//! [`crate::expr::MAX_DEPTH`] deep.
+//! [`crate::MAX_DEPTH`] deep.
 
 use serde_json::Value;
 
+use crate::ast::Node;
 use crate::context::Context;
 use crate::error::EvalError;
-use crate::expr::Node;
 use crate::value::{self, CmpOp, Pattern, truthy};
 
 pub(crate) fn eval(node: &Node, ctx: &Context) -> Result<Value, EvalError> {

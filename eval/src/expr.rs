@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+use crate::ast::Node;
 use crate::context::Context;
 use crate::error::EvalError;
 use crate::lexer::{LexError, Tok, Token, tokenize};
@@ -17,24 +18,6 @@ use crate::value::{Arith, CmpOp, Pattern};
 
 /// How deep an expression may nest (parentheses, operators, lists).
 pub const MAX_DEPTH: usize = 64;
-
-/// A node of a parsed expression.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Node {
-    Lit(Value),
-    Path(PathExpr),
-    List(Vec<Node>),
-    Not(Box<Node>),
-    Neg(Box<Node>),
-    Arith(Arith, Box<Node>, Box<Node>),
-    Cmp(CmpOp, Box<Node>, Box<Node>),
-    /// `needle in haystack`
-    In(Box<Node>, Box<Node>),
-    /// `value matches pattern`; a literal pattern is compiled at parse time.
-    Matches(Box<Node>, Box<Node>, Option<Pattern>),
-    And(Box<Node>, Box<Node>),
-    Or(Box<Node>, Box<Node>),
-}
 
 /// A parsed expression and its source text.
 #[derive(Debug, Clone, PartialEq)]

@@ -256,7 +256,7 @@ fn unwrap_script(script: &str) -> Result<String, EvalError> {
         }
         rest = rest[end..].trim_start();
     }
-    let (word, after) = shell_word(rest).map_err(|m| jq_err(script, m))?;
+    let (word, after) = shell_word(rest).map_err(|e| jq_err(script, e.to_string()))?;
     if !after.trim().is_empty() {
         return Err(jq_err(script, SHELL_SYNTAX));
     }
@@ -266,9 +266,22 @@ fn unwrap_script(script: &str) -> Result<String, EvalError> {
     Ok(word)
 }
 
+/// Why the one shell word of a `jq '...'` script does not read.
+#[derive(Debug, thiserror::Error)]
+enum ShellWordError {
+    #[error("unterminated single quote")]
+    UnterminatedSingleQuote,
+    #[error("unterminated double quote")]
+    UnterminatedDoubleQuote,
+    #[error("{}", SHELL_SYNTAX)]
+    Syntax,
+    #[error("trailing backslash")]
+    TrailingBackslash,
+}
+
 /// One shell word made of adjacent '...', "..." and unquoted pieces; returns the word and what
 /// follows it. `$` expansion and shell metacharacters are refused.
-fn shell_word(s: &str) -> Result<(String, &str), String> {
+fn shell_word(s: &str) -> Result<(String, &str), ShellWordError> {
     let mut out = String::new();
     let mut chars = s.char_indices().peekable();
     while let Some(&(i, c)) = chars.peek() {
@@ -279,7 +292,7 @@ fn shell_word(s: &str) -> Result<(String, &str), String> {
                     match chars.next() {
                         Some((_, '\'')) => break,
                         Some((_, ch)) => out.push(ch),
-                        None => return Err("unterminated single quote".to_owned()),
+                        None => return Err(ShellWordError::UnterminatedSingleQuote),
                     }
                 }
             }
@@ -294,21 +307,21 @@ fn shell_word(s: &str) -> Result<(String, &str), String> {
                                 out.push('\\');
                                 out.push(other);
                             }
-                            None => return Err("unterminated double quote".to_owned()),
+                            None => return Err(ShellWordError::UnterminatedDoubleQuote),
                         },
-                        Some((_, '$' | '`')) => return Err(SHELL_SYNTAX.to_owned()),
+                        Some((_, '$' | '`')) => return Err(ShellWordError::Syntax),
                         Some((_, ch)) => out.push(ch),
-                        None => return Err("unterminated double quote".to_owned()),
+                        None => return Err(ShellWordError::UnterminatedDoubleQuote),
                     }
                 }
             }
             c if c.is_whitespace() || "|;&<>()".contains(c) => return Ok((out, &s[i..])),
-            '$' | '`' => return Err(SHELL_SYNTAX.to_owned()),
+            '$' | '`' => return Err(ShellWordError::Syntax),
             '\\' => {
                 chars.next();
                 match chars.next() {
                     Some((_, e)) => out.push(e),
-                    None => return Err("trailing backslash".to_owned()),
+                    None => return Err(ShellWordError::TrailingBackslash),
                 }
             }
             _ => {

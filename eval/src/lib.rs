@@ -15,6 +15,7 @@
 //! [`Reference`]s of every template and condition let the planner check roots against
 //! known stage ids and inputs before a run starts.
 
+mod ast;
 mod condition;
 mod context;
 mod error;

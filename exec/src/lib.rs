@@ -10,14 +10,19 @@
 //!   limits and circuit breakers; [`sandbox`] is the codex-sandbox
 //!   test-and-fix loop.
 //!
+//! Errors: each module has its own `thiserror` enum, all wrapped by [`Error`]; a task's
+//! failure is data ([`cascade_proto::Failure`]), classified where it happens.
+//!
 //! No NATS: the embedded driver and the swarm worker both call
 //! [`Executor::execute`] and decide what to do with the result.
 
+mod error;
 pub mod exec;
 pub mod model;
 pub mod net;
 pub mod sandbox;
 pub mod skills;
 
+pub use error::Error;
 pub use exec::Executor;
 pub use skills::{BUILTIN_SKILLS, SkillDef, SkillKind, SkillLoadError, SkillRegistry};

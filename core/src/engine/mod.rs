@@ -37,8 +37,8 @@ use crate::plan::{BlockId, NodeId, Plan};
 
 pub use report::{RunReport, StageReport};
 pub use types::{
-    Effect, EngineNote, Event, IllegalTransition, MAX_NOTES, Millis, RunStatus, StageNote,
-    StageStatus, Subject, TimerId,
+    Effect, EngineNote, Event, IllegalTransition, MAX_NOTES, Millis, RunStatus, StageError,
+    StageNote, StageStatus, Subject, TimerId,
 };
 
 use phase::{Settled, TaskPhase};

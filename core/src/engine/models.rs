@@ -11,7 +11,7 @@ use cascade_eval::{Context, render_value};
 use cascade_proto::{Failure, FailureClass, FailureKind, TaskBudget, TaskId, TaskSpec, Usage};
 use serde_json::{Map, Value, json};
 
-use super::{Effect, Engine, StageNote, TaskPhase, TaskRole, TaskState};
+use super::{Effect, Engine, StageError, StageNote, TaskPhase, TaskRole, TaskState};
 use crate::plan::NodeId;
 use crate::routing;
 use crate::spec::{ErrorStrategy, SelectMode, SkillRef, StageType};
@@ -89,7 +89,7 @@ impl Engine {
         &self,
         n: NodeId,
         spec: &TaskSpec,
-    ) -> Result<Option<TaskBudget>, String> {
+    ) -> Result<Option<TaskBudget>, StageError> {
         let node = &self.plan.nodes[n];
         let mut remaining: Option<TaskBudget> = None;
         let (mut tightest_tokens, mut tightest_cost) = ("", "");
@@ -133,16 +133,24 @@ impl Engine {
         if let Some(left) = r.max_tokens
             && tokens > left
         {
-            return Err(format!(
-                "budget exceeded (estimated): stage `{stage}` would send ~{tokens} tokens to `{model}` but {left} remain of {tightest_tokens} token budget"
-            ));
+            return Err(StageError::TokenBudget {
+                stage: stage.clone(),
+                model: model.to_owned(),
+                tokens,
+                left,
+                whose: tightest_tokens,
+            });
         }
         if let Some(left) = r.max_cost_usd
             && cost > left
         {
-            return Err(format!(
-                "budget exceeded (estimated): stage `{stage}` would cost ~${cost:.4} on `{model}` but ${left:.4} remain of {tightest_cost} cost budget"
-            ));
+            return Err(StageError::CostBudget {
+                stage: stage.clone(),
+                model: model.to_owned(),
+                cost,
+                left,
+                whose: tightest_cost,
+            });
         }
         Ok(Some(r))
     }
@@ -322,7 +330,7 @@ impl Engine {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         let Some(judge) = node.select.as_ref().and_then(|s| s.judge.clone()) else {
-            return self.fail_node(n, "`select: judge` names no judge model".into(), fx);
+            return self.fail_node(n, "`select: judge` names no judge model", fx);
         };
         let question = match render_value(
             &Value::Object(node.inputs.clone()),

@@ -3,11 +3,12 @@
 //! `Engine::stage_to` (the diagram is in `phase`).
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use cascade_eval::{EvalError, render_value, value_references};
 use serde_json::{Map, Value};
 
-use super::{Effect, Engine, NodeState, Settled, StageNote, StageStatus, TimerId};
+use super::{Effect, Engine, NodeState, Settled, StageError, StageNote, StageStatus, TimerId};
 use crate::plan::{BlockId, BranchSelector, NodeId, NodeKind, Plan};
 use crate::spec::InputDecl;
 
@@ -64,8 +65,12 @@ pub fn memory_refs(plan: &Plan) -> Vec<BTreeSet<String>> {
 }
 
 impl Engine {
-    pub(super) fn eval_err(&self, n: NodeId, what: &str, e: &EvalError) -> String {
-        format!("stage `{}`: {what}: {e}", self.plan.nodes[n].local_id)
+    pub(super) fn eval_err(&self, n: NodeId, what: &str, e: &EvalError) -> StageError {
+        StageError::Eval {
+            stage: self.plan.nodes[n].local_id.clone(),
+            what: what.to_owned(),
+            source: e.clone(),
+        }
     }
 
     pub(super) fn start_node(&mut self, n: NodeId, fx: &mut Vec<Effect>) {
@@ -193,7 +198,7 @@ impl Engine {
                         self.contexts[*scope] = Some(ctx);
                         self.enter_block(n, *block);
                     }
-                    Ok(_) => self.fail_node(n, "inputs must be a mapping".into(), fx),
+                    Ok(_) => self.fail_node(n, "inputs must be a mapping", fx),
                     Err(e) => {
                         let msg = self.eval_err(n, "inputs", &e);
                         self.fail_node(n, msg, fx);
@@ -209,7 +214,7 @@ impl Engine {
         branches: &[crate::plan::PlanBranch],
         default: Option<usize>,
         selector: BranchSelector,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, StageError> {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         let scope = node.scope;
@@ -253,11 +258,8 @@ impl Engine {
                 }
             }
         }
-        default.ok_or_else(|| {
-            format!(
-                "stage `{}`: no branch selected and no default branch",
-                node.local_id
-            )
+        default.ok_or_else(|| StageError::NoBranch {
+            stage: node.local_id.clone(),
         })
     }
 
@@ -327,7 +329,10 @@ impl Engine {
         Value::Object(merged)
     }
 
-    pub(super) fn fail_node(&mut self, n: NodeId, message: String, fx: &mut Vec<Effect>) {
+    /// Fails the stage with `why` (a [`StageError`] or a message) as its
+    /// error.
+    pub(super) fn fail_node(&mut self, n: NodeId, why: impl fmt::Display, fx: &mut Vec<Effect>) {
+        let message = why.to_string();
         if !self.stage_may(n, StageStatus::Failed) {
             return;
         }
@@ -426,7 +431,7 @@ impl Engine {
         n: NodeId,
         outputs: &Value,
         fx: &mut Vec<Effect>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         if !plan.memory.enabled {
@@ -462,9 +467,7 @@ impl Engine {
                 .map(|b| b.len())
                 .unwrap_or(0) as u64;
             if size > mb * 1024 * 1024 {
-                return Err(format!(
-                    "memory holds {size} bytes, over max_memory_mb = {mb}"
-                ));
+                return Err(StageError::MemoryFull { size, max_mb: mb });
             }
         }
         Ok(())
@@ -562,7 +565,7 @@ impl Engine {
         true
     }
 
-    fn loop_condition(&mut self, n: NodeId) -> Result<bool, String> {
+    fn loop_condition(&mut self, n: NodeId) -> Result<bool, StageError> {
         let plan = self.plan.clone();
         let node = &plan.nodes[n];
         match &node.condition {

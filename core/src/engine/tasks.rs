@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::backoff::delay_ms;
 use super::{
-    Effect, Engine, EngineNote, StageNote, TASK_TIMEOUT_GRACE_MS, TaskPhase, TaskRole, TaskState,
-    TimerId,
+    Effect, Engine, EngineNote, StageError, StageNote, TASK_TIMEOUT_GRACE_MS, TaskPhase, TaskRole,
+    TaskState, TimerId,
 };
 use crate::plan::{NodeId, NodeKind};
 use crate::spec::ErrorStrategy;
@@ -120,7 +120,7 @@ impl Engine {
     }
 
     /// Renders a task's inputs and sends its next attempt.
-    pub(super) fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), String> {
+    pub(super) fn dispatch(&mut self, id: &TaskId, fx: &mut Vec<Effect>) -> Result<(), StageError> {
         if !self.task_to(id, TaskPhase::InFlight) {
             return Ok(());
         }
@@ -146,7 +146,7 @@ impl Engine {
             }
         }
         let Some(spec) = spec else {
-            return Err(format!("task `{id}` vanished"));
+            return Err(StageError::TaskVanished(id.clone()));
         };
         let mut spec = spec?;
         if spec.model.is_some() {
@@ -200,7 +200,7 @@ impl Engine {
     /// The wire form of a task's current attempt, inputs rendered now, off
     /// the hot path (recovery): the context is copied to hold the task's
     /// variables.
-    pub(super) fn task_spec(&self, id: &TaskId) -> Option<Result<TaskSpec, String>> {
+    pub(super) fn task_spec(&self, id: &TaskId) -> Option<Result<TaskSpec, StageError>> {
         let t = self.tasks.get(id)?;
         let scope = self.plan.nodes[t.node].scope;
         let mut ctx = self.contexts[scope].clone()?;
@@ -217,7 +217,7 @@ impl Engine {
 
     /// Renders with the run's own context, whose task variables the caller
     /// has just set.
-    fn render_task(&self, id: &TaskId) -> Option<Result<TaskSpec, String>> {
+    fn render_task(&self, id: &TaskId) -> Option<Result<TaskSpec, StageError>> {
         let t = self.tasks.get(id)?;
         let ctx = self.contexts[self.plan.nodes[t.node].scope].as_ref()?;
         self.render_with(id, ctx)
@@ -227,7 +227,7 @@ impl Engine {
         &self,
         id: &TaskId,
         ctx: &cascade_eval::Context,
-    ) -> Option<Result<TaskSpec, String>> {
+    ) -> Option<Result<TaskSpec, StageError>> {
         let t = self.tasks.get(id)?;
         let plan = &self.plan;
         let node = &plan.nodes[t.node];

@@ -2,6 +2,7 @@
 //! driver can log events and replay them, and tests can assert on effects.
 //! Notes (run and stage) are data too, rendered as text only in the results.
 
+use cascade_eval::EvalError;
 use cascade_proto::{Attempt, TaskId, TaskSpec};
 pub use cascade_proto::{Event, Millis, TimerId};
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,51 @@ pub enum EngineNote {
     /// kept, and notes past the cap, are counted here.
     #[error("{0} more note(s) dropped (repeats of a note above, or past the first {MAX_NOTES})")]
     Dropped(u64),
+}
+
+/// Why the engine failed a stage itself (not a task's failure): the stage's
+/// `error` in the results, rendered with `Display`.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StageError {
+    /// A template or condition of the stage did not evaluate.
+    #[error("stage `{stage}`: {what}: {source}")]
+    Eval {
+        stage: String,
+        /// What was being evaluated: `inputs`, `condition`, `for_each`, ...
+        what: String,
+        #[source]
+        source: EvalError,
+    },
+    #[error("stage `{stage}`: no branch selected and no default branch")]
+    NoBranch { stage: String },
+    /// The task to send is not in the engine's table (a bug, noted rather
+    /// than a panic).
+    #[error("task `{0}` vanished")]
+    TaskVanished(TaskId),
+    #[error(
+        "budget exceeded (estimated): stage `{stage}` would send ~{tokens} tokens to `{model}` but {left} remain of {whose} token budget"
+    )]
+    TokenBudget {
+        stage: String,
+        model: String,
+        tokens: u64,
+        left: u64,
+        /// `the stage's` or `the run's`.
+        whose: &'static str,
+    },
+    #[error(
+        "budget exceeded (estimated): stage `{stage}` would cost ~${cost:.4} on `{model}` but ${left:.4} remain of {whose} cost budget"
+    )]
+    CostBudget {
+        stage: String,
+        model: String,
+        cost: f64,
+        left: f64,
+        /// `the stage's` or `the run's`.
+        whose: &'static str,
+    },
+    #[error("memory holds {size} bytes, over max_memory_mb = {max_mb}")]
+    MemoryFull { size: u64, max_mb: u64 },
 }
 
 /// What a stage did that its results should say (`stages.<id>.notes`),

@@ -25,6 +25,21 @@ use super::ModelEnv;
 /// Models files larger than this are refused without being parsed.
 pub const MAX_MODELS_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Why a models file could not be read at all (before any of it is parsed).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsFileError {
+    #[error("{}: cannot read models file: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: models file is larger than the limit of {MAX_MODELS_FILE_BYTES} bytes", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("{}: models file is not valid UTF-8", path.display())]
+    NotUtf8 { path: PathBuf },
+}
+
 /// The environment variable naming a models file when none is given.
 pub const MODELS_ENV: &str = "CASCADE_MODELS";
 
@@ -251,7 +266,7 @@ impl ModelCatalog {
     /// Reads and parses a models file (YAML or JSON). Returns every problem, each as
     /// `path:line:col: field: message`.
     pub fn load(path: &Path) -> Result<ModelCatalog, Vec<String>> {
-        let text = parse::read_bounded(path).map_err(|e| vec![e])?;
+        let text = parse::read_bounded(path).map_err(|e| vec![e.to_string()])?;
         let mut catalog = ModelCatalog::parse(&text, path)?;
         catalog.source = Some(path.to_owned());
         Ok(catalog)

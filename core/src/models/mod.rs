@@ -11,7 +11,8 @@
 mod catalog;
 
 pub use catalog::{
-    MAX_MODELS_FILE_BYTES, MODELS_ENV, ModelCatalog, ModelDef, Provider, RateLimit, estimate_tokens,
+    MAX_MODELS_FILE_BYTES, MODELS_ENV, ModelCatalog, ModelDef, ModelsFileError, Provider,
+    RateLimit, estimate_tokens,
 };
 
 use std::collections::BTreeMap;

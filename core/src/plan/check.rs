@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use cascade_eval::{Reference, value_references};
+use cascade_eval::{EvalError, Reference, value_references};
 use serde_json::Value;
 
-use super::compile::{PlanOptions, RESERVED_IDS};
+use super::options::{PlanOptions, RESERVED_IDS, SANDBOX_SKILL};
 use super::{NodeId, NodeKind, Plan, ScopeId};
 use crate::spec::{Cascade, Diagnostic, ErrorStrategy, Loc};
 use crate::suggest::suggestion;
@@ -47,9 +47,7 @@ fn check_skills(plan: &Plan, skills: &BTreeSet<String>, diags: &mut Vec<Diagnost
         }
         if let NodeKind::Tasks { skills: refs, .. } = &node.kind
             && let Some(Value::String(test)) = refs.first().and_then(|r| r.inputs.get("test_skill"))
-            && refs
-                .first()
-                .is_some_and(|r| r.skill == super::SANDBOX_SKILL)
+            && refs.first().is_some_and(|r| r.skill == SANDBOX_SKILL)
         {
             wanted.push((
                 test.clone(),
@@ -159,21 +157,20 @@ fn check_models(plan: &Plan, diags: &mut Vec<Diagnostic>) {
 
 /// A source of references: the field it came from, where it was written,
 /// and the references (or why they could not be read).
-type Source = (String, Loc, Result<Vec<Reference>, String>);
+type Source = (String, Loc, Result<Vec<Reference>, EvalError>);
 
 /// Every template and condition of a node, each at its own location.
 fn sources(plan: &Plan, n: NodeId) -> Vec<Source> {
     let node = &plan.nodes[n];
     let id = &node.local_id;
     let mut out = Vec::new();
-    let refs = |v: &Value| value_references(v).map_err(|e| e.to_string());
     for (k, v) in &node.inputs {
         let loc = node
             .input_locs
             .get(k)
             .cloned()
             .unwrap_or_else(|| node.loc.clone());
-        out.push((format!("{id}.inputs.{k}"), loc, refs(v)));
+        out.push((format!("{id}.inputs.{k}"), loc, value_references(v)));
     }
     if let NodeKind::Tasks {
         skills, for_each, ..
@@ -183,11 +180,15 @@ fn sources(plan: &Plan, n: NodeId) -> Vec<Source> {
             out.push((
                 format!("{id}.skills[{i}].inputs"),
                 s.loc.clone(),
-                refs(&Value::Object(s.inputs.clone())),
+                value_references(&Value::Object(s.inputs.clone())),
             ));
         }
         if let Some(fe) = for_each {
-            out.push((format!("{id}.for_each"), node.loc.clone(), refs(fe)));
+            out.push((
+                format!("{id}.for_each"),
+                node.loc.clone(),
+                value_references(fe),
+            ));
         }
     }
     if let Some(c) = &node.condition {

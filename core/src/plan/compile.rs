@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::models::ModelCatalog;
 use serde_json::{Map, Value};
 
+use super::options::{PlanOptions, RESERVED_IDS, SANDBOX_SKILL};
 use super::{
     Block, BranchSelector, NodeId, NodeKind, Plan, PlanBranch, PlanNode, Repeat, Scope, ScopeId,
 };
@@ -14,39 +15,8 @@ use crate::spec::{
 };
 use crate::suggest::suggestion;
 
-/// What the planner may check beyond the file itself.
-#[derive(Clone, Debug, Default)]
-pub struct PlanOptions {
-    /// Every skill that exists (built-ins included); `None`: not checked.
-    pub skills: Option<BTreeSet<String>>,
-    /// The inputs the run will get; `None`: required inputs not checked.
-    pub inputs: Option<Map<String, Value>>,
-    /// The models file; `None`: the built-in default.
-    pub models: Option<Arc<ModelCatalog>>,
-    /// Skills that are model skills (known where the skill files are).
-    pub model_skills: BTreeSet<String>,
-}
-
-/// The built-in skill that runs the sandboxed test-and-fix loop.
-pub const SANDBOX_SKILL: &str = "codex-sandbox";
-
 /// A codex-sandbox stage's fixer when it names none.
 const DEFAULT_FIXER: &str = "codex-auto";
-
-/// Ids that name context namespaces rather than stages.
-pub const RESERVED_IDS: &[&str] = &[
-    "inputs",
-    "memory",
-    "cascade",
-    "timestamp",
-    "failed_stage",
-    "error_message",
-    "item",
-    "item_index",
-    "iteration",
-    "previous",
-    "run_id",
-];
 
 pub const DEFAULT_MAX_ITERATIONS: u32 = 3;
 

@@ -16,6 +16,7 @@
 
 mod check;
 mod compile;
+mod options;
 pub mod render;
 
 use std::path::PathBuf;
@@ -32,7 +33,8 @@ use crate::spec::{
     StageMemory, StageType, SwarmConfig,
 };
 
-pub use compile::{PlanOptions, SANDBOX_SKILL, compile};
+pub use compile::compile;
+pub use options::{PlanOptions, SANDBOX_SKILL};
 pub use render::{Format, render};
 
 pub type NodeId = usize;

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::options::SANDBOX_SKILL;
 use super::{BlockId, BranchSelector, NodeId, NodeKind, Plan};
 use crate::routing::{self, Planned};
 
@@ -44,7 +45,7 @@ fn sandbox_text(plan: &Plan, n: NodeId) -> Option<String> {
     let NodeKind::Tasks { skills, .. } = &node.kind else {
         return None;
     };
-    let s = skills.first().filter(|s| s.skill == super::SANDBOX_SKILL)?;
+    let s = skills.first().filter(|s| s.skill == SANDBOX_SKILL)?;
     let get = |k: &str| {
         s.inputs
             .get(k)

@@ -13,6 +13,26 @@ use super::model::Cascade;
 use super::normalize;
 use super::yaml::{self, MAX_FILE_BYTES};
 
+/// Why a cascade file could not be read at all: the whole message of the
+/// diagnostic it becomes, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` is not a file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("`{}` is not UTF-8 text (invalid byte at offset {offset})", path.display())]
+    NotUtf8 { path: PathBuf, offset: usize },
+    #[error("`{}` is {len} bytes; cascade files are limited to {MAX_FILE_BYTES} bytes", path.display())]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("cannot read `{}`: not in the submitted bundle", path.display())]
+    NotInBundle { path: PathBuf },
+}
+
 /// A loaded cascade (absent when it could not be read at all), every
 /// diagnostic found, and the source texts for rendering snippets.
 #[derive(Debug, Default)]
@@ -46,8 +66,8 @@ const MAX_SUBCASCADE_DEPTH: usize = 16;
 /// checks, diagnostics) is shared, so a bundle loads exactly as its files
 /// would from disk.
 trait FileSource {
-    /// The file's text, or the whole message saying why it cannot be read.
-    fn read(&self, path: &Path) -> Result<String, String>;
+    /// The file's text, or why it cannot be read.
+    fn read(&self, path: &Path) -> Result<String, LoadError>;
     fn is_file(&self, path: &Path) -> bool;
     /// What identifies a file, for cycle detection.
     fn identity(&self, path: &Path) -> PathBuf;
@@ -60,19 +80,22 @@ struct Disk {
 }
 
 impl FileSource for Disk {
-    fn read(&self, path: &Path) -> Result<String, String> {
-        let name = display(path);
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{name}`: {e}"))?;
+    fn read(&self, path: &Path) -> Result<String, LoadError> {
+        let unreadable = |source| LoadError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
         if !meta.is_file() {
-            return Err(format!("`{name}` is not a file"));
+            return Err(LoadError::NotAFile {
+                path: path.to_path_buf(),
+            });
         }
-        check_size(&name, meta.len())?;
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{name}`: {e}"))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            format!(
-                "`{name}` is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )
+        check_size(path, meta.len())?;
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let text = String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
+            path: path.to_path_buf(),
+            offset: e.utf8_error().valid_up_to(),
         })?;
         if let Some(rec) = &self.recorded {
             rec.borrow_mut().push((path.to_path_buf(), text.clone()));
@@ -101,12 +124,11 @@ impl Bundle<'_> {
 }
 
 impl FileSource for Bundle<'_> {
-    fn read(&self, path: &Path) -> Result<String, String> {
-        let name = display(path);
-        let text = self
-            .get(path)
-            .ok_or_else(|| format!("cannot read `{name}`: not in the submitted bundle"))?;
-        check_size(&name, text.len() as u64)?;
+    fn read(&self, path: &Path) -> Result<String, LoadError> {
+        let text = self.get(path).ok_or_else(|| LoadError::NotInBundle {
+            path: path.to_path_buf(),
+        })?;
+        check_size(path, text.len() as u64)?;
         Ok(text.clone())
     }
 
@@ -119,11 +141,12 @@ impl FileSource for Bundle<'_> {
     }
 }
 
-fn check_size(name: &str, len: u64) -> Result<(), String> {
+fn check_size(path: &Path, len: u64) -> Result<(), LoadError> {
     if len > MAX_FILE_BYTES {
-        return Err(format!(
-            "`{name}` is {len} bytes; cascade files are limited to {MAX_FILE_BYTES} bytes"
-        ));
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            len,
+        });
     }
     Ok(())
 }
@@ -225,8 +248,9 @@ fn load_inner(
 ) -> Option<Cascade> {
     let text = match src.read(path) {
         Ok(t) => t,
-        Err(message) => {
-            out.diagnostics.push(Diagnostic::error(None, "", message));
+        Err(e) => {
+            out.diagnostics
+                .push(Diagnostic::error(None, "", e.to_string()));
             return None;
         }
     };

@@ -20,6 +20,6 @@ pub mod yaml;
 mod tests;
 
 pub use diag::{Diagnostic, Severity};
-pub use load::{Loaded, collect_bundle, load_bundle, load_file, load_str};
+pub use load::{LoadError, Loaded, collect_bundle, load_bundle, load_file, load_str};
 pub use model::*;
 pub use yaml::Loc;

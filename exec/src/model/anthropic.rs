@@ -9,17 +9,27 @@
 use cascade_proto::FailureClass;
 use serde_json::{Map, Value, json};
 
-use super::client::{CallOptions, ModelError, ModelRequest, output_cap};
-use super::http::{Answer, HttpCall, KeyHeader, u64_at};
+use super::error::ModelError;
+use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
+use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
 use cascade_core::models::ModelDef;
 
 pub(crate) const API_VERSION: &str = "2023-06-01";
 
-/// Appended to the system prompt when the caller wants JSON.
-pub(crate) const JSON_INSTRUCTION: &str =
-    "Answer with a single valid JSON value and nothing else: no prose, no code fences.";
+/// The Anthropic Messages API.
+pub(crate) struct Anthropic;
 
-pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+impl ProviderAdapter for Anthropic {
+    fn request(&self, def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+        request(def, req, opts)
+    }
+
+    fn parse(&self, def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+        parse(def, v)
+    }
+}
+
+fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
     let mut body = Map::new();
     body.insert("model".into(), json!(def.model_id));
     body.insert("max_tokens".into(), json!(output_cap(def, req)));
@@ -53,7 +63,7 @@ fn base(def: &ModelDef) -> &str {
         .unwrap_or("https://api.anthropic.com")
 }
 
-pub(crate) fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
     let text: String = v
         .get("content")
         .and_then(Value::as_array)

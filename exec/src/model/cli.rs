@@ -24,9 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::anthropic::JSON_INSTRUCTION;
-use super::client::{ModelError, ModelRequest};
-use super::http::{Answer, truncate_chars, u64_at};
+use super::error::{ModelError, truncate_chars};
+use super::request::{Answer, JSON_INSTRUCTION, ModelRequest, u64_at};
 use cascade_core::models::ModelEnv;
 use cascade_core::models::{ModelDef, Provider};
 

@@ -21,43 +21,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cascade_proto::{Failure, FailureClass, FailureKind, Usage};
+use cascade_proto::{FailureClass, FailureKind, Usage};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{BreakerConfig, Breakers, Outcome};
 use super::cli;
-use super::http::{self, Answer};
+use super::error::ModelError;
+use super::http;
+use super::request::{Answer, CallOptions, ModelRequest, request_tokens};
 use cascade_core::models::ModelEnv;
-use cascade_core::models::{ModelCatalog, ModelDef, estimate_tokens};
-
-/// The output cap when neither the request nor the models file gives one.
-pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
-
-/// One prompt for one model.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ModelRequest {
-    pub system: Option<String>,
-    pub prompt: String,
-    /// At most this many output tokens (also capped by the model's `max_output`).
-    pub max_output_tokens: Option<u64>,
-    /// Ask for a JSON answer (the provider's JSON mode where it has one).
-    pub json: bool,
-    /// Where a CLI agent runs (it may read and change files there).
-    pub workdir: Option<PathBuf>,
-}
-
-/// Sampling settings passed through to the provider ([`ModelClient::complete_with`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CallOptions {
-    /// Ignored by CLI agents, which have no flag for it.
-    pub temperature: Option<f64>,
-}
+use cascade_core::models::{ModelCatalog, ModelDef};
 
 /// A model's answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,109 +48,6 @@ pub struct Completion {
     pub model: String,
     pub stop_reason: Option<String>,
 }
-
-/// Why a call failed, classified.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelError {
-    /// Retry policy for the engine: retryable, terminal, timeout or cancelled.
-    pub kind: FailureKind,
-    pub class: FailureClass,
-    pub message: String,
-    /// The provider (or the breaker) asked to wait this long.
-    pub retry_after: Option<Duration>,
-    /// Tokens spent by the failed call, if any (a refusal still costs its prompt).
-    pub usage: Option<Usage>,
-}
-
-impl ModelError {
-    /// An error of `class` with the class's usual retry policy: `auth` and `budget` are
-    /// terminal, everything else retryable (the coordinator's model switch reacts to the
-    /// class; `unavailable` here means "not on this worker", which another may serve).
-    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
-        let kind = match class {
-            FailureClass::Auth | FailureClass::Budget => FailureKind::Terminal,
-            _ => FailureKind::Retryable,
-        };
-        ModelError {
-            kind,
-            class,
-            message: message.into(),
-            retry_after: None,
-            usage: None,
-        }
-    }
-
-    /// An error no retry can fix (a bad request, an unknown model).
-    pub fn terminal(class: FailureClass, message: impl Into<String>) -> Self {
-        ModelError {
-            kind: FailureKind::Terminal,
-            ..ModelError::new(class, message)
-        }
-    }
-
-    pub(crate) fn timeout(def: &ModelDef) -> Self {
-        ModelError {
-            kind: FailureKind::Timeout,
-            ..ModelError::new(
-                FailureClass::Server,
-                format!(
-                    "model `{}` did not answer within {:.0?} (its timeout)",
-                    def.name, def.timeout
-                ),
-            )
-        }
-    }
-
-    pub(crate) fn cancelled(model: &str) -> Self {
-        ModelError {
-            kind: FailureKind::Cancelled,
-            ..ModelError::new(
-                FailureClass::Other,
-                format!("call to model `{model}` cancelled"),
-            )
-        }
-    }
-
-    pub fn with_usage(mut self, usage: Usage) -> Self {
-        self.usage = Some(usage);
-        self
-    }
-
-    /// Rate limits, overload and server errors: worth another call soon.
-    pub fn is_transient(&self) -> bool {
-        self.kind == FailureKind::Retryable
-            && matches!(
-                self.class,
-                FailureClass::RateLimited | FailureClass::Overloaded | FailureClass::Server
-            )
-    }
-
-    pub(crate) fn redacted(mut self, key: &str) -> Self {
-        self.message = http::redact(&self.message, key);
-        self
-    }
-
-    /// The failure as data for a task result: the kind decides retries, the class lets
-    /// the coordinator switch models, `retry_after_ms` lets it wait out a rate limit.
-    pub fn into_failure(self) -> Failure {
-        let mut failure = Failure::new(self.kind, self.message);
-        if self.kind != FailureKind::Cancelled {
-            failure.class = Some(self.class);
-        }
-        failure.retry_after_ms = self
-            .retry_after
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        failure
-    }
-}
-
-impl fmt::Display for ModelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.class.as_str(), self.message)
-    }
-}
-
-impl std::error::Error for ModelError {}
 
 /// How a client behaves; the defaults are for production, tests shorten the waits.
 #[derive(Clone, Debug)]
@@ -209,7 +84,7 @@ pub struct ModelClient {
 struct Inner {
     catalog: Arc<ModelCatalog>,
     /// `Err` only if the TLS backend could not start; every HTTP call then fails.
-    http: Result<reqwest::Client, String>,
+    http: Result<reqwest::Client, reqwest::Error>,
     breakers: Breakers,
     limiters: BTreeMap<String, DefaultDirectRateLimiter>,
     options: ClientOptions,
@@ -247,8 +122,7 @@ impl ModelClient {
             .connect_timeout(Duration::from_secs(10))
             // Keys travel in custom headers that a redirect would carry to another host.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot start the HTTP client: {e}"));
+            .build();
         let limiters = catalog
             .names()
             .filter_map(|name| {
@@ -422,11 +296,12 @@ impl ModelClient {
         req: &ModelRequest,
         opts: &CallOptions,
     ) -> Result<Answer, ModelError> {
-        let http = self
-            .inner
-            .http
-            .as_ref()
-            .map_err(|e| ModelError::new(FailureClass::Unavailable, e.clone()))?;
+        let http = self.inner.http.as_ref().map_err(|e| {
+            ModelError::new(
+                FailureClass::Unavailable,
+                format!("cannot start the HTTP client: {e}"),
+            )
+        })?;
         let key = def
             .key_env
             .as_deref()
@@ -448,21 +323,6 @@ impl ModelClient {
         let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
         base + base.mul_f64(fraction)
     }
-}
-
-/// The estimated tokens of a request's prompt and system prompt.
-pub(crate) fn request_tokens(req: &ModelRequest) -> u64 {
-    estimate_tokens(&req.prompt) + req.system.as_deref().map_or(0, estimate_tokens)
-}
-
-/// The output tokens to ask for: the request's cap, else the model's, else
-/// [`DEFAULT_MAX_OUTPUT`]; never more than the model's `max_output`.
-pub(crate) fn output_cap(def: &ModelDef, req: &ModelRequest) -> u64 {
-    let wanted = req
-        .max_output_tokens
-        .or(def.max_output)
-        .unwrap_or(DEFAULT_MAX_OUTPUT);
-    def.max_output.map_or(wanted, |m| wanted.min(m)).max(1)
 }
 
 #[cfg(test)]
@@ -501,21 +361,5 @@ mod tests {
             let wait = client.backoff(retry);
             assert!(wait >= base && wait <= base * 2, "retry {retry}: {wait:?}");
         }
-    }
-
-    #[test]
-    fn output_caps() {
-        let catalog = client().catalog().clone();
-        let limited = catalog.get("limited").expect("limited");
-        let free = catalog.get("free").expect("free");
-        let req = |cap| ModelRequest {
-            max_output_tokens: cap,
-            ..ModelRequest::default()
-        };
-        assert_eq!(output_cap(limited, &req(None)), 50);
-        assert_eq!(output_cap(limited, &req(Some(10))), 10);
-        assert_eq!(output_cap(limited, &req(Some(500))), 50);
-        assert_eq!(output_cap(free, &req(None)), DEFAULT_MAX_OUTPUT);
-        assert_eq!(output_cap(free, &req(Some(0))), 1);
     }
 }

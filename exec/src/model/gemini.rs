@@ -9,16 +9,15 @@
 //! or a `finishReason` of SAFETY, RECITATION, PROHIBITED_CONTENT, BLOCKLIST or SPII is a
 //! [`FailureClass::Refusal`]; `usageMetadata.promptTokenCount` in,
 //! `candidatesTokenCount + thoughtsTokenCount` out (thinking is billed as output).
-//! A 429's `RetryInfo.retryDelay` (`"30s"`) in `error.details` is its retry-after.
-
-use std::time::Duration;
+//! A 429's `RetryInfo.retryDelay` (`"30s"`) in `error.details` is its retry-after, and a
+//! 400 `API_KEY_INVALID` a refused key: `http` reads both (on any provider's answer).
 
 use cascade_proto::FailureClass;
 use serde_json::{Map, Value, json};
 
-use super::anthropic::JSON_INSTRUCTION;
-use super::client::{CallOptions, ModelError, ModelRequest, output_cap};
-use super::http::{Answer, HttpCall, KeyHeader, u64_at};
+use super::error::ModelError;
+use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
+use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
 use cascade_core::models::{ModelDef, Provider};
 
 const REFUSAL_REASONS: &[&str] = &[
@@ -30,7 +29,20 @@ const REFUSAL_REASONS: &[&str] = &[
     "IMAGE_SAFETY",
 ];
 
-pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+/// Google Gemini `generateContent`.
+pub(crate) struct Gemini;
+
+impl ProviderAdapter for Gemini {
+    fn request(&self, def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+        request(def, req, opts)
+    }
+
+    fn parse(&self, def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+        parse(def, v)
+    }
+}
+
+fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
     let base = def
         .base_url
         .as_deref()
@@ -76,7 +88,7 @@ pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) ->
     }
 }
 
-pub(crate) fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
     let candidate = v.pointer("/candidates/0");
     let text: String = candidate
         .and_then(|c| c.pointer("/content/parts"))
@@ -124,24 +136,4 @@ pub(crate) fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
         .with_usage(answer.usage(def)));
     }
     Ok(answer)
-}
-
-/// `RetryInfo.retryDelay` of an error body, e.g. `"30s"` or `"1.5s"`.
-pub(crate) fn retry_delay(v: &Value) -> Option<Duration> {
-    v.pointer("/error/details")?
-        .as_array()?
-        .iter()
-        .filter(|d| {
-            d.get("@type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("RetryInfo"))
-        })
-        .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
-        .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-}
-
-/// Gemini answers a bad key with 400 `API_KEY_INVALID`, not 401.
-pub(crate) fn is_bad_key(lower_body: &str) -> bool {
-    lower_body.contains("api_key_invalid") || lower_body.contains("api key not valid")
 }

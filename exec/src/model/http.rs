@@ -1,7 +1,7 @@
 //! What the three HTTP providers share: sending one request with its key, reading a
 //! bounded body, and classifying a non-2xx answer.
 //!
-//! Classification (the provider modules add what is specific to them):
+//! Classification (the adapters add what is specific to their answers):
 //!
 //! | answer                                         | class             | kind      |
 //! |------------------------------------------------|-------------------|-----------|
@@ -18,12 +18,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cascade_proto::{FailureClass, Usage};
+use cascade_proto::FailureClass;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::client::{CallOptions, ModelError, ModelRequest};
-use super::{anthropic, gemini, openai};
+use super::anthropic::Anthropic;
+use super::error::{ModelError, redact, truncate_chars};
+use super::gemini::Gemini;
+use super::openai::OpenAi;
+use super::provider::{KeyHeader, ProviderAdapter};
+use super::request::{Answer, CallOptions, ModelRequest};
 use cascade_core::models::{ModelDef, Provider};
 
 /// Answers larger than this are cut off and treated as malformed.
@@ -31,55 +35,6 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Error bodies are quoted in messages up to this many characters.
 const MAX_DETAIL_CHARS: usize = 600;
-
-/// How the key travels.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum KeyHeader {
-    /// `x-api-key: KEY` (Anthropic).
-    XApiKey,
-    /// `Authorization: Bearer KEY` (OpenAI and compatible servers).
-    Bearer,
-    /// `x-goog-api-key: KEY` (Gemini): never in the URL, where logs would keep it.
-    XGoogApiKey,
-}
-
-/// One request as a provider module builds it.
-#[derive(Debug)]
-pub(crate) struct HttpCall {
-    pub url: String,
-    pub headers: Vec<(&'static str, &'static str)>,
-    pub key_header: KeyHeader,
-    pub body: Value,
-}
-
-/// What a provider module reads out of a 2xx answer.
-#[derive(Debug, Default)]
-pub(crate) struct Answer {
-    pub text: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub stop_reason: Option<String>,
-    /// A cost the provider reported itself (CLI agents); else computed from prices.
-    pub cost_usd: Option<f64>,
-}
-
-impl Answer {
-    pub(crate) fn usage(&self, def: &ModelDef) -> Usage {
-        usage(def, self.input_tokens, self.output_tokens, self.cost_usd)
-    }
-}
-
-/// Usage of one call, its cost from the reported figure or the models file's prices.
-pub(crate) fn usage(def: &ModelDef, input: u64, output: u64, reported: Option<f64>) -> Usage {
-    Usage {
-        input_tokens: input,
-        output_tokens: output,
-        cost_usd: reported
-            .filter(|c| c.is_finite() && *c >= 0.0)
-            .unwrap_or_else(|| def.cost(input, output)),
-        calls: 1,
-    }
-}
 
 /// Sends one request to an HTTP provider and turns the answer into text or an error.
 /// Every message that leaves has the key's value removed.
@@ -109,17 +64,8 @@ async fn call_unredacted(
     opts: &CallOptions,
     key: Option<&str>,
 ) -> Result<Answer, ModelError> {
-    let call = match def.provider {
-        Provider::Anthropic => anthropic::request(def, req, opts),
-        Provider::Openai => openai::request(def, req, opts),
-        Provider::Gemini => gemini::request(def, req, opts),
-        Provider::ClaudeCli | Provider::CodexCli | Provider::GeminiCli => {
-            return Err(ModelError::terminal(
-                FailureClass::Malformed,
-                format!("model `{}` is a CLI agent, not an HTTP API", def.name),
-            ));
-        }
-    };
+    let adapter = adapter(def)?;
+    let call = adapter.request(def, req, opts);
     let mut builder = http.post(&call.url).json(&call.body);
     for (name, value) in &call.headers {
         builder = builder.header(*name, *value);
@@ -160,10 +106,21 @@ async fn call_unredacted(
             ),
         )
     })?;
+    adapter.parse(def, &value)
+}
+
+/// The adapter of a model's provider; a CLI agent has none.
+fn adapter(def: &ModelDef) -> Result<&'static dyn ProviderAdapter, ModelError> {
     match def.provider {
-        Provider::Anthropic => anthropic::parse(def, &value),
-        Provider::Openai => openai::parse(def, &value),
-        _ => gemini::parse(def, &value),
+        Provider::Anthropic => Ok(&Anthropic),
+        Provider::Openai => Ok(&OpenAi),
+        Provider::Gemini => Ok(&Gemini),
+        Provider::ClaudeCli | Provider::CodexCli | Provider::GeminiCli => {
+            Err(ModelError::terminal(
+                FailureClass::Malformed,
+                format!("model `{}` is a CLI agent, not an HTTP API", def.name),
+            ))
+        }
     }
 }
 
@@ -204,11 +161,11 @@ pub(crate) fn classify(def: &ModelDef, status: u16, headers: &HeaderMap, body: &
     let detail = error_detail(json.as_ref(), body);
     let lower = body.to_lowercase();
     let provider = def.provider;
-    let retry_after = retry_after(headers, SystemTime::now())
-        .or_else(|| json.as_ref().and_then(gemini::retry_delay));
+    let retry_after =
+        retry_after(headers, SystemTime::now()).or_else(|| json.as_ref().and_then(retry_delay));
     let mut err = match status {
         401 | 403 => auth_refused(def, status, &detail),
-        400 if gemini::is_bad_key(&lower) => auth_refused(def, status, &detail),
+        400 if is_bad_key(&lower) => auth_refused(def, status, &detail),
         429 if lower.contains("insufficient_quota") => ModelError::terminal(
             FailureClass::Auth,
             format!(
@@ -299,20 +256,24 @@ fn error_detail(json: Option<&Value>, body: &str) -> String {
     truncate_chars(&text, MAX_DETAIL_CHARS)
 }
 
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+/// Gemini's `RetryInfo.retryDelay` of an error body, e.g. `"30s"` or `"1.5s"`.
+fn retry_delay(v: &Value) -> Option<Duration> {
+    v.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("RetryInfo"))
+        })
+        .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
+        .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
 }
 
-/// Removes every occurrence of `key` from `text`.
-pub(crate) fn redact(text: &str, key: &str) -> String {
-    if key.is_empty() || !text.contains(key) {
-        text.to_owned()
-    } else {
-        text.replace(key, "[redacted]")
-    }
+/// Gemini answers a bad key with 400 `API_KEY_INVALID`, not 401.
+fn is_bad_key(lower_body: &str) -> bool {
+    lower_body.contains("api_key_invalid") || lower_body.contains("api key not valid")
 }
 
 /// `retry-after-ms` (OpenAI), else `retry-after` in seconds or as an HTTP date.
@@ -376,11 +337,6 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// A `u64` field of a JSON object, 0 when absent.
-pub(crate) fn u64_at(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //!                 ModelClient::complete(model, request, cancel)
 //!                    │  breaker (per provider endpoint) ─► rate limiter (per model)
 //!                    │  ─► one call with the model's timeout ─► classify ─► retry transient
-//!                    ├─ anthropic / openai / gemini   HTTP (reqwest), keys from env
+//!                    ├─ http ─► anthropic / openai / gemini   one ProviderAdapter each;
+//!                    │                                   HTTP (reqwest), keys from env
 //!                    └─ cli                           claude / codex / gemini agents as
 //!                                                     subprocesses in their own group
 //! ```
@@ -26,16 +27,18 @@ mod anthropic;
 mod breaker;
 mod cli;
 mod client;
+mod error;
 mod gemini;
 mod http;
 mod json;
 mod openai;
+mod provider;
+mod request;
 pub mod skill;
 
 pub use breaker::BreakerConfig;
-pub use client::{
-    CallOptions, ClientOptions, Completion, DEFAULT_MAX_OUTPUT, ModelClient, ModelError,
-    ModelRequest,
-};
+pub use client::{ClientOptions, Completion, ModelClient};
+pub use error::ModelError;
 pub use json::extract_json;
+pub use request::{CallOptions, DEFAULT_MAX_OUTPUT, ModelRequest};
 pub use skill::{ModelOutput, ModelSkill, judge};

@@ -13,12 +13,25 @@
 use cascade_proto::FailureClass;
 use serde_json::{Map, Value, json};
 
-use super::anthropic::JSON_INSTRUCTION;
-use super::client::{CallOptions, ModelError, ModelRequest, output_cap};
-use super::http::{Answer, HttpCall, KeyHeader, u64_at};
+use super::error::ModelError;
+use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
+use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
 use cascade_core::models::{ModelDef, Provider};
 
-pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+/// OpenAI Chat Completions and the servers that speak it.
+pub(crate) struct OpenAi;
+
+impl ProviderAdapter for OpenAi {
+    fn request(&self, def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
+        request(def, req, opts)
+    }
+
+    fn parse(&self, def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+        parse(def, v)
+    }
+}
+
+fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
     let base = def
         .base_url
         .as_deref()
@@ -58,7 +71,7 @@ pub(crate) fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) ->
     }
 }
 
-pub(crate) fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
+fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
     let choice = v.pointer("/choices/0");
     let message = choice.and_then(|c| c.get("message"));
     let text = match message.and_then(|m| m.get("content")) {

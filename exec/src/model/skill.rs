@@ -19,9 +19,10 @@ use cascade_proto::{Failure, FailureClass, TaskSpec, Usage};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{CallOptions, DEFAULT_MAX_OUTPUT, ModelClient, ModelRequest};
-use super::http::truncate_chars;
+use super::client::ModelClient;
+use super::error::truncate_chars;
 use super::json::extract_json;
+use super::request::{CallOptions, DEFAULT_MAX_OUTPUT, ModelRequest};
 use crate::skills::SkillDef;
 pub use crate::skills::{ModelOutput, ModelSkill};
 use cascade_core::models::{ModelDef, estimate_tokens};

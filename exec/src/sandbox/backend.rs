@@ -14,8 +14,8 @@
 //! /dev --proc /proc true` (it fails in most default Kubernetes pods, where user
 //! namespaces are off); landlock by creating (not enforcing) a ruleset.
 
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
 
 use landlock::{ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr};
 use serde::{Deserialize, Serialize};
@@ -76,10 +76,41 @@ impl SandboxMode {
     }
 }
 
+/// Why one isolation backend does not work on this machine.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("`bwrap` is not installed")]
+    BwrapMissing,
+    #[error("cannot run `bwrap`: {0}")]
+    BwrapUnrunnable(#[source] Arc<std::io::Error>),
+    #[error("`bwrap` probe failed ({status}): {stderr}")]
+    BwrapFailed { status: ExitStatus, stderr: String },
+    #[error("not supported by this kernel: {0}")]
+    LandlockUnsupported(#[source] Arc<landlock::RulesetError>),
+}
+
+/// Why a loop cannot have the isolation it asks for.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "sandbox `required` but no isolation is available: bubblewrap: {bwrap}; landlock: {landlock}"
+    )]
+    NoIsolation {
+        bwrap: ProbeError,
+        landlock: ProbeError,
+    },
+    #[error("sandbox `required` but backend `subprocess` isolates nothing")]
+    SubprocessRequired,
+    #[error("bubblewrap: {0}")]
+    Bwrap(#[source] ProbeError),
+    #[error("landlock: {0}")]
+    Landlock(#[source] ProbeError),
+}
+
 #[derive(Debug)]
 struct Probe {
-    bwrap: Result<(), String>,
-    landlock: Result<(), String>,
+    bwrap: Result<(), ProbeError>,
+    landlock: Result<(), ProbeError>,
     landlock_net: bool,
 }
 
@@ -94,7 +125,7 @@ fn probed() -> &'static Probe {
 }
 
 /// The backend `mode` gets on this machine, or why `required` cannot be met.
-pub fn probe(mode: SandboxMode) -> Result<Backend, String> {
+pub fn probe(mode: SandboxMode) -> Result<Backend, BackendError> {
     if mode == SandboxMode::Off {
         return Ok(Backend::Subprocess);
     }
@@ -102,19 +133,20 @@ pub fn probe(mode: SandboxMode) -> Result<Backend, String> {
     match (&p.bwrap, &p.landlock) {
         (Ok(()), _) => Ok(Backend::Bwrap),
         (Err(_), Ok(())) => Ok(Backend::Landlock),
-        (Err(b), Err(l)) if mode == SandboxMode::Required => Err(format!(
-            "sandbox `required` but no isolation is available: bubblewrap: {b}; landlock: {l}"
-        )),
+        (Err(b), Err(l)) if mode == SandboxMode::Required => Err(BackendError::NoIsolation {
+            bwrap: b.clone(),
+            landlock: l.clone(),
+        }),
         (Err(_), Err(_)) => Ok(Backend::Subprocess),
     }
 }
 
 /// Whether `backend` works here (an explicit choice skips the preference order).
-pub fn check(backend: Backend) -> Result<(), String> {
+pub fn check(backend: Backend) -> Result<(), BackendError> {
     let p = probed();
     match backend {
-        Backend::Bwrap => p.bwrap.clone().map_err(|e| format!("bubblewrap: {e}")),
-        Backend::Landlock => p.landlock.clone().map_err(|e| format!("landlock: {e}")),
+        Backend::Bwrap => p.bwrap.clone().map_err(BackendError::Bwrap),
+        Backend::Landlock => p.landlock.clone().map_err(BackendError::Landlock),
         Backend::Subprocess => Ok(()),
     }
 }
@@ -144,7 +176,7 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn probe_bwrap() -> Result<(), String> {
+fn probe_bwrap() -> Result<(), ProbeError> {
     let out = Command::new("bwrap")
         .args([
             "--unshare-all",
@@ -163,27 +195,26 @@ fn probe_bwrap() -> Result<(), String> {
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "`bwrap` is not installed".to_owned(),
-            _ => format!("cannot run `bwrap`: {e}"),
+            std::io::ErrorKind::NotFound => ProbeError::BwrapMissing,
+            _ => ProbeError::BwrapUnrunnable(Arc::new(e)),
         })?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(format!(
-        "`bwrap` probe failed ({}): {}",
-        out.status,
-        stderr.trim()
-    ))
+    Err(ProbeError::BwrapFailed {
+        status: out.status,
+        stderr: stderr.trim().to_owned(),
+    })
 }
 
-fn probe_landlock() -> Result<(), String> {
+fn probe_landlock() -> Result<(), ProbeError> {
     Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(ABI::V1))
         .and_then(|r| r.create())
         .map(drop)
-        .map_err(|e| format!("not supported by this kernel: {e}"))
+        .map_err(|e| ProbeError::LandlockUnsupported(Arc::new(e)))
 }
 
 fn probe_landlock_net() -> bool {
@@ -200,10 +231,10 @@ mod tests {
 
     #[test]
     fn off_needs_no_probe_and_required_never_falls_back() {
-        assert_eq!(probe(SandboxMode::Off), Ok(Backend::Subprocess));
+        assert!(matches!(probe(SandboxMode::Off), Ok(Backend::Subprocess)));
         match probe(SandboxMode::Required) {
             Ok(b) => assert_ne!(b, Backend::Subprocess),
-            Err(e) => assert!(e.contains("no isolation"), "{e}"),
+            Err(e) => assert!(e.to_string().contains("no isolation"), "{e}"),
         }
         let cap = capability();
         assert!(cap.starts_with("sandbox:"), "{cap}");

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::backend::{Backend, SandboxMode};
+use super::backend::{self, Backend, BackendError, SandboxMode};
 use super::report::Framework;
+use cascade_core::duration::DurationError;
 
 pub const DEFAULT_MAX_ITERATIONS: u32 = 5;
 pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -121,12 +122,12 @@ impl LoopConfig {
     pub fn from_inputs(
         inputs: &Map<String, Value>,
         workdir: Option<&Path>,
-    ) -> Result<LoopConfig, String> {
+    ) -> Result<LoopConfig, ConfigError> {
         let get = |key: &str| lookup(inputs, key);
         let test_command = ["test", "test_suite", "tests", "test_command"]
             .iter()
             .find_map(|k| get(k).map(|v| (*k, v)))
-            .ok_or_else(|| "input `test` (the test command) is required".to_owned())
+            .ok_or(ConfigError::MissingTest)
             .and_then(|(k, v)| non_empty_string(k, v))?;
         let base = workdir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let source = match get("source") {
@@ -136,9 +137,10 @@ impl LoopConfig {
         let mut cfg = LoopConfig::new(source, test_command, fixer(inputs)?);
         if let Some(v) = get("framework") {
             let name = non_empty_string("framework", v)?;
-            cfg.framework = Some(Framework::parse(&name).ok_or_else(|| {
-                format!("input `framework`: unknown framework `{name}` (cargo, pytest, unittest, go, node, generic)")
-            })?);
+            cfg.framework = Some(
+                Framework::parse(&name)
+                    .ok_or_else(|| ConfigError::UnknownFramework(name.clone()))?,
+            );
         }
         if let Some(v) = get("max_iterations") {
             cfg.max_iterations = positive("max_iterations", v)?;
@@ -149,9 +151,9 @@ impl LoopConfig {
         cfg.mode = mode(inputs)?;
         if let Some(v) = get("backend") {
             let name = non_empty_string("backend", v)?;
-            cfg.backend = Some(Backend::parse(&name).ok_or_else(|| {
-                format!("input `backend`: unknown backend `{name}` (bwrap, landlock, subprocess)")
-            })?);
+            cfg.backend = Some(
+                Backend::parse(&name).ok_or_else(|| ConfigError::UnknownBackend(name.clone()))?,
+            );
         }
         cfg.network = network(inputs)?;
         if let Some(v) = get("regression_check") {
@@ -176,6 +178,81 @@ impl LoopConfig {
     }
 }
 
+/// The backend `cfg` runs with: its forced `backend` if that works here, else the probe's.
+pub fn resolve_backend(cfg: &LoopConfig) -> Result<Backend, BackendError> {
+    if cfg.mode == SandboxMode::Off {
+        return Ok(Backend::Subprocess);
+    }
+    match cfg.backend {
+        Some(Backend::Subprocess) if cfg.mode == SandboxMode::Required => {
+            Err(BackendError::SubprocessRequired)
+        }
+        Some(b) => backend::check(b).map(|()| b),
+        None => backend::probe(cfg.mode),
+    }
+}
+
+/// A `codex-sandbox` input that cannot be used; the text names the input.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("input `test` (the test command) is required")]
+    MissingTest,
+    #[error(
+        "input `fix_command` or `fixer` (`{{command}}`, `{{model}}` or `{{agent}}`) is required"
+    )]
+    MissingFixer,
+    #[error("input `fixer`: expected an object with `command`, `model` or `agent`")]
+    FixerNotObject,
+    #[error("input `fixer`: give exactly one of `command`, `model`, `agent`")]
+    FixerNotOne,
+    #[error("input `fixer.agent`: unknown agent `{0}` (claude, codex, gemini)")]
+    UnknownAgent(String),
+    #[error(
+        "input `framework`: unknown framework `{0}` (cargo, pytest, unittest, go, node, generic)"
+    )]
+    UnknownFramework(String),
+    #[error("input `backend`: unknown backend `{0}` (bwrap, landlock, subprocess)")]
+    UnknownBackend(String),
+    #[error("input `{field}`: expected required, best-effort or off, got `{got}`")]
+    UnknownMode { field: &'static str, got: String },
+    #[error("inputs `network` and `network_disabled` contradict each other")]
+    NetworkContradiction,
+    #[error(
+        "input `limits`: unknown limit `{0}` (file_size_mb, processes, memory_mb, cpu_seconds)"
+    )]
+    UnknownLimit(String),
+    #[error("input `{0}`: too large")]
+    TooLarge(String),
+    /// A value of the wrong kind; `expected` says which kind.
+    #[error("input `{field}`: expected {expected}, got {got}")]
+    Expected {
+        field: String,
+        expected: &'static str,
+        got: Value,
+    },
+    /// A value of the wrong kind, where quoting it back would not help.
+    #[error("input `{field}`: expected {expected}")]
+    Shape {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("input `{field}`: `{text}`: {source}")]
+    Duration {
+        field: String,
+        text: String,
+        #[source]
+        source: DurationError,
+    },
+}
+
+fn expected(field: &str, expected: &'static str, got: &Value) -> ConfigError {
+    ConfigError::Expected {
+        field: field.to_owned(),
+        expected,
+        got: got.clone(),
+    }
+}
+
 /// The running binary: the worker, which handles the helper marker.
 pub fn default_helper() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
@@ -194,28 +271,23 @@ fn lookup<'a>(inputs: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     })
 }
 
-fn fixer(inputs: &Map<String, Value>) -> Result<FixerSpec, String> {
+fn fixer(inputs: &Map<String, Value>) -> Result<FixerSpec, ConfigError> {
     if let Some(v) = inputs.get("fix_command").filter(|v| !v.is_null()) {
         return Ok(FixerSpec::Command(non_empty_string("fix_command", v)?));
     }
     let Some(v) = inputs.get("fixer").filter(|v| !v.is_null()) else {
-        return Err(
-            "input `fix_command` or `fixer` (`{command}`, `{model}` or `{agent}`) is required"
-                .into(),
-        );
+        return Err(ConfigError::MissingFixer);
     };
     if let Value::String(_) = v {
         return Ok(FixerSpec::Command(non_empty_string("fixer", v)?));
     }
-    let obj = v
-        .as_object()
-        .ok_or("input `fixer`: expected an object with `command`, `model` or `agent`")?;
+    let obj = v.as_object().ok_or(ConfigError::FixerNotObject)?;
     let keys: Vec<&String> = obj
         .keys()
         .filter(|k| ["command", "model", "agent"].contains(&k.as_str()))
         .collect();
     if keys.len() != 1 {
-        return Err("input `fixer`: give exactly one of `command`, `model`, `agent`".into());
+        return Err(ConfigError::FixerNotOne);
     }
     let (key, value) = (keys[0].as_str(), &obj[keys[0].as_str()]);
     let field = format!("fixer.{key}");
@@ -225,16 +297,14 @@ fn fixer(inputs: &Map<String, Value>) -> Result<FixerSpec, String> {
         "model" => FixerSpec::Model(text),
         _ => {
             if !["claude", "codex", "gemini"].contains(&text.as_str()) {
-                return Err(format!(
-                    "input `fixer.agent`: unknown agent `{text}` (claude, codex, gemini)"
-                ));
+                return Err(ConfigError::UnknownAgent(text));
             }
             FixerSpec::Agent(text)
         }
     })
 }
 
-fn mode(inputs: &Map<String, Value>) -> Result<SandboxMode, String> {
+fn mode(inputs: &Map<String, Value>) -> Result<SandboxMode, ConfigError> {
     let (field, value) = match (
         lookup(inputs, "sandbox"),
         lookup(inputs, "sandbox_isolated"),
@@ -250,17 +320,20 @@ fn mode(inputs: &Map<String, Value>) -> Result<SandboxMode, String> {
             "required" | "require" | "strict" => Ok(SandboxMode::Required),
             "best-effort" | "true" | "on" | "yes" => Ok(SandboxMode::BestEffort),
             "off" | "false" | "none" | "no" => Ok(SandboxMode::Off),
-            other => Err(format!(
-                "input `{field}`: expected required, best-effort or off, got `{other}`"
-            )),
+            other => Err(ConfigError::UnknownMode {
+                field,
+                got: other.to_owned(),
+            }),
         },
-        other => Err(format!(
-            "input `{field}`: expected required, best-effort, off or a boolean, got {other}"
+        other => Err(expected(
+            field,
+            "required, best-effort, off or a boolean",
+            other,
         )),
     }
 }
 
-fn network(inputs: &Map<String, Value>) -> Result<bool, String> {
+fn network(inputs: &Map<String, Value>) -> Result<bool, ConfigError> {
     let allowed = lookup(inputs, "network")
         .map(|v| boolean("network", v))
         .transpose()?;
@@ -268,55 +341,52 @@ fn network(inputs: &Map<String, Value>) -> Result<bool, String> {
         .map(|v| boolean("network_disabled", v))
         .transpose()?;
     match (allowed, disabled) {
-        (Some(a), Some(d)) if a == d => {
-            Err("inputs `network` and `network_disabled` contradict each other".into())
-        }
+        (Some(a), Some(d)) if a == d => Err(ConfigError::NetworkContradiction),
         (Some(a), _) => Ok(a),
         (None, Some(d)) => Ok(!d),
         (None, None) => Ok(false),
     }
 }
 
-fn limits(v: &Value) -> Result<Limits, String> {
-    let obj = v.as_object().ok_or("input `limits`: expected an object")?;
+fn limits(v: &Value) -> Result<Limits, ConfigError> {
+    let obj = v.as_object().ok_or_else(|| ConfigError::Shape {
+        field: "limits".into(),
+        expected: "an object",
+    })?;
     let mut limits = Limits::default();
     for (key, value) in obj {
         let field = format!("limits.{key}");
-        let n = || -> Result<u64, String> {
+        let n = || -> Result<u64, ConfigError> {
             value
                 .as_u64()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("input `{field}`: expected a positive integer, got {value}"))
+                .ok_or_else(|| expected(&field, "a positive integer", value))
         };
         match key.as_str() {
             "file_size_mb" => limits.file_size = Some(n()?.saturating_mul(1 << 20)),
             "file_size_bytes" => limits.file_size = Some(n()?),
             "processes" => {
                 limits.processes =
-                    Some(u32::try_from(n()?).map_err(|_| format!("input `{field}`: too large"))?)
+                    Some(u32::try_from(n()?).map_err(|_| ConfigError::TooLarge(field.clone()))?)
             }
             "memory_mb" => limits.memory = Some(n()?.saturating_mul(1 << 20)),
             "cpu_seconds" => limits.cpu_seconds = Some(n()?),
             other => {
-                return Err(format!(
-                    "input `limits`: unknown limit `{other}` (file_size_mb, processes, memory_mb, cpu_seconds)"
-                ));
+                return Err(ConfigError::UnknownLimit(other.to_owned()));
             }
         }
     }
     Ok(limits)
 }
 
-fn non_empty_string(field: &str, v: &Value) -> Result<String, String> {
+fn non_empty_string(field: &str, v: &Value) -> Result<String, ConfigError> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-        other => Err(format!(
-            "input `{field}`: expected a non-empty string, got {other}"
-        )),
+        other => Err(expected(field, "a non-empty string", other)),
     }
 }
 
-fn positive(field: &str, v: &Value) -> Result<u32, String> {
+fn positive(field: &str, v: &Value) -> Result<u32, ConfigError> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -324,41 +394,41 @@ fn positive(field: &str, v: &Value) -> Result<u32, String> {
     };
     n.filter(|n| *n > 0)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| format!("input `{field}`: expected a positive integer, got {v}"))
+        .ok_or_else(|| expected(field, "a positive integer", v))
 }
 
-fn boolean(field: &str, v: &Value) -> Result<bool, String> {
+fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s == "true" => Ok(true),
         Value::String(s) if s == "false" => Ok(false),
-        other => Err(format!(
-            "input `{field}`: expected true or false, got {other}"
-        )),
+        other => Err(expected(field, "true or false", other)),
     }
 }
 
-fn duration(field: &str, v: &Value) -> Result<Duration, String> {
+fn duration(field: &str, v: &Value) -> Result<Duration, ConfigError> {
     match v {
         Value::Number(n) => n
             .as_f64()
             .filter(|s| *s > 0.0)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or_else(|| {
-                format!("input `{field}`: expected a positive number of seconds, got {n}")
-            }),
-        Value::String(s) => cascade_core::duration::parse_nonzero_duration(s)
-            .map_err(|e| format!("input `{field}`: `{s}`: {e}")),
-        other => Err(format!(
-            "input `{field}`: expected a duration like `90s` or `10m`, got {other}"
-        )),
+            .ok_or_else(|| expected(field, "a positive number of seconds", v)),
+        Value::String(s) => cascade_core::duration::parse_nonzero_duration(s).map_err(|source| {
+            ConfigError::Duration {
+                field: field.to_owned(),
+                text: s.clone(),
+                source,
+            }
+        }),
+        other => Err(expected(field, "a duration like `90s` or `10m`", other)),
     }
 }
 
-fn string_list(field: &str, v: &Value) -> Result<Vec<String>, String> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| format!("input `{field}`: expected a list of names"))?;
+fn string_list(field: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    let items = v.as_array().ok_or_else(|| ConfigError::Shape {
+        field: field.to_owned(),
+        expected: "a list of names",
+    })?;
     items
         .iter()
         .enumerate()
@@ -376,7 +446,7 @@ mod tests {
         let Value::Object(map) = v else {
             panic!("object")
         };
-        LoopConfig::from_inputs(&map, Some(Path::new("/w")))
+        LoopConfig::from_inputs(&map, Some(Path::new("/w"))).map_err(|e| e.to_string())
     }
 
     #[test]

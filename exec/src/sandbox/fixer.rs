@@ -18,8 +18,8 @@ use cascade_proto::{Failure, FailureKind};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::SandboxMode;
-use super::config::LoopConfig;
+use super::backend::{BackendError, SandboxMode};
+use super::config::{LoopConfig, resolve_backend};
 use super::patch::FileEdit;
 use super::report::{TestCounts, TestFailure};
 use super::runner::Jail;
@@ -127,8 +127,8 @@ pub struct CommandFixer {
 impl CommandFixer {
     /// A fixer isolated the way `cfg` isolates its tests (same backend, limits, network,
     /// time limit).
-    pub fn new(command: impl Into<String>, cfg: &LoopConfig) -> Result<Self, String> {
-        let backend = super::fixloop::resolve_backend(cfg)?;
+    pub fn new(command: impl Into<String>, cfg: &LoopConfig) -> Result<Self, BackendError> {
+        let backend = resolve_backend(cfg)?;
         Ok(CommandFixer {
             command: command.into(),
             jail: Jail {

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cascade_proto::{Failure, FailureClass, FailureKind};
@@ -27,11 +27,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, Backend, SandboxMode};
-use super::config::LoopConfig;
+use super::config::{LoopConfig, resolve_backend};
 use super::context::relevant_files;
 use super::filter::targeted_command;
 use super::fixer::{FixProposal, FixRequest, Fixer, IterationOutcome, IterationRecord};
-use super::helper::HELPER_MARKER;
+use super::helper::{HELPER_MARKER, HelperCheckError};
 use super::parse::{ParseContext, parse, truncate};
 use super::patch::{apply_diff, apply_edits};
 use super::report::{Framework, TestReport};
@@ -64,25 +64,12 @@ pub async fn run_loop(
     }
 }
 
-/// The backend `cfg` runs with: its forced `backend` if that works here, else the probe's.
-pub fn resolve_backend(cfg: &LoopConfig) -> Result<Backend, String> {
-    if cfg.mode == SandboxMode::Off {
-        return Ok(Backend::Subprocess);
-    }
-    match cfg.backend {
-        Some(Backend::Subprocess) if cfg.mode == SandboxMode::Required => {
-            Err("sandbox `required` but backend `subprocess` isolates nothing".into())
-        }
-        Some(b) => backend::check(b).map(|()| b),
-        None => backend::probe(cfg.mode),
-    }
-}
-
 /// Whether `helper` handles the helper marker (a binary that does not would run the tests
 /// as its own arguments): it must pass `sh -c 'exit 7'`'s status through. Checked once per
 /// path.
-async fn check_helper(helper: &Path) -> Result<(), String> {
-    static CHECKED: Mutex<Option<HashMap<PathBuf, Result<(), String>>>> = Mutex::new(None);
+async fn check_helper(helper: &Path) -> Result<(), HelperCheckError> {
+    static CHECKED: Mutex<Option<HashMap<PathBuf, Result<(), HelperCheckError>>>> =
+        Mutex::new(None);
     if let Some(known) = CHECKED
         .lock()
         .ok()
@@ -100,17 +87,15 @@ async fn check_helper(helper: &Path) -> Result<(), String> {
         .await;
     let result = match out {
         Ok(o) if o.status.code() == Some(7) => Ok(()),
-        Ok(o) => Err(format!(
-            "the sandbox helper `{}` does not handle `{HELPER_MARKER}` ({}); its `main` must call \
-             `cascade_exec::sandbox::exec_helper_main()` first: {}",
-            helper.display(),
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!(
-            "cannot run the sandbox helper `{}`: {e}",
-            helper.display()
-        )),
+        Ok(o) => Err(HelperCheckError::NoMarker {
+            helper: helper.to_path_buf(),
+            status: o.status,
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        }),
+        Err(e) => Err(HelperCheckError::Unrunnable {
+            helper: helper.to_path_buf(),
+            source: Arc::new(e),
+        }),
     };
     if let Ok(mut m) = CHECKED.lock() {
         m.get_or_insert_with(HashMap::new)
@@ -148,12 +133,14 @@ async fn run(
         tokio::task::spawn_blocking(move || resolve_backend(&cfg))
             .await
             .map_err(|e| Failure::retryable(format!("sandbox probe failed: {e}")))?
-            .map_err(Failure::terminal)?
+            .map_err(|e| Failure::terminal(e.to_string()))?
     };
     let use_helper = cfg.mode != SandboxMode::Off;
     let mut warnings = isolation_warnings(cfg, backend);
     if use_helper {
-        check_helper(&cfg.helper).await.map_err(Failure::terminal)?;
+        check_helper(&cfg.helper)
+            .await
+            .map_err(|e| Failure::terminal(e.to_string()))?;
     }
     if !cfg.source.is_dir() {
         return Err(Failure::terminal(format!(
@@ -344,10 +331,10 @@ impl Session<'_> {
             Ok(FixProposal::InPlace) => None,
             Ok(FixProposal::Edits(edits)) => apply_edits(&work, &edits, &self.exclude)
                 .err()
-                .map(|e| (IterationOutcome::InvalidProposal, e)),
+                .map(|e| (IterationOutcome::InvalidProposal, e.to_string())),
             Ok(FixProposal::Diff(diff)) => apply_diff(&work, &diff, &self.exclude)
                 .err()
-                .map(|e| (IterationOutcome::InvalidProposal, e)),
+                .map(|e| (IterationOutcome::InvalidProposal, e.to_string())),
         };
         if let Some((outcome, note)) = refused {
             self.undo()?;

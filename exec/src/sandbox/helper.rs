@@ -22,6 +22,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
@@ -88,19 +90,25 @@ impl HelperArgs {
         args
     }
 
-    pub fn parse(args: &[OsString]) -> Result<Self, String> {
+    pub fn parse(args: &[OsString]) -> Result<Self, HelperArgsError> {
         let mut parsed = HelperArgs::default();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let flag = arg
                 .to_str()
-                .ok_or_else(|| format!("argument {arg:?} is not UTF-8"))?;
-            let mut value = || it.next().ok_or_else(|| format!("`{flag}` needs a value"));
-            let mut number = || -> Result<u64, String> {
+                .ok_or_else(|| HelperArgsError::NotUtf8(arg.clone()))?;
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| HelperArgsError::NeedsValue(flag.to_owned()))
+            };
+            let mut number = || -> Result<u64, HelperArgsError> {
                 let v = value()?;
                 v.to_str()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("`{flag}`: {v:?} is not a number"))
+                    .ok_or_else(|| HelperArgsError::NotANumber {
+                        flag: flag.to_owned(),
+                        value: v.clone(),
+                    })
             };
             match flag {
                 "--fsize" => parsed.file_size = Some(number()?),
@@ -115,14 +123,72 @@ impl HelperArgs {
                     parsed.argv = it.cloned().collect();
                     break;
                 }
-                other => return Err(format!("unknown option `{other}`")),
+                other => return Err(HelperArgsError::UnknownOption(other.to_owned())),
             }
         }
         if parsed.argv.is_empty() {
-            return Err("no command after `--`".into());
+            return Err(HelperArgsError::NoCommand);
         }
         Ok(parsed)
     }
+}
+
+/// Why the helper's own arguments do not parse (a bug of the caller: they are
+/// built by [`HelperArgs::to_args`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelperArgsError {
+    #[error("argument {0:?} is not UTF-8")]
+    NotUtf8(OsString),
+    #[error("`{0}` needs a value")]
+    NeedsValue(String),
+    #[error("`{flag}`: {value:?} is not a number")]
+    NotANumber { flag: String, value: OsString },
+    #[error("unknown option `{0}`")]
+    UnknownOption(String),
+    #[error("no command after `--`")]
+    NoCommand,
+}
+
+/// Why the helper could not put the command under its limits.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("cannot join cgroup {}: {source}", dir.display())]
+    JoinCgroup {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setrlimit {resource:?}: {source}")]
+    Rlimit {
+        resource: Resource,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("landlock: {0}")]
+    Landlock(#[source] landlock::RulesetError),
+    #[error("landlock: this kernel does not enforce the ruleset")]
+    LandlockNotEnforced,
+}
+
+/// Why a binary cannot serve as the helper (checked before a loop starts).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum HelperCheckError {
+    #[error(
+        "the sandbox helper `{}` does not handle `{HELPER_MARKER}` ({status}); its `main` must call \
+         `cascade_exec::sandbox::exec_helper_main()` first: {stderr}",
+        helper.display()
+    )]
+    NoMarker {
+        helper: PathBuf,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot run the sandbox helper `{}`: {source}", helper.display())]
+    Unrunnable {
+        helper: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 }
 
 /// Call first thing in `main`: `None` when this process is not the helper, otherwise the
@@ -143,7 +209,7 @@ pub fn exec_helper_main() -> Option<i32> {
     };
     Some(match prepare(&parsed) {
         Ok(()) => exec(&parsed.argv),
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     })
 }
 
@@ -152,10 +218,14 @@ fn fail(message: &str) -> i32 {
     HELPER_ERROR_CODE
 }
 
-fn prepare(args: &HelperArgs) -> Result<(), String> {
+fn prepare(args: &HelperArgs) -> Result<(), HelperError> {
     if let Some(dir) = &args.cgroup {
-        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
-            .map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).map_err(
+            |source| HelperError::JoinCgroup {
+                dir: dir.clone(),
+                source,
+            },
+        )?;
     }
     set_limits(args)?;
     if args.landlock {
@@ -164,9 +234,9 @@ fn prepare(args: &HelperArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn set_limits(args: &HelperArgs) -> Result<(), String> {
+fn set_limits(args: &HelperArgs) -> Result<(), HelperError> {
     let set = |resource: Resource, soft: u64, hard: u64| {
-        setrlimit(resource, soft, hard).map_err(|e| format!("setrlimit {resource:?}: {e}"))
+        setrlimit(resource, soft, hard).map_err(|source| HelperError::Rlimit { resource, source })
     };
     set(Resource::RLIMIT_CORE, 0, 0)?;
     if let Some(bytes) = args.file_size {
@@ -207,9 +277,9 @@ pub fn user_process_count() -> u64 {
     u64::try_from(count).unwrap_or(u64::MAX)
 }
 
-fn apply_landlock(writable: &[PathBuf], deny_net: bool) -> Result<(), String> {
+fn apply_landlock(writable: &[PathBuf], deny_net: bool) -> Result<(), HelperError> {
     let abi = LANDLOCK_ABI;
-    let err = |e: landlock::RulesetError| format!("landlock: {e}");
+    let err = HelperError::Landlock;
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(err)?;
@@ -235,7 +305,7 @@ fn apply_landlock(writable: &[PathBuf], deny_net: bool) -> Result<(), String> {
         .restrict_self()
         .map_err(err)?;
     if status.ruleset == RulesetStatus::NotEnforced {
-        return Err("landlock: this kernel does not enforce the ruleset".into());
+        return Err(HelperError::LandlockNotEnforced);
     }
     Ok(())
 }
@@ -280,16 +350,19 @@ mod tests {
         assert!(
             parse(&["--fsize", "x", "--", "true"])
                 .expect_err("an error")
+                .to_string()
                 .contains("not a number")
         );
         assert!(
             parse(&["--what", "--", "true"])
                 .expect_err("an error")
+                .to_string()
                 .contains("unknown option")
         );
         assert!(
             parse(&["--landlock", "--"])
                 .expect_err("an error")
+                .to_string()
                 .contains("no command")
         );
     }

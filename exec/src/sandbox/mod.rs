@@ -44,13 +44,16 @@ pub mod report;
 pub mod runner;
 pub mod tree;
 
-pub use backend::{Backend, SandboxMode, capability, probe, process_limit_enforced};
-pub use config::{FixerSpec, Limits, LoopConfig};
+pub use backend::{
+    Backend, BackendError, ProbeError, SandboxMode, capability, probe, process_limit_enforced,
+};
+pub use config::{ConfigError, FixerSpec, Limits, LoopConfig, resolve_backend};
 pub use fixer::{
     CommandFixer, FixProposal, FixRequest, Fixer, IterationOutcome, IterationRecord, ProposeFuture,
 };
-pub use fixloop::{LoopOutcome, resolve_backend, run_loop};
-pub use helper::exec_helper_main;
+pub use fixloop::{LoopOutcome, run_loop};
+pub use helper::{HelperArgsError, HelperCheckError, HelperError, exec_helper_main};
 pub use patch::FileEdit;
 pub use report::{FailureCategory, Framework, TestCounts, TestFailure, TestReport};
 pub use runner::{CommandOutput, Jail};
+pub use tree::TreeError;

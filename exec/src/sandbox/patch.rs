@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::tree::{Exclude, inside};
+use super::tree::{Exclude, TreeError, inside};
 
 /// A full-file replacement proposed by a fixer.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,7 +26,7 @@ pub fn apply_edits(
     root: &Path,
     edits: &[FileEdit],
     exclude: &Exclude,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, TreeError> {
     let writes = edits
         .iter()
         .map(|e| {
@@ -35,39 +35,42 @@ pub fn apply_edits(
                 e.content.clone(),
             ))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, TreeError>>()?;
     perform(writes)?;
     Ok(edits.iter().map(|e| e.path.clone()).collect())
 }
 
 /// Applies a unified diff of one or more files (`a/` and `b/` prefixes optional).
-pub fn apply_diff(root: &Path, diff: &str, exclude: &Exclude) -> Result<Vec<String>, String> {
+pub fn apply_diff(root: &Path, diff: &str, exclude: &Exclude) -> Result<Vec<String>, TreeError> {
     let files = split_files(diff);
     if files.is_empty() {
-        return Err("the diff has no file headers (`--- a/path` / `+++ b/path`)".into());
+        return Err(TreeError::NoFileHeaders);
     }
     let mut writes = Vec::new();
     let mut paths = Vec::new();
     for text in files {
-        let patch =
-            diffy::Patch::from_str(&text).map_err(|e| format!("cannot parse the diff: {e}"))?;
+        let patch = diffy::Patch::from_str(&text).map_err(TreeError::DiffSyntax)?;
         let old = patch.original().map(strip_prefix);
         let new = patch.modified().map(strip_prefix);
         let (path, deleting) = match (old.as_deref(), new.as_deref()) {
             (_, Some(n)) if n != "/dev/null" => (n.to_owned(), false),
             (Some(o), _) if o != "/dev/null" => (o.to_owned(), true),
-            _ => return Err("a file in the diff names no path".into()),
+            _ => return Err(TreeError::DiffNoPath),
         };
         let target = inside(root, &path, exclude)?;
         let creating = old.as_deref().is_none_or(|o| o == "/dev/null");
         let current = if creating {
             String::new()
         } else {
-            fs::read_to_string(&target)
-                .map_err(|e| format!("cannot read `{path}` to patch it: {e}"))?
+            fs::read_to_string(&target).map_err(|source| TreeError::ReadToPatch {
+                path: path.clone(),
+                source,
+            })?
         };
-        let result = diffy::apply(&current, &patch)
-            .map_err(|e| format!("the diff does not apply to `{path}`: {e}"))?;
+        let result = diffy::apply(&current, &patch).map_err(|source| TreeError::DoesNotApply {
+            path: path.clone(),
+            source,
+        })?;
         writes.push(if deleting {
             Write::Delete(target)
         } else {
@@ -79,20 +82,17 @@ pub fn apply_diff(root: &Path, diff: &str, exclude: &Exclude) -> Result<Vec<Stri
     Ok(paths)
 }
 
-fn perform(writes: Vec<Write>) -> Result<(), String> {
+fn perform(writes: Vec<Write>) -> Result<(), TreeError> {
     for w in writes {
         match w {
             Write::Put(path, content) => {
                 if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+                    fs::create_dir_all(parent).map_err(TreeError::io("create", parent))?;
                 }
-                fs::write(&path, content)
-                    .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+                fs::write(&path, content).map_err(TreeError::io("write", &path))?;
             }
             Write::Delete(path) => {
-                fs::remove_file(&path)
-                    .map_err(|e| format!("cannot remove `{}`: {e}", path.display()))?;
+                fs::remove_file(&path).map_err(TreeError::io("remove", &path))?;
             }
         }
     }
@@ -214,6 +214,7 @@ mod tests {
         assert!(
             apply_diff(root.path(), escaping, &ex)
                 .expect_err("an error")
+                .to_string()
                 .contains("leaves")
         );
         // The first file would apply, the second does not: neither is written.

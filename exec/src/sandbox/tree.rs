@@ -312,6 +312,57 @@ pub fn write_entry(path: &Path, entry: &Entry) -> io::Result<()> {
     }
 }
 
+/// Why a path, a proposal or the final apply was refused; the text names the
+/// path (relative to the project unless it says otherwise).
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("path `{0}` must be relative to the project")]
+    NotRelative(String),
+    #[error("path `{0}` leaves the project")]
+    Leaves(String),
+    #[error("path `{0}` is excluded from the sandbox")]
+    Excluded(String),
+    #[error("path `{0}` goes through a symlink")]
+    ThroughSymlink(String),
+    #[error("`{0}` changed in the source while the loop ran; not applying")]
+    ChangedInSource(String),
+    #[error("`{path}` is a symlink to `{}`, outside the project; not applying", to.display())]
+    SymlinkOutside { path: String, to: PathBuf },
+    #[error("the diff has no file headers (`--- a/path` / `+++ b/path`)")]
+    NoFileHeaders,
+    #[error("cannot parse the diff: {0}")]
+    DiffSyntax(#[source] diffy::ParsePatchError),
+    #[error("a file in the diff names no path")]
+    DiffNoPath,
+    #[error("cannot read `{path}` to patch it: {source}")]
+    ReadToPatch {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the diff does not apply to `{path}`: {source}")]
+    DoesNotApply {
+        path: String,
+        #[source]
+        source: diffy::ApplyError,
+    },
+    /// A file operation on `path` (`read`, `write`, `create`, `replace`, `remove`).
+    #[error("cannot {op} `{}`: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TreeError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| TreeError::Io { op, path, source }
+    }
+}
+
 /// Writes every difference between `base` (the source as copied) and `done` to `source`,
 /// all or nothing: new contents go to temporary files next to their targets first, then
 /// are renamed over them. A file changed in the source since the copy stops everything.
@@ -320,19 +371,16 @@ pub fn apply_to_source(
     base: &Snapshot,
     done: &Snapshot,
     exclude: &Exclude,
-) -> Result<Vec<String>, String> {
-    let now = snapshot(source, exclude)
-        .map_err(|e| format!("cannot read `{}`: {e}", source.display()))?;
+) -> Result<Vec<String>, TreeError> {
+    let now = snapshot(source, exclude).map_err(TreeError::io("read", source))?;
     let change = diff(base, done);
     for path in &change.files {
         if now.files.get(path) != base.files.get(path) {
-            return Err(format!(
-                "`{path}` changed in the source while the loop ran; not applying"
-            ));
+            return Err(TreeError::ChangedInSource(path.clone()));
         }
     }
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let stage = |staged: &mut Vec<(PathBuf, PathBuf)>| -> Result<(), String> {
+    let stage = |staged: &mut Vec<(PathBuf, PathBuf)>| -> Result<(), TreeError> {
         for path in &change.files {
             let Some(entry) = done.files.get(path) else {
                 continue;
@@ -343,18 +391,17 @@ pub fn apply_to_source(
             if let Entry::Symlink(to) = entry
                 && (to.is_absolute() || to.components().any(|c| matches!(c, Component::ParentDir)))
             {
-                return Err(format!(
-                    "`{path}` is a symlink to `{}`, outside the project; not applying",
-                    to.display()
-                ));
+                return Err(TreeError::SymlinkOutside {
+                    path: path.clone(),
+                    to: to.clone(),
+                });
             }
             let name = target
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("file");
             let tmp = target.with_file_name(format!(".{name}.cascade-{}", std::process::id()));
-            write_entry(&tmp, entry)
-                .map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
+            write_entry(&tmp, entry).map_err(TreeError::io("write", &tmp))?;
             staged.push((tmp, target));
         }
         Ok(())
@@ -370,13 +417,13 @@ pub fn apply_to_source(
             for (left, _) in &staged[i..] {
                 let _ = fs::remove_file(left);
             }
-            return Err(format!("cannot replace `{}`: {e}", target.display()));
+            return Err(TreeError::io("replace", target)(e));
         }
     }
     for path in &change.files {
         if !done.files.contains_key(path) {
             let target = inside(source, path, exclude)?;
-            remove_entry(&target).map_err(|e| format!("cannot remove `{path}`: {e}"))?;
+            remove_entry(&target).map_err(TreeError::io("remove", path))?;
         }
     }
     Ok(change.files)
@@ -384,25 +431,25 @@ pub fn apply_to_source(
 
 /// `relative` as a path inside `root`, refusing anything that could leave it: absolute
 /// paths, `..`, excluded names, and existing symlinks on the way.
-pub fn inside(root: &Path, relative: &str, exclude: &Exclude) -> Result<PathBuf, String> {
+pub fn inside(root: &Path, relative: &str, exclude: &Exclude) -> Result<PathBuf, TreeError> {
     let rel = Path::new(relative);
     if relative.is_empty() || rel.is_absolute() {
-        return Err(format!("path `{relative}` must be relative to the project"));
+        return Err(TreeError::NotRelative(relative.to_owned()));
     }
     if rel
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!("path `{relative}` leaves the project"));
+        return Err(TreeError::Leaves(relative.to_owned()));
     }
     if exclude.excludes(rel) {
-        return Err(format!("path `{relative}` is excluded from the sandbox"));
+        return Err(TreeError::Excluded(relative.to_owned()));
     }
     let mut at = root.to_path_buf();
     for c in rel.components() {
         at.push(c);
         if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(format!("path `{relative}` goes through a symlink"));
+            return Err(TreeError::ThroughSymlink(relative.to_owned()));
         }
     }
     Ok(at)
@@ -504,7 +551,7 @@ mod tests {
         // The source moved on meanwhile: nothing is written.
         write(src.path(), "a.txt", "edited by hand\n");
         let err = apply_to_source(src.path(), &base, &done, &exclude()).expect_err("conflict");
-        assert!(err.contains("a.txt"), "{err}");
+        assert!(err.to_string().contains("a.txt"), "{err}");
         assert_eq!(
             fs::read_to_string(src.path().join("a.txt")).expect("read"),
             "edited by hand\n"

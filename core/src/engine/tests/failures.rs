@@ -508,7 +508,7 @@ fn illegal_transitions_are_refused_counted_and_noted() {
     let mut fx = Vec::new();
     sim.engine
         .settle(0, Settled::Failed, Some("late".into()), &mut fx);
-    sim.engine.fail_node(0, "late".into(), &mut fx);
+    sim.engine.fail_node(0, "late", &mut fx);
     let id = TaskId::new("a#0");
     assert!(!sim.engine.task_to(&id, TaskPhase::InFlight));
     assert!(fx.is_empty(), "{fx:?}");

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
-use super::{MAX_MODELS_FILE_BYTES, ModelDef, Provider, RateLimit};
+use super::{MAX_MODELS_FILE_BYTES, ModelDef, ModelsFileError, Provider, RateLimit};
 use crate::duration::parse_nonzero_duration as parse_duration;
 use crate::files::sanitize;
 use crate::suggest::did_you_mean;
@@ -46,21 +46,25 @@ const TOP_FIELDS: &[&str] = &["models"];
 const PRICE_FIELDS: &[&str] = &["input", "output"];
 const CAPABILITIES: &[&str] = &["search", "media", "reasoning", "code"];
 
-pub(super) fn read_bounded(path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read models file: {e}"))?;
+pub(super) fn read_bounded(path: &Path) -> Result<String, ModelsFileError> {
+    let unreadable = |source| ModelsFileError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
     let mut bytes = Vec::new();
     // Never read past the limit, even if the file grows while we read it.
     file.take(MAX_MODELS_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: cannot read models file: {e}"))?;
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_MODELS_FILE_BYTES {
-        return Err(format!(
-            "{shown}: models file is larger than the limit of {MAX_MODELS_FILE_BYTES} bytes"
-        ));
+        return Err(ModelsFileError::TooLarge {
+            path: path.to_owned(),
+        });
     }
-    String::from_utf8(bytes).map_err(|_| format!("{shown}: models file is not valid UTF-8"))
+    String::from_utf8(bytes).map_err(|_| ModelsFileError::NotUtf8 {
+        path: path.to_owned(),
+    })
 }
 
 /// Parses and validates a whole file: every model, or every problem.
