@@ -264,7 +264,7 @@ impl GithubClient {
         let content = str_at(&v, &["content"]).unwrap_or_default();
         let bytes = match str_at(&v, &["encoding"]) {
             Some("utf-8") => content.as_bytes().to_vec(),
-            _ => base64_decode(content)?,
+            _ => base64_decode(content).map_err(|e| format!("blob {sha} is not base64: {e}"))?,
         };
         String::from_utf8(bytes).map_err(|_| format!("blob {sha} is not UTF-8 text"))
     }

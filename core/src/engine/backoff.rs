@@ -29,19 +29,7 @@ pub fn delay_ms(b: &Backoff, n: u32, seed: &str) -> u64 {
 fn stable_hash(seed: &str, n: u32) -> u64 {
     // FNV-1a: stable across processes and Rust versions, unlike
     // DefaultHasher's unspecified algorithm.
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 ^= u64::from(*b);
-                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = fnv::FnvHasher::default();
     seed.hash(&mut h);
     n.hash(&mut h);
     h.finish()
