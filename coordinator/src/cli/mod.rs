@@ -5,6 +5,7 @@
 //! progress to stderr.
 
 mod args;
+mod command;
 mod inputs;
 mod permissions;
 mod progress;
@@ -24,7 +25,8 @@ use cascade_exec::{Executor, SkillRegistry};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use args::{Cli, Command, PlanArgs, RunArgs, SourceArgs, ValidateArgs};
+pub use args::{PlanArgs, RunArgs, SourceArgs, ValidateArgs};
+pub use command::{Cli, Command};
 
 use crate::driver::local::run_local_with;
 use crate::driver::{FileMemoryStore, LocalOptions};
