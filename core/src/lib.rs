@@ -8,6 +8,7 @@
 //! dependency tree). The engine does no I/O and reads no clock; the drivers in
 //! the `coordinator` perform its effects.
 
+pub mod diff;
 pub mod duration;
 pub mod engine;
 mod error;

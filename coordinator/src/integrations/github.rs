@@ -27,7 +27,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::patch::{FilePatch, base64_decode};
+use super::patch::base64_decode;
+use cascade_core::diff::FilePatch;
 
 pub const ACCEPT: &str = "application/vnd.github+json";
 pub const API_VERSION: &str = "2022-11-28";
@@ -565,7 +566,7 @@ async fn tree_entries(gh: &GithubClient, root: &str, p: &Proposal) -> Result<Vec
             }
         };
         if let Some(new) = &f.new_path {
-            let content = f.apply(&original)?;
+            let content = f.apply(&original).map_err(|e| e.to_string())?;
             let sha = gh.create_blob(&content).await.map_err(|e| e.to_string())?;
             entries.push(json!({
                 "path": full(new),

@@ -590,7 +590,7 @@ impl RunIntegrations {
         let (stage, text) = find_patch(cfg.patch_stage.as_deref(), report).ok_or_else(|| {
             "the run produced no patch (no codex-sandbox stage with a `patch`)".to_owned()
         })?;
-        let files = patch::split(&text)?;
+        let files = cascade_core::diff::split(&text).map_err(|e| e.to_string())?;
         let paths: Vec<String> = files.iter().map(|f| f.path().to_owned()).collect();
         let marker = format!("<!-- cascade-run: {} -->", self.run_id);
         let title = self

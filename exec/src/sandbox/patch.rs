@@ -42,24 +42,13 @@ pub fn apply_edits(
 
 /// Applies a unified diff of one or more files (`a/` and `b/` prefixes optional).
 pub fn apply_diff(root: &Path, diff: &str, exclude: &Exclude) -> Result<Vec<String>, TreeError> {
-    let files = split_files(diff);
-    if files.is_empty() {
-        return Err(TreeError::NoFileHeaders);
-    }
+    let files = cascade_core::diff::split(diff)?;
     let mut writes = Vec::new();
     let mut paths = Vec::new();
-    for text in files {
-        let patch = diffy::Patch::from_str(&text).map_err(TreeError::DiffSyntax)?;
-        let old = patch.original().map(strip_prefix);
-        let new = patch.modified().map(strip_prefix);
-        let (path, deleting) = match (old.as_deref(), new.as_deref()) {
-            (_, Some(n)) if n != "/dev/null" => (n.to_owned(), false),
-            (Some(o), _) if o != "/dev/null" => (o.to_owned(), true),
-            _ => return Err(TreeError::DiffNoPath),
-        };
+    for file in files {
+        let path = file.path().to_owned();
         let target = inside(root, &path, exclude)?;
-        let creating = old.as_deref().is_none_or(|o| o == "/dev/null");
-        let current = if creating {
+        let current = if file.is_new() {
             String::new()
         } else {
             fs::read_to_string(&target).map_err(|source| TreeError::ReadToPatch {
@@ -67,11 +56,8 @@ pub fn apply_diff(root: &Path, diff: &str, exclude: &Exclude) -> Result<Vec<Stri
                 source,
             })?
         };
-        let result = diffy::apply(&current, &patch).map_err(|source| TreeError::DoesNotApply {
-            path: path.clone(),
-            source,
-        })?;
-        writes.push(if deleting {
+        let result = file.apply(&current)?;
+        writes.push(if file.is_deleted() {
             Write::Delete(target)
         } else {
             Write::Put(target, result)
@@ -97,72 +83,6 @@ fn perform(writes: Vec<Write>) -> Result<(), TreeError> {
         }
     }
     Ok(())
-}
-
-/// `a/src/x.rs` -> `src/x.rs`; a trailing tab and timestamp are dropped.
-fn strip_prefix(name: &str) -> String {
-    let name = name.split('\t').next().unwrap_or(name).trim();
-    name.strip_prefix("a/")
-        .or_else(|| name.strip_prefix("b/"))
-        .unwrap_or(name)
-        .to_owned()
-}
-
-/// Splits a multi-file diff into one text per file. Hunk line counts are followed, so a
-/// removed line that starts with `-- ` is not taken for a header.
-fn split_files(diff: &str) -> Vec<String> {
-    let mut files: Vec<String> = Vec::new();
-    let mut current = String::new();
-    let (mut old_left, mut new_left) = (0usize, 0usize);
-    let lines: Vec<&str> = diff.split_inclusive('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if old_left > 0 || new_left > 0 {
-            match line.as_bytes().first() {
-                Some(b'-') => old_left = old_left.saturating_sub(1),
-                Some(b'+') => new_left = new_left.saturating_sub(1),
-                Some(b'\\') => {}
-                _ => {
-                    old_left = old_left.saturating_sub(1);
-                    new_left = new_left.saturating_sub(1);
-                }
-            }
-            current.push_str(line);
-            continue;
-        }
-        let starts_file = line.starts_with("diff ")
-            || (line.starts_with("--- ")
-                && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
-                && current.contains("@@"));
-        if starts_file && current.contains("@@") {
-            files.push(std::mem::take(&mut current));
-        }
-        if let Some((o, n)) = hunk_counts(line) {
-            old_left = o;
-            new_left = n;
-        }
-        // diffy rejects `diff --git` extended headers it does not know: keep only the
-        // lines it reads.
-        if line.starts_with("--- ")
-            || line.starts_with("+++ ")
-            || line.starts_with("@@")
-            || current.contains("@@")
-        {
-            current.push_str(line);
-        }
-    }
-    if current.contains("@@") {
-        files.push(current);
-    }
-    files
-}
-
-/// `@@ -1,3 +1,4 @@` -> (3, 4); a missing count is 1.
-fn hunk_counts(line: &str) -> Option<(usize, usize)> {
-    let rest = line.strip_prefix("@@ -")?;
-    let (old, rest) = rest.split_once(" +")?;
-    let new = rest.split_once(" @@")?.0;
-    let count = |r: &str| r.split_once(',').map_or(Some(1), |(_, n)| n.parse().ok());
-    Some((count(old)?, count(new)?))
 }
 
 #[cfg(test)]

@@ -328,23 +328,13 @@ pub enum TreeError {
     ChangedInSource(String),
     #[error("`{path}` is a symlink to `{}`, outside the project; not applying", to.display())]
     SymlinkOutside { path: String, to: PathBuf },
-    #[error("the diff has no file headers (`--- a/path` / `+++ b/path`)")]
-    NoFileHeaders,
-    #[error("cannot parse the diff: {0}")]
-    DiffSyntax(#[source] diffy::ParsePatchError),
-    #[error("a file in the diff names no path")]
-    DiffNoPath,
+    #[error(transparent)]
+    Diff(#[from] cascade_core::diff::DiffError),
     #[error("cannot read `{path}` to patch it: {source}")]
     ReadToPatch {
         path: String,
         #[source]
         source: io::Error,
-    },
-    #[error("the diff does not apply to `{path}`: {source}")]
-    DoesNotApply {
-        path: String,
-        #[source]
-        source: diffy::ApplyError,
     },
     /// A file operation on `path` (`read`, `write`, `create`, `replace`, `remove`).
     #[error("cannot {op} `{}`: {source}", path.display())]

@@ -13,7 +13,6 @@ use std::process::Command;
 use cascade_coordinator::integrations::github::{
     self, ACCEPT, API_VERSION, GithubClient, IssueDraft, Proposal,
 };
-use cascade_coordinator::integrations::patch;
 use cascade_tests::{TestSwarm, binary, write_tree};
 use serde_json::{Value, json};
 use wiremock::matchers::{
@@ -546,7 +545,7 @@ fn a_green_sandbox_run_opens_a_pull_request_with_its_patch() {
     let patch_text = results["stages"]["functionality-audit"]["output"]["patch"]
         .as_str()
         .unwrap_or_default();
-    let files = patch::split(patch_text).expect("the loop's patch splits");
+    let files = cascade_core::diff::split(patch_text).expect("the loop's patch splits");
     assert_eq!(files[0].apply(&original).expect("applies"), fixed);
     let body = rt.block_on(bodies(&s, &format!("{REPO}/pulls")));
     let text = body[0]["body"].as_str().unwrap_or_default();
@@ -1106,7 +1105,8 @@ async fn proposing_a_run_again_reuses_its_branch_and_pull_request() {
         message: "m".into(),
         labels: vec!["l".into()],
         draft: false,
-        files: patch::split("--- a/x.txt\n+++ b/x.txt\n@@ -1 +1 @@\n-a\n+b\n").expect("split"),
+        files: cascade_core::diff::split("--- a/x.txt\n+++ b/x.txt\n@@ -1 +1 @@\n-a\n+b\n")
+            .expect("split"),
         dir: Some("sub".into()),
     };
     let pr = github::open_pull_request(&c, &p).await.expect("reused");
