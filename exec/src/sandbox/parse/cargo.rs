@@ -165,9 +165,8 @@ fn compile_failure(lines: &[&str], cx: &ParseContext<'_>) -> (TestFailure, usize
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
+    use crate::sandbox::parse::test_context as cx;
 
     const FAILING: &str = "   Compiling offbyone v0.1.0 (/sbx/work)
     Finished `test` profile [unoptimized + debuginfo] target(s) in 0.33s
@@ -226,14 +225,6 @@ error[E0277]: cannot add `&str` to `u32`
 
 error: could not compile `offbyone` (lib test) due to 1 previous error
 ";
-
-    fn cx(exit_code: i32) -> ParseContext<'static> {
-        ParseContext {
-            root: Path::new("/sbx/work"),
-            exit_code: Some(exit_code),
-            timed_out: false,
-        }
-    }
 
     #[test]
     fn failing_tests() {

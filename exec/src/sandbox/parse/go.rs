@@ -113,17 +113,8 @@ fn test_failure(name: String, body: &[&str], cx: &ParseContext<'_>) -> TestFailu
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn cx(exit_code: i32) -> ParseContext<'static> {
-        ParseContext {
-            root: Path::new("/sbx/work"),
-            exit_code: Some(exit_code),
-            timed_out: false,
-        }
-    }
+    use crate::sandbox::parse::test_context as cx;
 
     #[test]
     fn verbose_run() {

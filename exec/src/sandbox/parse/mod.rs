@@ -198,17 +198,20 @@ pub fn find_location(line: &str, root: &Path) -> Option<(String, u32)> {
     .find_map(|word| parse_location(word, root))
 }
 
+/// The context of the parsers' tests: a command run in `/sbx/work` that exited with `exit_code`.
+#[cfg(test)]
+fn test_context(exit_code: i32) -> ParseContext<'static> {
+    ParseContext {
+        root: Path::new("/sbx/work"),
+        exit_code: Some(exit_code),
+        timed_out: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_context as cx;
     use super::*;
-
-    fn cx(exit_code: Option<i32>) -> ParseContext<'static> {
-        ParseContext {
-            root: Path::new("/sbx/work"),
-            exit_code,
-            timed_out: false,
-        }
-    }
 
     #[test]
     fn locations() {
@@ -233,18 +236,18 @@ mod tests {
 
     #[test]
     fn generic_runs() {
-        let (fw, ok) = parse(Framework::Generic, "all good\n", &cx(Some(0)));
+        let (fw, ok) = parse(Framework::Generic, "all good\n", &cx(0));
         assert_eq!(fw, Framework::Generic);
         assert!(ok.green());
         let (_, bad) = parse(
             Framework::Generic,
             "check 1\nFAIL: widget breaks\nsrc/w.c:10: Error: bad\n",
-            &cx(Some(2)),
+            &cx(2),
         );
         let names: Vec<&str> = bad.failures.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["FAIL: widget breaks", "src/w.c:10: Error: bad"]);
         assert_eq!(bad.failures[1].file.as_deref(), Some("src/w.c"));
-        let (_, silent) = parse(Framework::Generic, "something\nwent wrong\n", &cx(Some(1)));
+        let (_, silent) = parse(Framework::Generic, "something\nwent wrong\n", &cx(1));
         assert_eq!(silent.failures.len(), 1);
         assert_eq!(silent.failures[0].name, "<test command>");
         assert!(

@@ -166,9 +166,8 @@ fn class_of(error_name: &str) -> FailureCategory {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
+    use crate::sandbox::parse::test_context as cx;
 
     const TAP: &str = "TAP version 13
 # Subtest: adds
@@ -205,14 +204,6 @@ not ok 3 - type issue
 # pass 1
 # fail 2
 ";
-
-    fn cx(exit_code: i32) -> ParseContext<'static> {
-        ParseContext {
-            root: Path::new("/sbx/work"),
-            exit_code: Some(exit_code),
-            timed_out: false,
-        }
-    }
 
     #[test]
     fn tap_output() {

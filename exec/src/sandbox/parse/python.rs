@@ -339,9 +339,8 @@ fn id_matches(id: &str, title: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
+    use crate::sandbox::parse::test_context as cx;
 
     const UNITTEST: &str = "test_add (test_calc.CalcTest.test_add) ... ok
 test_average (test_calc.CalcTest.test_average) ... FAIL
@@ -426,14 +425,6 @@ FAILED test_calc.py::test_average - assert 6.0 == 4
 FAILED test_calc.py::test_is_even - AttributeError: 'int' object has no attribute 'foo'
 ========================= 2 failed, 1 passed in 0.05s ==========================
 ";
-
-    fn cx(exit_code: i32) -> ParseContext<'static> {
-        ParseContext {
-            root: Path::new("/sbx/work"),
-            exit_code: Some(exit_code),
-            timed_out: false,
-        }
-    }
 
     #[test]
     fn unittest_verbose() {
