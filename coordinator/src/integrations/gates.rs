@@ -126,7 +126,7 @@ pub fn check(gate: &QualityGate, ctx: &Context) -> GateResult {
             for (op, b) in bounds {
                 match render_value(b, ctx)
                     .map_err(|e| e.to_string())
-                    .and_then(|v| number(&v))
+                    .and_then(|v| number(&v).map_err(|e| e.to_string()))
                 {
                     Ok(n) => rendered.push((*op, n)),
                     Err(e) => problem = Some(format!("its threshold is not a number: {e}")),
@@ -143,7 +143,7 @@ pub fn check(gate: &QualityGate, ctx: &Context) -> GateResult {
                 (Err(e), None) => Err(e.to_string()),
                 (Ok(v), None) => {
                     result.value = v.clone();
-                    number(&v).map(|n| {
+                    number(&v).map_err(|e| e.to_string()).map(|n| {
                         rendered
                             .iter()
                             .all(|(op, b)| op.apply(&json!(n), &json!(b)).unwrap_or(false))
@@ -172,15 +172,26 @@ pub fn check(gate: &QualityGate, ctx: &Context) -> GateResult {
     result
 }
 
-fn number(v: &Value) -> Result<f64, String> {
+/// A gate's value or threshold that is not a number.
+#[derive(Debug, thiserror::Error)]
+enum NotANumber {
+    #[error("{0} is out of range")]
+    OutOfRange(serde_json::Number),
+    #[error("`{0}` is not a number")]
+    Text(String),
+    #[error("{0} is not a number")]
+    Other(String),
+}
+
+fn number(v: &Value) -> Result<f64, NotANumber> {
     match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is out of range")),
+        Value::Number(n) => n.as_f64().ok_or_else(|| NotANumber::OutOfRange(n.clone())),
         Value::String(s) => s
             .trim()
             .trim_end_matches('%')
             .parse::<f64>()
-            .map_err(|_| format!("`{s}` is not a number")),
-        other => Err(format!("{} is not a number", eval_show(other))),
+            .map_err(|_| NotANumber::Text(s.clone())),
+        other => Err(NotANumber::Other(eval_show(other))),
     }
 }
 

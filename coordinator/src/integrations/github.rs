@@ -27,6 +27,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::error::IntegrationError;
 use super::patch::base64_decode;
 use cascade_core::diff::FilePatch;
 
@@ -127,10 +128,10 @@ impl GithubClient {
         api_url: &str,
         token: String,
         repository: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, IntegrationError> {
         let mut parts = repository.split('/').filter(|p| !p.is_empty());
         let (Some(owner), Some(repo), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("repository `{repository}` is not `owner/name`"));
+            return Err(IntegrationError::BadRepository(repository.to_owned()));
         };
         Ok(GithubClient {
             http,
@@ -142,8 +143,12 @@ impl GithubClient {
     }
 
     /// [`GithubClient::new`] with a client of its own.
-    pub fn connect(api_url: &str, token: String, repository: &str) -> Result<Self, String> {
-        let http = super::http_client().ok_or("no HTTP client could be started")?;
+    pub fn connect(
+        api_url: &str,
+        token: String,
+        repository: &str,
+    ) -> Result<Self, IntegrationError> {
+        let http = super::http_client().ok_or(IntegrationError::NoHttpClient)?;
         Self::new(http, api_url, token, repository)
     }
 
@@ -256,18 +261,18 @@ impl GithubClient {
     }
 
     /// A blob's contents as text.
-    pub async fn blob(&self, sha: &str) -> Result<String, String> {
+    pub async fn blob(&self, sha: &str) -> Result<String, IntegrationError> {
         let path = self.repo_path(&format!("/git/blobs/{}", encode(sha, false)));
-        let v = self
-            .call(Method::GET, &path, None, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = self.call(Method::GET, &path, None, true).await?;
         let content = str_at(&v, &["content"]).unwrap_or_default();
         let bytes = match str_at(&v, &["encoding"]) {
             Some("utf-8") => content.as_bytes().to_vec(),
-            _ => base64_decode(content).map_err(|e| format!("blob {sha} is not base64: {e}"))?,
+            _ => base64_decode(content).map_err(|source| IntegrationError::BlobEncoding {
+                sha: sha.to_owned(),
+                source,
+            })?,
         };
-        String::from_utf8(bytes).map_err(|_| format!("blob {sha} is not UTF-8 text"))
+        String::from_utf8(bytes).map_err(|_| IntegrationError::BlobText(sha.to_owned()))
     }
 
     pub async fn create_blob(&self, content: &str) -> Result<String, GithubError> {
@@ -494,23 +499,22 @@ pub struct PullRequest {
 
 /// Builds a commit with the patch on top of `base` and opens a pull
 /// request from a branch named for the run.
-pub async fn open_pull_request(gh: &GithubClient, p: &Proposal) -> Result<PullRequest, String> {
-    let e = |e: GithubError| e.to_string();
+pub async fn open_pull_request(
+    gh: &GithubClient,
+    p: &Proposal,
+) -> Result<PullRequest, IntegrationError> {
     let base = match &p.base {
         Some(b) => b.clone(),
-        None => gh.default_branch().await.map_err(e)?,
+        None => gh.default_branch().await?,
     };
-    let base_sha = gh.branch_head(&base).await.map_err(e)?;
-    let base_tree = gh.commit_tree(&base_sha).await.map_err(e)?;
+    let base_sha = gh.branch_head(&base).await?;
+    let base_tree = gh.commit_tree(&base_sha).await?;
     let entries = tree_entries(gh, &base_tree, p).await?;
-    let tree = gh.create_tree(&base_tree, &entries).await.map_err(e)?;
-    let commit = gh
-        .create_commit(&p.message, &tree, &base_sha)
-        .await
-        .map_err(e)?;
+    let tree = gh.create_tree(&base_tree, &entries).await?;
+    let commit = gh.create_commit(&p.message, &tree, &base_sha).await?;
     let mut reused = false;
-    if !gh.create_branch(&p.branch, &commit).await.map_err(e)? {
-        if let Some(pr) = gh.find_pull(&p.branch).await.map_err(e)? {
+    if !gh.create_branch(&p.branch, &commit).await? {
+        if let Some(pr) = gh.find_pull(&p.branch).await? {
             return Ok(PullRequest {
                 number: pr.number,
                 url: pr.url,
@@ -519,15 +523,14 @@ pub async fn open_pull_request(gh: &GithubClient, p: &Proposal) -> Result<PullRe
                 reused: true,
             });
         }
-        gh.force_branch(&p.branch, &commit).await.map_err(e)?;
+        gh.force_branch(&p.branch, &commit).await?;
         reused = true;
     }
     let pr = gh
         .create_pull(&p.title, &p.branch, &base, &p.body, p.draft)
-        .await
-        .map_err(e)?;
+        .await?;
     if !p.labels.is_empty() {
-        gh.add_labels(pr.number, &p.labels).await.map_err(e)?;
+        gh.add_labels(pr.number, &p.labels).await?;
     }
     Ok(PullRequest {
         number: pr.number,
@@ -540,7 +543,11 @@ pub async fn open_pull_request(gh: &GithubClient, p: &Proposal) -> Result<PullRe
 
 /// The new tree's entries: each patched file's new blob (its mode kept),
 /// `sha: null` for deletions.
-async fn tree_entries(gh: &GithubClient, root: &str, p: &Proposal) -> Result<Vec<Value>, String> {
+async fn tree_entries(
+    gh: &GithubClient,
+    root: &str,
+    p: &Proposal,
+) -> Result<Vec<Value>, IntegrationError> {
     let full = |path: &str| match &p.dir {
         Some(d) => format!("{d}/{path}"),
         None => path.to_owned(),
@@ -555,7 +562,7 @@ async fn tree_entries(gh: &GithubClient, root: &str, p: &Proposal) -> Result<Vec
                 let path = full(old);
                 let entry = find_entry(gh, &mut trees, root, &path)
                     .await?
-                    .ok_or_else(|| format!("`{path}` is not in the base branch: the patch was made against another tree"))?;
+                    .ok_or_else(|| IntegrationError::NotInBase(path.clone()))?;
                 mode = mode.or(Some(entry.mode.clone()));
                 if f.new_path.as_deref() != Some(old.as_str()) {
                     entries.push(
@@ -566,8 +573,8 @@ async fn tree_entries(gh: &GithubClient, root: &str, p: &Proposal) -> Result<Vec
             }
         };
         if let Some(new) = &f.new_path {
-            let content = f.apply(&original).map_err(|e| e.to_string())?;
-            let sha = gh.create_blob(&content).await.map_err(|e| e.to_string())?;
+            let content = f.apply(&original)?;
+            let sha = gh.create_blob(&content).await?;
             entries.push(json!({
                 "path": full(new),
                 "mode": mode.unwrap_or_else(|| "100644".into()),
@@ -585,7 +592,7 @@ async fn find_entry(
     trees: &mut HashMap<String, Vec<TreeEntry>>,
     root: &str,
     path: &str,
-) -> Result<Option<TreeEntry>, String> {
+) -> Result<Option<TreeEntry>, IntegrationError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some((name, dirs)) = parts.split_last() else {
         return Ok(None);
@@ -605,7 +612,7 @@ async fn find_entry(
             dir.push_str(part);
         }
         if !trees.contains_key(&dir) {
-            let listing = gh.tree(&sha).await.map_err(|e| e.to_string())?;
+            let listing = gh.tree(&sha).await?;
             trees.insert(dir.clone(), listing);
         }
     }
@@ -635,20 +642,19 @@ pub struct IssueReport {
 }
 
 /// Comments on this cascade's open issue, or opens one.
-pub async fn report_failure(gh: &GithubClient, f: &IssueDraft) -> Result<IssueReport, String> {
-    let e = |e: GithubError| e.to_string();
-    if let Some(open) = gh.find_issue(&f.marker, &f.labels).await.map_err(e)? {
-        gh.comment(open.number, &f.body).await.map_err(e)?;
+pub async fn report_failure(
+    gh: &GithubClient,
+    f: &IssueDraft,
+) -> Result<IssueReport, IntegrationError> {
+    if let Some(open) = gh.find_issue(&f.marker, &f.labels).await? {
+        gh.comment(open.number, &f.body).await?;
         return Ok(IssueReport {
             number: open.number,
             url: open.url,
             created: false,
         });
     }
-    let issue = gh
-        .create_issue(&f.title, &f.body, &f.labels)
-        .await
-        .map_err(e)?;
+    let issue = gh.create_issue(&f.title, &f.body, &f.labels).await?;
     Ok(IssueReport {
         number: issue.number,
         url: issue.url,

@@ -22,11 +22,14 @@
 //! that takes a finished run over finds `integrations` in its stored
 //! report and does not act again (see `driver::nats::run`).
 
+mod error;
 pub mod gates;
 pub mod github;
 pub mod notify;
 pub mod patch;
 pub mod summary;
+
+pub use error::IntegrationError;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -487,21 +490,16 @@ impl RunIntegrations {
         &self,
         cfg: &GithubConfig,
         ctx: &Context,
-    ) -> Result<github::GithubClient, String> {
-        let http = self
-            .http
-            .clone()
-            .ok_or_else(|| "no HTTP client could be started".to_owned())?;
+    ) -> Result<github::GithubClient, IntegrationError> {
+        let http = self.http.clone().ok_or(IntegrationError::NoHttpClient)?;
         let token = self
             .env
             .get(&cfg.token_env)
-            .ok_or_else(|| format!("`{}` is not set: nothing was sent to GitHub", cfg.token_env))?;
+            .ok_or_else(|| IntegrationError::TokenUnset(cfg.token_env.clone()))?;
         let repo = self
             .render(cfg.repository.as_deref(), ctx)
             .or_else(|| self.env.get("GITHUB_REPOSITORY"))
-            .ok_or_else(|| {
-                "no repository: give `repository` or set GITHUB_REPOSITORY".to_owned()
-            })?;
+            .ok_or(IntegrationError::NoRepository)?;
         let api = cfg
             .api_url
             .clone()
@@ -519,7 +517,7 @@ impl RunIntegrations {
             Err(why) => {
                 tracing::warn!(run_id = %self.run_id, "github: {why}");
                 self.notes.push(format!("github: {why}"));
-                out.insert("skipped".into(), json!(why));
+                out.insert("skipped".into(), json!(why.to_string()));
                 return Value::Object(out);
             }
         };
@@ -574,7 +572,7 @@ impl RunIntegrations {
         Value::Object(out)
     }
 
-    fn github_note(&mut self, what: &str, why: &str) {
+    fn github_note(&mut self, what: &str, why: &dyn std::fmt::Display) {
         tracing::warn!(run_id = %self.run_id, "github: {what}: {why}");
         self.notes.push(format!("github: {what}: {why}"));
     }
@@ -586,11 +584,10 @@ impl RunIntegrations {
         cfg: &GithubConfig,
         report: &Value,
         ctx: &Context,
-    ) -> Result<github::Proposal, String> {
-        let (stage, text) = find_patch(cfg.patch_stage.as_deref(), report).ok_or_else(|| {
-            "the run produced no patch (no codex-sandbox stage with a `patch`)".to_owned()
-        })?;
-        let files = cascade_core::diff::split(&text).map_err(|e| e.to_string())?;
+    ) -> Result<github::Proposal, IntegrationError> {
+        let (stage, text) =
+            find_patch(cfg.patch_stage.as_deref(), report).ok_or(IntegrationError::NoPatch)?;
+        let files = cascade_core::diff::split(&text)?;
         let paths: Vec<String> = files.iter().map(|f| f.path().to_owned()).collect();
         let marker = format!("<!-- cascade-run: {} -->", self.run_id);
         let title = self

@@ -107,13 +107,13 @@ impl Notifier {
 }
 
 /// The URL a target posts to, and how records name it.
-fn resolve(url: &UrlSource, env: &Env) -> Result<String, String> {
+fn resolve(url: &UrlSource, env: &Env) -> Result<String, super::IntegrationError> {
     match url {
         UrlSource::Literal(u) => Ok(u.clone()),
         UrlSource::Env(var) => env
             .get(var)
             .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| format!("`{var}` (the target's URL) is not set")),
+            .ok_or_else(|| super::IntegrationError::UrlUnset(var.clone())),
     }
 }
 
@@ -201,7 +201,7 @@ pub async fn deliver(
     };
     let ready = url.and_then(|u| match http {
         Some(h) => Ok((u, h)),
-        None => Err("no HTTP client could be started".to_owned()),
+        None => Err(super::IntegrationError::NoHttpClient),
     });
     let (url, http) = match ready {
         Ok(pair) => pair,
@@ -216,7 +216,7 @@ pub async fn deliver(
                 event: msg.event,
                 delivered: false,
                 attempts: 0,
-                error: Some(e),
+                error: Some(e.to_string()),
             };
         }
     };
@@ -306,6 +306,6 @@ mod tests {
         let url = resolve(&UrlSource::Env("HOOK".into()), &env).expect("set");
         assert_eq!(host_of(&url), "hooks.example:8443");
         let err = resolve(&UrlSource::Env("NOPE".into()), &env).expect_err("unset");
-        assert!(err.contains("`NOPE`"), "{err}");
+        assert!(err.to_string().contains("`NOPE`"), "{err}");
     }
 }
