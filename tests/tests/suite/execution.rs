@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+use crate::support;
+
 /// A skills directory holding `skills` (file name, YAML) and an executor over it.
 struct Fixture {
     skills: TempDir,
@@ -30,20 +32,7 @@ fn fixture(skills: &[(&str, &str)]) -> Fixture {
 }
 
 fn task(skill: &str, inputs: Value) -> TaskSpec {
-    TaskSpec {
-        run_id: "run-1".into(),
-        task_id: "stage-a#0".into(),
-        stage_id: "stage-a".into(),
-        skill: skill.into(),
-        attempt: Attempt::FIRST,
-        inputs,
-        timeout_ms: None,
-        model: None,
-        workdir: None,
-        context: None,
-        budget: None,
-        hooks: None,
-    }
+    support::task_spec("run-1", "stage-a", "stage-a#0", skill, inputs)
 }
 
 /// Runs a task, failing the test (instead of hanging) if it takes more than 20 s.

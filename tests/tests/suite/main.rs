@@ -10,6 +10,8 @@
 
 // The harness itself.
 mod harness;
+// Helpers the modules share.
+mod support;
 
 // The `coordinator` binary offline: the command line, validation golden
 // files, every example.

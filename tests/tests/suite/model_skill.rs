@@ -10,12 +10,14 @@ use cascade_core::models::{ModelCatalog, ModelEnv};
 use cascade_exec::model::{self, ClientOptions, ModelClient};
 use cascade_exec::skills::{ModelOutput, SkillKind};
 use cascade_exec::{SkillDef, SkillRegistry};
-use cascade_proto::{Attempt, Failure, FailureClass, FailureKind, TaskBudget, TaskSpec, Usage};
+use cascade_proto::{Failure, FailureClass, FailureKind, TaskBudget, TaskSpec, Usage};
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support;
 
 /// Catalog: `m` (keyless, priced), `other` (keyless) and `keyed` (needs a key nobody set).
 fn client(server: &MockServer) -> ModelClient {
@@ -57,20 +59,7 @@ fn skill(yaml: &str) -> (TempDir, SkillDef) {
 }
 
 fn task(inputs: Value) -> TaskSpec {
-    TaskSpec {
-        run_id: "run-1".into(),
-        task_id: "ask#0".into(),
-        stage_id: "ask".into(),
-        skill: "ask".into(),
-        attempt: Attempt::FIRST,
-        inputs,
-        timeout_ms: None,
-        model: None,
-        workdir: None,
-        context: None,
-        budget: None,
-        hooks: None,
-    }
+    support::task_spec("run-1", "ask", "ask#0", "ask", inputs)
 }
 
 type Outcome = (Result<Value, Failure>, Option<Usage>, Option<String>);

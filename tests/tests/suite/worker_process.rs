@@ -3,38 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use cascade_proto::wire::{self, Claim, ResultRecord, Route, TaskMessage};
-use cascade_proto::{Attempt, PROTOCOL_VERSION, TaskOutcome, TaskSpec, decode, encode};
-use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_proto::wire::{self, Claim, ResultRecord, Route};
+use cascade_proto::{Attempt, TaskOutcome, decode};
+use cascade_swarm::{QueueSettings, Swarm};
 use cascade_tests::NatsServer;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::{self, await_stream_empty, eventually, publish_task, stream_messages};
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A worker process; killed on drop, its log printed when a test fails.
 struct Proc {
@@ -69,7 +50,7 @@ impl Proc {
     }
 
     async fn ready(&self) {
-        eventually("the worker's ready line", || async {
+        eventually("the worker's ready line", WAIT, || async {
             self.log().contains("ready").then_some(())
         })
         .await;
@@ -81,7 +62,7 @@ impl Proc {
     }
 
     async fn exit(&mut self) -> ExitStatus {
-        eventually("the worker to exit", || {
+        eventually("the worker to exit", WAIT, || {
             let status = self.child.try_wait().expect("try_wait");
             async move { status }
         })
@@ -100,49 +81,16 @@ impl Drop for Proc {
 }
 
 async fn swarm(server: &NatsServer, ack_wait: Duration) -> Swarm {
-    let args = NatsArgs {
-        url: server.client_url.clone(),
-        ..Default::default()
-    };
-    let client = connect(&args, "test").await.expect("connect");
     let settings = QueueSettings {
         ack_wait,
         ..QueueSettings::default()
     };
-    Swarm::setup(client, settings).await.expect("setup")
+    support::swarm(server, settings).await
 }
 
 async fn publish_sleep(sw: &Swarm, task: &str, seconds: f64) {
-    let spec = TaskSpec {
-        run_id: "r".into(),
-        task_id: task.into(),
-        stage_id: "s".into(),
-        skill: "sleep".into(),
-        attempt: Attempt::FIRST,
-        inputs: json!({ "seconds": seconds }),
-        timeout_ms: None,
-        model: None,
-        workdir: None,
-        context: None,
-        budget: None,
-        hooks: None,
-    };
-    let msg = TaskMessage {
-        v: PROTOCOL_VERSION,
-        spec,
-        route: Route::Mesh,
-        dispatched_at: 0,
-        inputs_ref: None,
-    };
-    sw.js
-        .publish(
-            wire::subject_task_skill("sleep"),
-            Bytes::from(encode(&msg).expect("encode")),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("publish ack");
+    let spec = support::task_spec("r", "s", task, "sleep", json!({ "seconds": seconds }));
+    publish_task(sw, wire::subject_task_skill("sleep"), spec, Route::Mesh).await;
 }
 
 fn key(task: &str) -> String {
@@ -150,7 +98,7 @@ fn key(task: &str) -> String {
 }
 
 async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
-    eventually(&format!("`{holder}` to claim `{task}`"), || async {
+    eventually(&format!("`{holder}` to claim `{task}`"), WAIT, || async {
         let bytes = sw.claims.get(key(task)).await.ok().flatten()?;
         let c: Claim = decode(&bytes).ok()?;
         (c.worker == holder).then_some(c)
@@ -159,16 +107,11 @@ async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
 }
 
 async fn result(sw: &Swarm, task: &str) -> ResultRecord {
-    eventually(&format!("the result of `{task}`"), || async {
+    eventually(&format!("the result of `{task}`"), WAIT, || async {
         let bytes = sw.results.get(key(task)).await.ok().flatten()?;
         decode(&bytes).ok()
     })
     .await
-}
-
-async fn stream_messages(sw: &Swarm) -> u64 {
-    let mut s = sw.tasks.clone();
-    s.info().await.expect("stream info").state.messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,10 +195,7 @@ async fn a_task_whose_grace_runs_out_is_given_back_and_finished_elsewhere() {
     b.ready().await;
     let rec = result(&sw, "t").await;
     assert_eq!(rec.result.worker, "b");
-    eventually("an empty task stream", || async {
-        (stream_messages(&sw).await == 0).then_some(())
-    })
-    .await;
+    await_stream_empty(&sw, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,10 +214,7 @@ async fn a_task_of_a_killed_worker_is_redelivered_and_completes_once() {
     assert!(claim.delivered >= 2, "a redelivery: {claim:?}");
     let rec = result(&sw, "t").await;
     assert_eq!(rec.result.worker, "b");
-    eventually("an empty task stream", || async {
-        (stream_messages(&sw).await == 0).then_some(())
-    })
-    .await;
+    await_stream_empty(&sw, WAIT).await;
     drop(b);
 }
 
@@ -296,10 +233,7 @@ async fn a_worker_paused_past_its_ack_window_cannot_complete_or_lose_the_task() 
     a.signal(Signal::SIGCONT);
     let rec = result(&sw, "t").await;
     assert_eq!(rec.result.worker, "b", "the newer delivery's result wins");
-    eventually("an empty task stream", || async {
-        (stream_messages(&sw).await == 0).then_some(())
-    })
-    .await;
+    await_stream_empty(&sw, WAIT).await;
     for w in [&mut a, &mut b] {
         w.signal(Signal::SIGTERM);
         assert_eq!(w.exit().await.code(), Some(0), "{}", w.log());

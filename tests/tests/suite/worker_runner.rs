@@ -3,7 +3,7 @@
 //! dead letters, star routing, cancellation, large values and the drain.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cascade_exec::SkillRegistry;
@@ -13,35 +13,18 @@ use cascade_proto::wire::{
 use cascade_proto::{
     Attempt, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskSpec, decode, encode,
 };
-use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_swarm::{QueueSettings, Swarm};
 use cascade_tests::{NatsServer, write_tree};
 use cascade_worker::runner::{self, Config, RunnerError};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::support::{
+    self, await_stream_empty, eventually, publish_raw, publish_task, stream_messages,
+};
 
-/// Polls `check` until it returns `Some`; panics naming `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 fn settings() -> QueueSettings {
     QueueSettings {
@@ -51,12 +34,7 @@ fn settings() -> QueueSettings {
 }
 
 async fn swarm(server: &NatsServer) -> Swarm {
-    let args = NatsArgs {
-        url: server.client_url.clone(),
-        ..Default::default()
-    };
-    let client = connect(&args, "test").await.expect("connect");
-    Swarm::setup(client, settings()).await.expect("setup")
+    support::swarm(server, settings()).await
 }
 
 fn config(server: &NatsServer, name: &str, skills: &[&str], registry: SkillRegistry) -> Config {
@@ -102,41 +80,7 @@ async fn start(swarm: &Swarm, config: Config) -> Worker {
 }
 
 fn spec(run: &str, task: &str, skill: &str, inputs: Value) -> TaskSpec {
-    TaskSpec {
-        run_id: run.into(),
-        task_id: task.into(),
-        stage_id: "stage".into(),
-        skill: skill.into(),
-        attempt: Attempt::FIRST,
-        inputs,
-        timeout_ms: None,
-        model: None,
-        workdir: None,
-        context: None,
-        budget: None,
-        hooks: None,
-    }
-}
-
-async fn publish(swarm: &Swarm, subject: String, spec: TaskSpec, route: Route) {
-    let msg = TaskMessage {
-        v: PROTOCOL_VERSION,
-        spec,
-        route,
-        dispatched_at: 0,
-        inputs_ref: None,
-    };
-    publish_raw(swarm, subject, encode(&msg).expect("encode")).await;
-}
-
-async fn publish_raw(swarm: &Swarm, subject: String, bytes: Vec<u8>) {
-    swarm
-        .js
-        .publish(subject, Bytes::from(bytes))
-        .await
-        .expect("publish")
-        .await
-        .expect("publish ack");
+    support::task_spec(run, "stage", task, skill, inputs)
 }
 
 fn key(run: &str, task: &str) -> String {
@@ -151,18 +95,6 @@ async fn result(swarm: &Swarm, key: &str) -> ResultRecord {
     })
     .await;
     decode(&bytes).expect("result record decodes")
-}
-
-async fn stream_messages(swarm: &Swarm) -> u64 {
-    let mut s = swarm.tasks.clone();
-    s.info().await.expect("stream info").state.messages
-}
-
-async fn await_stream_empty(swarm: &Swarm) {
-    eventually("an empty task stream", WAIT, || async {
-        (stream_messages(swarm).await == 0).then_some(())
-    })
-    .await;
 }
 
 fn outputs(rec: &ResultRecord) -> &Value {
@@ -195,7 +127,7 @@ async fn a_published_task_runs_stores_its_result_and_leaves_the_queue() {
         config(&server, "w1", &["echo"], SkillRegistry::builtins()),
     )
     .await;
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("echo"),
         spec("r1", "t#0", "echo", json!({"x": 1})),
@@ -207,7 +139,7 @@ async fn a_published_task_runs_stores_its_result_and_leaves_the_queue() {
     assert_eq!(rec.result.worker, "w1");
     assert_eq!(rec.route, Some(Route::Mesh));
     assert_eq!(rec.run_id.as_str(), "r1");
-    await_stream_empty(&sw).await;
+    await_stream_empty(&sw, WAIT).await;
     w.stop().await;
     assert!(
         sw.workers
@@ -231,7 +163,7 @@ async fn competing_workers_run_each_task_exactly_once_within_their_concurrency()
     let (a, b) = (start(&sw, ca).await, start(&sw, cb).await);
     let n = 30;
     for i in 0..n {
-        publish(
+        publish_task(
             &sw,
             wire::subject_task_skill("tally"),
             spec("r", &format!("t#{i}"), "tally", json!({})),
@@ -244,7 +176,7 @@ async fn competing_workers_run_each_task_exactly_once_within_their_concurrency()
         let rec = result(&sw, &key("r", &format!("t#{i}"))).await;
         *by.entry(rec.result.worker).or_default() += 1;
     }
-    await_stream_empty(&sw).await;
+    await_stream_empty(&sw, WAIT).await;
     a.stop().await;
     b.stop().await;
     let ran = std::fs::read_to_string(dir.path().join("ran")).expect("ran log");
@@ -273,7 +205,7 @@ async fn one_worker_never_runs_more_than_its_concurrency() {
     c.concurrency = 3;
     let w = start(&sw, c).await;
     for i in 0..20 {
-        publish(
+        publish_task(
             &sw,
             wire::subject_task_skill("tally"),
             spec("r", &format!("t#{i}"), "tally", json!({})),
@@ -319,7 +251,7 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     let mut c = config(&server, "w", &["sleep"], SkillRegistry::builtins());
     c.concurrency = 1; // tasks are handled one after the other
     let w = start(&sw, c).await;
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("sleep"),
         spec("r", "early", "sleep", json!({"seconds": 0})),
@@ -327,7 +259,7 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     )
     .await;
     // Taken while running: the claim moves to a newer delivery mid-task.
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("sleep"),
         spec("r", "late", "sleep", json!({"seconds": 1})),
@@ -347,7 +279,7 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
         .await
         .expect("take over");
     // A third task, handled only once both are over (concurrency 1).
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("sleep"),
         spec("r", "after", "sleep", json!({"seconds": 0})),
@@ -420,9 +352,9 @@ async fn garbage_is_dead_lettered_and_not_retried() {
         raws.iter().any(|r| r == b"\xc1 not a task"),
         "the garbage is kept as it came"
     );
-    await_stream_empty(&sw).await;
+    await_stream_empty(&sw, WAIT).await;
     // Still working afterwards.
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("noop"),
         spec("r", "ok", "noop", json!({})),
@@ -457,7 +389,7 @@ async fn a_task_on_a_workers_own_subject_runs_on_that_worker_only() {
         let route = Route::Direct {
             worker: target.into(),
         };
-        publish(
+        publish_task(
             &sw,
             wire::subject_task_worker(target),
             spec("r", &format!("t{i}"), "noop", json!({})),
@@ -489,7 +421,7 @@ async fn a_cancel_request_stops_a_running_attempt() {
         config(&server, "w", &["sleep"], SkillRegistry::builtins()),
     )
     .await;
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("sleep"),
         spec("run-c", "t", "sleep", json!({"seconds": 300})),
@@ -526,7 +458,7 @@ async fn a_cancel_request_stops_a_running_attempt() {
         TaskOutcome::Failed(f) => assert_eq!(f.kind, FailureKind::Cancelled),
         other => panic!("expected cancelled, got {other:?}"),
     }
-    await_stream_empty(&sw).await;
+    await_stream_empty(&sw, WAIT).await;
     w.stop().await;
 }
 
@@ -583,7 +515,7 @@ async fn a_drain_finishes_the_running_task_and_deregisters() {
         config(&server, "w", &["sleep"], SkillRegistry::builtins()),
     )
     .await;
-    publish(
+    publish_task(
         &sw,
         wire::subject_task_skill("sleep"),
         spec("r", "t", "sleep", json!({"seconds": 1})),
@@ -689,7 +621,7 @@ async fn a_lead_fans_a_batch_out_to_its_members_and_reports_once() {
         (report.succeeded, report.failed, report.lead.as_str()),
         (4, 0, "lead")
     );
-    await_stream_empty(&sw).await;
+    await_stream_empty(&sw, WAIT).await;
     for w in [lead, m1, m2] {
         w.stop().await;
     }
