@@ -12,19 +12,14 @@
 //! examples call with `cascade: NAME.child` (they run on their own too, but
 //! are covered through their parents), and `models.yaml`, the default
 //! models file (not a cascade). `every_example_has_a_test` fails when
-//! an example is added without a line in the list below.
+//! an example is added without a line in `support::with_every_example!`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .join("examples")
-}
+use crate::support::{self, examples_dir};
 
 fn coordinator(cwd: &Path, tmp: &Path) -> Command {
     let mut cmd = Command::new(cascade_tests::binary("coordinator"));
@@ -105,37 +100,15 @@ macro_rules! examples {
     };
 }
 
-examples! {
-    quickstart => "quickstart.yaml",
-    linear_pipeline => "linear-pipeline.yaml",
-    parallel_fanout => "parallel-fanout.yaml",
-    conditional_branches => "conditional-branches.yaml",
-    iterative_refinement => "iterative-refinement.yaml",
-    error_handling => "error-handling.yaml",
-    workflows_variant => "workflows-variant.yaml",
-    sub_cascade => "sub-cascade.yaml",
-    data_pipeline => "data-pipeline.json",
-    test_and_fix => "test-and-fix.yaml",
-}
+support::with_every_example!(examples);
 
 #[test]
 fn every_example_has_a_test() {
-    let mut found: Vec<String> = std::fs::read_dir(examples_dir())
-        .expect("examples/")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| {
-            (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
-                && !name.ends_with(".child.yaml")
-                && name != "models.yaml"
-        })
-        .collect();
-    found.sort();
+    let found = support::top_level_examples();
     let mut tested: Vec<String> = TESTED.iter().map(|s| (*s).to_owned()).collect();
     tested.sort();
     assert_eq!(
         found, tested,
-        "every top-level example in examples/ needs a line in the `examples!` list of this file"
+        "every top-level example in examples/ needs a line in `support::with_every_example!`"
     );
 }

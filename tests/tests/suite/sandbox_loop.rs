@@ -17,6 +17,8 @@ use cascade_proto::{FailureClass, FailureKind};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::support;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sandbox")
 }
@@ -97,20 +99,6 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
         std::fs::write(target, data).expect("write");
     }
     dir
-}
-
-/// The backends the loop can be forced onto here (a skipped one says why).
-fn backends() -> Vec<Backend> {
-    [Backend::Bwrap, Backend::Landlock]
-        .into_iter()
-        .filter(|b| match sandbox::backend::check(*b) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("skipping the {} backend: {e}", b.as_str());
-                false
-            }
-        })
-        .collect()
 }
 
 const PY_TESTS: &str = "python3 -m unittest -v";
@@ -205,7 +193,7 @@ async fn one_bug_per_iteration_improves_then_fixes() {
 
 #[tokio::test]
 async fn fixes_on_every_backend() {
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let mut cfg = config(
             &fixtures().join("rust-offbyone"),
             "cargo test --offline",

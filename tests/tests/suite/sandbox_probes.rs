@@ -9,20 +9,9 @@ use std::time::Duration;
 use cascade_exec::sandbox::{self, Backend, Jail, Limits};
 use tokio_util::sync::CancellationToken;
 
-const LIMIT: Duration = Duration::from_secs(120);
+use crate::support;
 
-fn backends() -> Vec<Backend> {
-    [Backend::Bwrap, Backend::Landlock]
-        .into_iter()
-        .filter(|b| match sandbox::backend::check(*b) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("skipping the {} backend: {e}", b.as_str());
-                false
-            }
-        })
-        .collect()
-}
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// A jail rooted in a fresh directory (with its `work` dir).
 fn jail(backend: Backend, root: &Path) -> Jail {
@@ -59,7 +48,7 @@ async fn network_is_off_unless_allowed() {
     let connect = format!(
         "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=10); print('connected')\""
     );
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let root = tempfile::tempdir().expect("tempdir");
         let mut jail = jail(backend, root.path());
         let denied = sh(&jail, &connect, LIMIT).await;
@@ -82,7 +71,7 @@ async fn network_is_off_unless_allowed() {
 async fn writes_stay_inside_the_sandbox() {
     let outside_tmp = tempfile::tempdir().expect("tempdir");
     let outside_target = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let root = tempfile::tempdir().expect("tempdir");
         let jail = jail(backend, root.path());
         for outside in [outside_tmp.path(), outside_target.path()] {
@@ -112,7 +101,7 @@ async fn writes_stay_inside_the_sandbox() {
 #[tokio::test]
 async fn huge_files_are_cut_at_the_limit() {
     const MB10: u64 = 10 * 1024 * 1024;
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let root = tempfile::tempdir().expect("tempdir");
         let mut jail = jail(backend, root.path());
         jail.limits.file_size = Some(MB10);
@@ -143,7 +132,7 @@ async fn fork_bombs_are_contained() {
         );
         return;
     }
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let root = tempfile::tempdir().expect("tempdir");
         let mut jail = jail(backend, root.path());
         jail.limits.processes = Some(64);
@@ -166,7 +155,7 @@ async fn fork_bombs_are_contained() {
 
 #[tokio::test]
 async fn timeouts_kill_the_whole_tree() {
-    for backend in backends() {
+    for backend in support::sandbox_backends() {
         let root = tempfile::tempdir().expect("tempdir");
         let jail = jail(backend, root.path());
         // A background grandchild holds a lock on `held`; the command says `locked` once it

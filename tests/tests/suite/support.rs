@@ -1,11 +1,14 @@
 //! Helpers the suite's modules share that need the workspace's crates (the
 //! harness in `cascade_tests` depends on none of them): task specs, an async
-//! `eventually`, and a swarm client with its task stream.
+//! `eventually`, a swarm client with its task stream, the sandbox backends, and the list of
+//! examples.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cascade_exec::sandbox::{self, Backend};
 use cascade_proto::wire::{Route, TaskMessage};
 use cascade_proto::{Attempt, PROTOCOL_VERSION, TaskSpec, encode};
 use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
@@ -99,3 +102,67 @@ pub async fn await_stream_empty(swarm: &Swarm, timeout: Duration) {
     })
     .await;
 }
+
+/// The sandbox backends this machine has; a skipped one is printed with the
+/// reason its probe failed.
+pub fn sandbox_backends() -> Vec<Backend> {
+    [Backend::Bwrap, Backend::Landlock]
+        .into_iter()
+        .filter(|b| match sandbox::backend::check(*b) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("skipping the {} backend: {e}", b.as_str());
+                false
+            }
+        })
+        .collect()
+}
+
+/// The workspace's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .join("examples")
+}
+
+/// The top-level examples, sorted: the cascade files (`*.yaml`, `*.yml`,
+/// `*.json`) directly in `examples/`, except the sub-cascades other examples
+/// call (`*.child.yaml`) and the default models file (`models.yaml`).
+pub fn top_level_examples() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(examples_dir())
+        .expect("examples/")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+                && !name.ends_with(".child.yaml")
+                && name != "models.yaml"
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Invokes `$m! { test_name => "file", ... }` with every top-level example, so
+/// that the modules testing each example (`examples`, `swarm_examples`) share
+/// one list. A new example needs a line here; the modules' coverage tests
+/// compare this list with [`top_level_examples`].
+macro_rules! with_every_example {
+    ($m:ident) => {
+        $m! {
+            quickstart => "quickstart.yaml",
+            linear_pipeline => "linear-pipeline.yaml",
+            parallel_fanout => "parallel-fanout.yaml",
+            conditional_branches => "conditional-branches.yaml",
+            iterative_refinement => "iterative-refinement.yaml",
+            error_handling => "error-handling.yaml",
+            workflows_variant => "workflows-variant.yaml",
+            sub_cascade => "sub-cascade.yaml",
+            data_pipeline => "data-pipeline.json",
+            test_and_fix => "test-and-fix.yaml",
+        }
+    };
+}
+pub(crate) use with_every_example;

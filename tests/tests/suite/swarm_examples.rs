@@ -3,18 +3,12 @@
 //! default (timings, run ids and worker names aside).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cascade_tests::{TestSwarm, binary};
 use serde_json::Value;
 
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .join("examples")
-}
+use crate::support::{self, examples_dir};
 
 fn skill_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(examples_dir().join("skills"))
@@ -154,27 +148,11 @@ macro_rules! examples {
         #[test]
         fn every_example_is_covered() {
             let listed: BTreeSet<&str> = [$($file),*].into_iter().collect();
-            for entry in std::fs::read_dir(examples_dir()).expect("examples dir") {
-                let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
-                let cascade = (name.ends_with(".yaml") || name.ends_with(".json"))
-                    && name != "models.yaml";
-                if cascade && !name.ends_with(".child.yaml") {
-                    assert!(listed.contains(name.as_str()), "example {name} has no swarm test");
-                }
+            for name in support::top_level_examples() {
+                assert!(listed.contains(name.as_str()), "example {name} has no swarm test");
             }
         }
     };
 }
 
-examples! {
-    quickstart => "quickstart.yaml",
-    linear_pipeline => "linear-pipeline.yaml",
-    parallel_fanout => "parallel-fanout.yaml",
-    conditional_branches => "conditional-branches.yaml",
-    iterative_refinement => "iterative-refinement.yaml",
-    error_handling => "error-handling.yaml",
-    workflows_variant => "workflows-variant.yaml",
-    sub_cascade => "sub-cascade.yaml",
-    data_pipeline => "data-pipeline.json",
-    test_and_fix => "test-and-fix.yaml",
-}
+support::with_every_example!(examples);
