@@ -11,11 +11,13 @@ use super::*;
 mod sections;
 mod seeds;
 
-fn load(text: &str) -> Loaded {
+/// Loads `text` as the file `t.yaml`.
+pub(crate) fn load(text: &str) -> Loaded {
     load_str(Path::new("t.yaml"), text)
 }
 
-fn errors(l: &Loaded) -> Vec<String> {
+/// The error diagnostics of a load, as printed.
+pub(crate) fn errors(l: &Loaded) -> Vec<String> {
     l.diagnostics
         .iter()
         .filter(|d| d.is_error())
@@ -31,7 +33,7 @@ fn ok(text: &str) -> Cascade {
 }
 
 /// Loads `text`, which must have an error containing `fragment`.
-fn fails(text: &str, fragment: &str) {
+pub(crate) fn fails(text: &str, fragment: &str) {
     let l = load(text);
     let errs = errors(&l);
     assert!(

@@ -1,27 +1,16 @@
 //! Every accepted shape of the four sections, and the diagnostics for the
 //! usual mistakes.
 
-use std::path::Path;
-
 use super::*;
-use crate::spec::{Loaded, load_str};
+use crate::spec::tests::{self as spec_tests, errors, load};
 
-fn load(text: &str) -> Loaded {
-    load_str(Path::new("t.yaml"), text)
-}
-
-fn errors(l: &Loaded) -> Vec<String> {
-    l.diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(ToString::to_string)
-        .collect()
+/// A one-stage cascade with `sections` after its stages.
+fn with_sections(sections: &str) -> String {
+    format!("name: n\nstages:\n  - {{stage_id: a, skill: echo}}\n{sections}")
 }
 
 fn ops(sections: &str) -> Operations {
-    let l = load(&format!(
-        "name: n\nstages:\n  - {{stage_id: a, skill: echo}}\n{sections}"
-    ));
+    let l = load(&with_sections(sections));
     assert!(errors(&l).is_empty(), "{:#?}", errors(&l));
     let warnings: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
@@ -29,14 +18,7 @@ fn ops(sections: &str) -> Operations {
 }
 
 fn fails(sections: &str, fragment: &str) {
-    let l = load(&format!(
-        "name: n\nstages:\n  - {{stage_id: a, skill: echo}}\n{sections}"
-    ));
-    let errs = errors(&l);
-    assert!(
-        errs.iter().any(|e| e.contains(fragment)),
-        "no error containing `{fragment}` in {errs:#?}"
-    );
+    spec_tests::fails(&with_sections(sections), fragment);
 }
 
 #[test]
