@@ -5,9 +5,10 @@
 //!   A missing binary fails loudly with the install hint; never a skip.
 //! - [`await_condition`]: poll until true or a deadline, instead of sleeping.
 //! - [`write_tree`]: lay out a directory of files for a test.
+//! - [`binary`], [`coordinator_command`]: the workspace's binaries, built beside the tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` saying
@@ -144,6 +145,40 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The variables through which `coordinator` takes its configuration from
+/// the environment, and `RUST_LOG`, which changes what it prints.
+const COORDINATOR_ENV: &[&str] = &[
+    "CASCADE_SKILLS_DIR",
+    "CASCADE_INPUTS_FILE",
+    "CASCADE_OUTPUT",
+    "CASCADE_CONCURRENCY",
+    "CASCADE_DATA_DIR",
+    "CASCADE_WAIT",
+    "CASCADE_IDEMPOTENCY_KEY",
+    "CASCADE_VERBOSE",
+    "RUST_LOG",
+];
+
+/// The `coordinator` binary with no configuration leaking in from the
+/// test's environment.
+pub fn coordinator_command() -> Command {
+    let mut cmd = Command::new(binary("coordinator"));
+    for var in COORDINATOR_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A finished command's exit code (-1 when a signal ended it), stdout and
+/// stderr.
+pub fn exit_and_output(out: &Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A process of the swarm under test: its output goes to files we can
@@ -394,11 +429,7 @@ impl TestSwarm {
             .args(extra)
             .output()
             .expect("run coordinator submit");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        exit_and_output(&out)
     }
 }
 

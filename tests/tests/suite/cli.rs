@@ -18,19 +18,7 @@ fn fixtures() -> PathBuf {
 
 /// The binary with no configuration leaking in from the environment.
 fn coordinator() -> Command {
-    let mut cmd = Command::new(cascade_tests::binary("coordinator"));
-    for var in [
-        "CASCADE_SKILLS_DIR",
-        "CASCADE_INPUTS_FILE",
-        "CASCADE_OUTPUT",
-        "CASCADE_CONCURRENCY",
-        "CASCADE_DATA_DIR",
-        "CASCADE_VERBOSE",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    Command::from_std(cascade_tests::coordinator_command())
 }
 
 /// A scratch project: a cascade file, a `skills/` dir beside it, a data dir.

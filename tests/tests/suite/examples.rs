@@ -22,14 +22,8 @@ use serde_json::Value;
 use crate::support::{self, examples_dir};
 
 fn coordinator(cwd: &Path, tmp: &Path) -> Command {
-    let mut cmd = Command::new(cascade_tests::binary("coordinator"));
-    cmd.current_dir(cwd)
-        .env("TMPDIR", tmp)
-        .env_remove("CASCADE_SKILLS_DIR")
-        .env_remove("CASCADE_INPUTS_FILE")
-        .env_remove("CASCADE_OUTPUT")
-        .env_remove("CASCADE_DATA_DIR")
-        .env_remove("CASCADE_CONCURRENCY");
+    let mut cmd = cascade_tests::coordinator_command();
+    cmd.current_dir(cwd).env("TMPDIR", tmp);
     cmd
 }
 

@@ -233,11 +233,7 @@ fn client(server: &AuthServer, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .expect("run coordinator");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cascade_tests::exit_and_output(&out)
 }
 
 fn submit(server: &AuthServer, file: &Path, out: &Path) -> Value {

@@ -59,18 +59,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(cascade_tests::binary("coordinator"));
-        for var in [
-            "CASCADE_SKILLS_DIR",
-            "CASCADE_INPUTS_FILE",
-            "CASCADE_OUTPUT",
-            "CASCADE_WAIT",
-            "CASCADE_IDEMPOTENCY_KEY",
-            "CASCADE_VERBOSE",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = cascade_tests::coordinator_command();
         cmd.env("NATS_URL", &self.server.client_url)
             .current_dir(self.dir.path())
             .args(args)
