@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::answer_once_then;
+
 const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789abcdef";
 const OPENAI_KEY: &str = "sk-openai-test-fedcba9876543210";
 const GEMINI_KEY: &str = "AIza-gemini-test-key-42";
@@ -190,17 +192,13 @@ async fn anthropic_output_cap_defaults_to_max_output() {
 #[tokio::test]
 async fn rate_limit_retry_after_is_honoured() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(
-            anthropic_error(429, "rate_limit_error", "slow down").insert_header("retry-after", "1"),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(anthropic_ok("after the wait"))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1/messages",
+        anthropic_error(429, "rate_limit_error", "slow down").insert_header("retry-after", "1"),
+        anthropic_ok("after the wait"),
+    )
+    .await;
     let done = complete(&client(&server), "claude", &ask("hi"))
         .await
         .expect("second call");
@@ -403,15 +401,13 @@ async fn anthropic_refusal() {
 #[tokio::test]
 async fn empty_or_unparsable_answers_are_malformed() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("<html>proxy</html>"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(anthropic_ok("   "))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1/messages",
+        ResponseTemplate::new(200).set_body_string("<html>proxy</html>"),
+        anthropic_ok("   "),
+    )
+    .await;
     let client = client(&server);
     let err = complete(&client, "claude", &ask("hi"))
         .await
@@ -602,23 +598,21 @@ async fn openai_compatible_server_without_a_key() {
 #[tokio::test]
 async fn openai_refusal_and_content_filter() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    answer_once_then(
+        &server,
+        "/v1/chat/completions",
+        ResponseTemplate::new(200).set_body_json(json!({
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": null,
                                      "refusal": "I can't help with that."}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 7}
-        })))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        })),
+        ResponseTemplate::new(200).set_body_json(json!({
             "choices": [{"index": 0, "finish_reason": "content_filter",
                          "message": {"role": "assistant", "content": ""}}]
-        })))
-        .mount(&server)
-        .await;
+        })),
+    )
+    .await;
     let client = client(&server);
     let err = complete(&client, "gpt", &ask("hi"))
         .await
@@ -656,19 +650,17 @@ async fn openai_context_length_exceeded() {
 #[tokio::test]
 async fn openai_retry_after_ms() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .set_body_json(json!({"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}))
-                .insert_header("retry-after-ms", "20"),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(openai_ok("ok"))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1/chat/completions",
+        ResponseTemplate::new(429)
+            .set_body_json(
+                json!({"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}),
+            )
+            .insert_header("retry-after-ms", "20"),
+        openai_ok("ok"),
+    )
+    .await;
     let done = complete(&client(&server), "gpt", &ask("hi"))
         .await
         .expect("retried");
@@ -752,21 +744,19 @@ async fn gemini_request_shape_usage_and_json_mode() {
 #[tokio::test]
 async fn gemini_safety_blocks_are_refusals() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    answer_once_then(
+        &server,
+        "/v1beta/models/gemini-test:generateContent",
+        ResponseTemplate::new(200).set_body_json(json!({
             "candidates": [{"finishReason": "SAFETY", "safetyRatings": []}],
             "usageMetadata": {"promptTokenCount": 8}
-        })))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        })),
+        ResponseTemplate::new(200).set_body_json(json!({
             "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
             "usageMetadata": {"promptTokenCount": 8}
-        })))
-        .mount(&server)
-        .await;
+        })),
+    )
+    .await;
     let client = client(&server);
     let err = complete(&client, "gem", &ask("hi"))
         .await
@@ -798,15 +788,13 @@ fn gemini_429(delay: &str) -> ResponseTemplate {
 #[tokio::test]
 async fn gemini_retry_info_is_honoured() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(gemini_429("0.02s"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(gemini_ok(json!([{"text": "ok"}])))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1beta/models/gemini-test:generateContent",
+        gemini_429("0.02s"),
+        gemini_ok(json!([{"text": "ok"}])),
+    )
+    .await;
     let done = complete(&client(&server), "gem", &ask("hi"))
         .await
         .expect("retried");
@@ -832,22 +820,22 @@ async fn gemini_long_retry_delay_is_returned() {
 #[tokio::test]
 async fn gemini_context_overflow_and_bad_key() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
-            "code": 400, "status": "INVALID_ARGUMENT",
-            "message": "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
-        }})))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1beta/models/gemini-test:generateContent"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
-            "code": 400, "status": "INVALID_ARGUMENT",
-            "message": "API key not valid. Please pass a valid API key.",
-            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]
-        }})))
-        .mount(&server)
-        .await;
+    let overflow = ResponseTemplate::new(400).set_body_json(json!({"error": {
+        "code": 400, "status": "INVALID_ARGUMENT",
+        "message": "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
+    }}));
+    let bad_key = ResponseTemplate::new(400).set_body_json(json!({"error": {
+        "code": 400, "status": "INVALID_ARGUMENT",
+        "message": "API key not valid. Please pass a valid API key.",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]
+    }}));
+    answer_once_then(
+        &server,
+        "/v1beta/models/gemini-test:generateContent",
+        overflow,
+        bad_key,
+    )
+    .await;
     let client = client(&server);
     let err = complete(&client, "gem", &ask("hi"))
         .await

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support;
+use crate::support::{self, answer_once_then};
 
 /// Catalog: `m` (keyless, priced), `other` (keyless) and `keyed` (needs a key nobody set).
 fn client(server: &MockServer) -> ModelClient {
@@ -176,15 +176,13 @@ async fn prose_wrapped_json_is_extracted_without_a_second_call() {
 #[tokio::test]
 async fn garbage_gets_one_repair_call() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat("I would say it is about a seven, honestly."))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat("[7]"))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1/chat/completions",
+        chat("I would say it is about a seven, honestly."),
+        chat("[7]"),
+    )
+    .await;
     let (_dir, def) = skill(JSON_SKILL);
     let (result, usage, _) = run(&def, &task(json!({"thing": "rust"})), &client(&server)).await;
     assert_eq!(
@@ -428,15 +426,13 @@ async fn budget_caps_the_output() {
 #[tokio::test]
 async fn judge_picks_a_candidate() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat(r#"{"choice": 1, "reason": "more complete"}"#))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(chat(r#"{"choice": 5, "reason": "?"}"#))
-        .mount(&server)
-        .await;
+    answer_once_then(
+        &server,
+        "/v1/chat/completions",
+        chat(r#"{"choice": 1, "reason": "more complete"}"#),
+        chat(r#"{"choice": 5, "reason": "?"}"#),
+    )
+    .await;
     let client = client(&server);
     let candidates = [
         ("claude".to_owned(), json!({"text": "short"})),

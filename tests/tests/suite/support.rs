@@ -1,7 +1,7 @@
 //! Helpers the suite's modules share that need the workspace's crates (the
 //! harness in `cascade_tests` depends on none of them): task specs, an async
-//! `eventually`, a swarm client with its task stream, the sandbox backends, and the list of
-//! examples.
+//! `eventually`, a swarm client with its task stream, a wiremock answer that changes, the
+//! sandbox backends, and the list of examples.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cascade_exec::sandbox::{self, Backend};
-use cascade_proto::wire::{Route, TaskMessage};
+use cascade_proto::wire::{self, Route, TaskMessage};
 use cascade_proto::{Attempt, PROTOCOL_VERSION, TaskSpec, encode};
 use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use cascade_tests::NatsServer;
 use serde_json::Value;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// The first attempt of task `task` of stage `stage` in run `run`: `skill`
 /// with `inputs`, and nothing else set.
@@ -101,6 +103,32 @@ pub async fn await_stream_empty(swarm: &Swarm, timeout: Duration) {
         (stream_messages(swarm).await == 0).then_some(())
     })
     .await;
+}
+
+/// Whether worker `name` is in the swarm's worker registry.
+pub async fn is_registered(swarm: &Swarm, name: &str) -> bool {
+    swarm
+        .workers
+        .get(wire::token(name))
+        .await
+        .expect("kv")
+        .is_some()
+}
+
+/// Serves the first request to `at` with `first` and every later one with
+/// `then` (a failure and the retry that works, say).
+pub async fn answer_once_then(
+    server: &MockServer,
+    at: &str,
+    first: ResponseTemplate,
+    then: ResponseTemplate,
+) {
+    Mock::given(path(at))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .mount(server)
+        .await;
+    Mock::given(path(at)).respond_with(then).mount(server).await;
 }
 
 /// The sandbox backends this machine has; a skipped one is printed with the

@@ -13,7 +13,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::support::{self, await_stream_empty, eventually, publish_task, stream_messages};
+use crate::support::{
+    self, await_stream_empty, eventually, is_registered, publish_task, stream_messages,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -142,14 +144,7 @@ async fn sigterm_lets_the_running_task_finish_then_exits_0_and_deregisters() {
     let sw = swarm(&server, Duration::from_secs(30)).await;
     let mut w = Proc::start(&server, "drainer", &["--skills", "sleep", "--grace", "20s"]);
     w.ready().await;
-    assert!(
-        sw.workers
-            .get(wire::token("drainer"))
-            .await
-            .expect("kv")
-            .is_some(),
-        "registered"
-    );
+    assert!(is_registered(&sw, "drainer").await, "registered");
     publish_sleep(&sw, "t", 1.0).await;
     claim_of(&sw, "t", "drainer").await;
     w.signal(Signal::SIGTERM);
@@ -167,14 +162,7 @@ async fn sigterm_lets_the_running_task_finish_then_exits_0_and_deregisters() {
         "{rec:?}"
     );
     assert_eq!(stream_messages(&sw).await, 0);
-    assert!(
-        sw.workers
-            .get(wire::token("drainer"))
-            .await
-            .expect("kv")
-            .is_none(),
-        "deregistered"
-    );
+    assert!(!is_registered(&sw, "drainer").await, "deregistered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    self, await_stream_empty, eventually, publish_raw, publish_task, stream_messages,
+    self, await_stream_empty, eventually, is_registered, publish_raw, publish_task, stream_messages,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -141,14 +141,7 @@ async fn a_published_task_runs_stores_its_result_and_leaves_the_queue() {
     assert_eq!(rec.run_id.as_str(), "r1");
     await_stream_empty(&sw, WAIT).await;
     w.stop().await;
-    assert!(
-        sw.workers
-            .get(wire::token("w1"))
-            .await
-            .expect("kv")
-            .is_none(),
-        "deregistered"
-    );
+    assert!(!is_registered(&sw, "w1").await, "deregistered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,13 +531,7 @@ async fn a_drain_finishes_the_running_task_and_deregisters() {
     let rec: ResultRecord = decode(&rec).expect("decodes");
     assert_eq!(outputs(&rec), &json!({"slept": 1}));
     assert_eq!(stream_messages(&sw).await, 0);
-    assert!(
-        sw.workers
-            .get(wire::token("w"))
-            .await
-            .expect("kv")
-            .is_none()
-    );
+    assert!(!is_registered(&sw, "w").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
