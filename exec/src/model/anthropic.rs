@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ModelError;
 use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
-use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
+use super::request::{Answer, CallOptions, ModelRequest, output_cap, system_prompt, u64_at};
 use cascade_core::models::ModelDef;
 
 pub(crate) const API_VERSION: &str = "2023-06-01";
@@ -33,12 +33,7 @@ fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
     let mut body = Map::new();
     body.insert("model".into(), json!(def.model_id));
     body.insert("max_tokens".into(), json!(output_cap(def, req)));
-    let system = match (&req.system, req.json) {
-        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
-        (Some(s), false) => Some(s.clone()),
-        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
-        (None, false) => None,
-    };
+    let system = system_prompt(req.system.as_deref(), req.json);
     if let Some(system) = system {
         body.insert("system".into(), json!(system));
     }
@@ -85,22 +80,22 @@ fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
         cost_usd: None,
     };
     if answer.stop_reason.as_deref() == Some("refusal") {
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Refusal,
             format!(
                 "model `{}` declined to answer (stop_reason refusal)",
                 def.name
             ),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     if answer.text.trim().is_empty() {
         let why = answer.stop_reason.as_deref().unwrap_or("none");
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Malformed,
             format!("model `{}` returned no text (stop_reason {why})", def.name),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     Ok(answer)
 }

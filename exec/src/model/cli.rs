@@ -25,7 +25,7 @@ use tokio::process::{ChildStdin, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ModelError, truncate_chars};
-use super::request::{Answer, JSON_INSTRUCTION, ModelRequest, u64_at};
+use super::request::{Answer, ModelRequest, system_prompt, u64_at};
 use cascade_core::models::ModelEnv;
 use cascade_core::models::{ModelDef, Provider};
 
@@ -108,12 +108,7 @@ pub(crate) async fn run(
 
 /// The system prompt, with the JSON instruction when JSON is wanted.
 fn system_text(req: &ModelRequest) -> Option<String> {
-    match (&req.system, req.json) {
-        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
-        (Some(s), false) => Some(s.clone()),
-        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
-        (None, false) => None,
-    }
+    system_prompt(req.system.as_deref(), req.json)
 }
 
 /// Agents without a system-prompt flag get it in front of the prompt.
@@ -569,15 +564,15 @@ fn parse_gemini(def: &ModelDef, out: &Output) -> Result<Answer, ModelError> {
 
 fn non_empty(def: &ModelDef, answer: Answer) -> Result<Answer, ModelError> {
     if answer.text.trim().is_empty() {
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Malformed,
             format!(
                 "{} returned no answer (model `{}`)",
                 def.program(),
                 def.name
             ),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     Ok(answer)
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ModelError;
 use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
-use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
+use super::request::{Answer, CallOptions, ModelRequest, output_cap, system_prompt, u64_at};
 use cascade_core::models::{ModelDef, Provider};
 
 const REFUSAL_REASONS: &[&str] = &[
@@ -51,12 +51,7 @@ fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
     let id = def.model_id.trim_start_matches("models/");
     let search = def.capabilities.iter().any(|c| c == "search");
     let mime_json = req.json && !search;
-    let system = match (&req.system, req.json && !mime_json) {
-        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
-        (Some(s), false) => Some(s.clone()),
-        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
-        (None, false) => None,
-    };
+    let system = system_prompt(req.system.as_deref(), req.json && !mime_json);
     let mut config = Map::new();
     config.insert("maxOutputTokens".into(), json!(output_cap(def, req)));
     if let Some(t) = opts.temperature {
@@ -110,11 +105,11 @@ fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
         cost_usd: None,
     };
     let refusal = |why: String| {
-        Err(ModelError::new(
+        Err(answer.failure(
+            def,
             FailureClass::Refusal,
             format!("model `{}` declined to answer: {why}", def.name),
-        )
-        .with_usage(answer.usage(def)))
+        ))
     };
     if let Some(block) = v
         .pointer("/promptFeedback/blockReason")
@@ -129,11 +124,11 @@ fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
     }
     if answer.text.trim().is_empty() {
         let why = answer.stop_reason.as_deref().unwrap_or("no candidates");
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Malformed,
             format!("model `{}` returned no text ({why})", def.name),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     Ok(answer)
 }

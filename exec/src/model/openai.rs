@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ModelError;
 use super::provider::{HttpCall, KeyHeader, ProviderAdapter};
-use super::request::{Answer, CallOptions, JSON_INSTRUCTION, ModelRequest, output_cap, u64_at};
+use super::request::{Answer, CallOptions, ModelRequest, output_cap, system_prompt, u64_at};
 use cascade_core::models::{ModelDef, Provider};
 
 /// OpenAI Chat Completions and the servers that speak it.
@@ -38,12 +38,7 @@ fn request(def: &ModelDef, req: &ModelRequest, opts: &CallOptions) -> HttpCall {
         .or(Provider::Openai.default_base_url())
         .unwrap_or_default();
     let mut messages = Vec::new();
-    let system = match (&req.system, req.json) {
-        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
-        (Some(s), false) => Some(s.clone()),
-        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
-        (None, false) => None,
-    };
+    let system = system_prompt(req.system.as_deref(), req.json);
     if let Some(system) = system {
         messages.push(json!({"role": "system", "content": system}));
     }
@@ -98,32 +93,32 @@ fn parse(def: &ModelDef, v: &Value) -> Result<Answer, ModelError> {
         .and_then(Value::as_str)
         .filter(|r| !r.trim().is_empty());
     if let Some(refusal) = refusal {
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Refusal,
             format!("model `{}` declined to answer: {refusal}", def.name),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     if answer.stop_reason.as_deref() == Some("content_filter") {
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Refusal,
             format!(
                 "model `{}`'s answer was withheld by the content filter",
                 def.name
             ),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     if answer.text.trim().is_empty() {
         let why = answer.stop_reason.as_deref().unwrap_or("none");
-        return Err(ModelError::new(
+        return Err(answer.failure(
+            def,
             FailureClass::Malformed,
             format!(
                 "model `{}` returned no text (finish_reason {why})",
                 def.name
             ),
-        )
-        .with_usage(answer.usage(def)));
+        ));
     }
     Ok(answer)
 }

@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 
 use cascade_core::models::{ModelDef, estimate_tokens};
-use cascade_proto::Usage;
+use cascade_proto::{FailureClass, Usage};
 use serde_json::Value;
+
+use super::error::ModelError;
 
 /// The output cap when neither the request nor the models file gives one.
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
@@ -36,6 +38,18 @@ pub struct CallOptions {
 pub(crate) const JSON_INSTRUCTION: &str =
     "Answer with a single valid JSON value and nothing else: no prose, no code fences.";
 
+/// The system prompt to send: `system`, with [`JSON_INSTRUCTION`] after it when
+/// `instruct_json` (a JSON answer the provider has no JSON mode for, or one it
+/// wants to be told about).
+pub(crate) fn system_prompt(system: Option<&str>, instruct_json: bool) -> Option<String> {
+    match (system, instruct_json) {
+        (Some(s), true) => Some(format!("{s}\n\n{JSON_INSTRUCTION}")),
+        (Some(s), false) => Some(s.to_owned()),
+        (None, true) => Some(JSON_INSTRUCTION.to_owned()),
+        (None, false) => None,
+    }
+}
+
 /// What a provider module reads out of a 2xx answer.
 #[derive(Debug, Default)]
 pub(crate) struct Answer {
@@ -50,6 +64,16 @@ pub(crate) struct Answer {
 impl Answer {
     pub(crate) fn usage(&self, def: &ModelDef) -> Usage {
         usage(def, self.input_tokens, self.output_tokens, self.cost_usd)
+    }
+
+    /// A failure of this answer (a refusal, no text), which still used tokens.
+    pub(crate) fn failure(
+        &self,
+        def: &ModelDef,
+        class: FailureClass,
+        message: impl Into<String>,
+    ) -> ModelError {
+        ModelError::new(class, message).with_usage(self.usage(def))
     }
 }
 
