@@ -80,6 +80,8 @@ pub enum RunnerError {
     },
     #[error("claim `{key}`: too many concurrent writers, giving up on this delivery")]
     ClaimContended { key: String },
+    #[error(transparent)]
+    Store(#[from] cascade_swarm::store::StoreError),
 }
 
 impl RunnerError {
@@ -115,6 +117,8 @@ pub(crate) fn now_millis() -> Millis {
 pub(crate) struct Shared {
     pub config: Config,
     pub swarm: Swarm,
+    /// The typed stores over `swarm` (claims, results, runs, objects, ...).
+    pub stores: cascade_swarm::store::Stores,
     pub exec: Executor,
     pub permits: Arc<Semaphore>,
     pub stats: Stats,
@@ -151,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         draining: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         members: lead::RoundRobin::default(),
+        stores: swarm.stores(),
         swarm,
         config,
         live_runs: Arc::new(runs::LiveRuns::default()),

@@ -16,30 +16,24 @@
 
 use cascade_core::models::ModelCatalog;
 use std::collections::{BTreeMap, HashMap};
-use std::future::IntoFuture;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
-use bytes::Bytes;
 use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, ResultRecord, Route, RunRecord, RunState, Submission,
+    self, BatchMessage, CancelRequest, ResultRecord, Route, RunRecord, RunState, Submission,
     TaskMessage,
 };
 use cascade_proto::{
     Event, EventRecord, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec, TimerId,
-    decode, encode,
+    encode,
 };
+use cascade_swarm::store::{AckFuture, Appended, ClaimKey, LeaseHeld, ResultKey, StoreError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::lease::Held;
 use super::route::{StageAgents, Target, Want};
 use crate::integrations::{Env, RunIntegrations, RunSetup};
 use cascade_core::engine::{Effect, Engine, StageStatus};
@@ -51,9 +45,6 @@ const MAX_BATCH: usize = 1024;
 /// Task publishes awaiting their PubAck at once. async-nats allows 5,000
 /// unconfirmed publishes; going past that without collecting deadlocks.
 const PUBLISH_WINDOW: usize = 1024;
-/// A publish waiting for its PubAck.
-type AckFuture =
-    Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// An attempt as sent: when, and to which worker if to one only.
 #[derive(Debug)]
@@ -70,8 +61,12 @@ const RECORD_FLUSH: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("run {0}: {1}")]
-    Nats(RunId, String),
+    #[error("run {run}: {source}")]
+    Store {
+        run: RunId,
+        #[source]
+        source: StoreError,
+    },
     #[error("run {0}: another coordinator wrote its event log; giving it up")]
     Superseded(RunId),
     #[error("run {0}: lease lost")]
@@ -84,7 +79,6 @@ struct Driver {
     shared: Arc<Shared>,
     run_id: RunId,
     engine: Engine,
-    subject: String,
     last_seq: u64,
     timers: BTreeMap<(Millis, u64), TimerId>,
     timer_seq: u64,
@@ -104,8 +98,20 @@ fn now() -> Millis {
     super::now_ms()
 }
 
-fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
-    RunError::Nats(run.clone(), e.to_string())
+fn err(run: &RunId, source: StoreError) -> RunError {
+    RunError::Store {
+        run: run.clone(),
+        source,
+    }
+}
+
+fn watch_ended(run: &RunId, what: &str) -> RunError {
+    err(
+        run,
+        StoreError::WatchEnded {
+            what: what.to_owned(),
+        },
+    )
 }
 
 /// Loads a submission into a plan (no skill check: workers bring skills).
@@ -143,14 +149,13 @@ pub(crate) fn plan_of(
 
 pub async fn drive(
     shared: Arc<Shared>,
-    lease: Held,
+    lease: LeaseHeld,
     cancel: CancellationToken,
 ) -> Result<(), RunError> {
-    let run_id = lease.run_id.clone();
+    let run_id = lease.run.clone();
     // Renewed from now on, whatever the driver is busy with (a long replay
     // must not let the lease lapse).
     let lease = super::lease::Keeper::start(shared.clone(), lease);
-    let swarm = &shared.swarm;
     let sub = match load_submission(&shared, &run_id).await? {
         Ok(sub) => sub,
         Err(msg) => {
@@ -168,9 +173,7 @@ pub async fn drive(
                 error: None,
                 cancel_requested: None,
             };
-            if let Ok(Some(bytes)) = swarm.runs.get(wire::token(run_id.as_str())).await
-                && let Ok(r) = decode::<RunRecord>(&bytes)
-            {
+            if let Ok(Some(r)) = shared.stores.runs.get(&run_id).await {
                 record = r;
             }
             fail_unplannable(&shared, &run_id, record, msg).await;
@@ -201,7 +204,6 @@ pub async fn drive(
     );
     let mut d = Driver {
         shared: shared.clone(),
-        subject: wire::subject_events(&run_id),
         run_id: run_id.clone(),
         engine: Engine::new(plan),
         ops,
@@ -256,22 +258,18 @@ async fn load_submission(
     shared: &Shared,
     run_id: &RunId,
 ) -> Result<Result<Submission, String>, RunError> {
-    let bytes = shared
-        .swarm
-        .submissions
-        .get(wire::token(run_id.as_str()))
-        .await
-        .map_err(|e| err(run_id, e))?;
-    Ok(match bytes {
-        None => Err("no submission is stored for this run".to_owned()),
-        Some(b) => decode(&b).map_err(|e| format!("the stored submission does not decode: {e}")),
-    })
+    match shared.stores.submissions.get(run_id).await {
+        Ok(Some(sub)) => Ok(Ok(sub)),
+        Ok(None) => Ok(Err("no submission is stored for this run".to_owned())),
+        Err(e @ StoreError::Decode { .. }) => {
+            Ok(Err(format!("the stored submission does not decode: {e}")))
+        }
+        Err(e) => Err(err(run_id, e)),
+    }
 }
 
 async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRecord {
-    if let Ok(Some(bytes)) = shared.swarm.runs.get(wire::token(run_id.as_str())).await
-        && let Ok(r) = decode::<RunRecord>(&bytes)
-    {
+    if let Ok(Some(r)) = shared.stores.runs.get(run_id).await {
         return r;
     }
     RunRecord {
@@ -305,42 +303,14 @@ impl Driver {
         loop {
             let next = self
                 .shared
-                .swarm
+                .stores
                 .events
-                .direct_get_next_for_subject(self.subject.clone(), Some(self.last_seq + 1))
-                .await;
-            let msg = match next {
-                Ok(m) => m,
-                Err(e)
-                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
-                {
-                    break;
-                }
-                Err(e) => return Err(err(&self.run_id, e)),
-            };
-            self.last_seq = msg.sequence;
+                .next_after(&self.run_id, self.last_seq)
+                .await
+                .map_err(|e| err(&self.run_id, e))?;
+            let Some((seq, rec)) = next else { break };
+            self.last_seq = seq;
             count += 1;
-            let mut rec: EventRecord = decode(&msg.payload).map_err(|e| {
-                err(
-                    &self.run_id,
-                    format!("event log entry {}: {e}", msg.sequence),
-                )
-            })?;
-            if let Some(name) = rec.object.clone() {
-                let value = super::objects::get_json(&self.shared, &name)
-                    .await
-                    .ok_or_else(|| {
-                        err(
-                            &self.run_id,
-                            format!(
-                                "event log entry {} refers to missing object `{name}`",
-                                msg.sequence
-                            ),
-                        )
-                    })?;
-                rec = serde_json::from_value(value)
-                    .map_err(|e| err(&self.run_id, format!("event log object `{name}`: {e}")))?;
-            }
             for event in rec.events {
                 if let Event::TimerFired(t) = &event {
                     self.timers.retain(|_, pending| pending != t);
@@ -391,21 +361,22 @@ impl Driver {
     /// recent, fenced by attempt when it is not.
     async fn resend_in_flight(&mut self) -> Result<(), RunError> {
         let mut fx = Vec::new();
-        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
+        let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
         for (task_id, attempt) in self.engine.in_flight_keys() {
-            let key = wire::key_result(&self.run_id, &task_id, attempt);
-            if matches!(self.shared.swarm.results.get(&key).await, Ok(Some(_))) {
+            let key = ResultKey::new(&self.run_id, &task_id, attempt);
+            if matches!(self.shared.stores.results.get(&key).await, Ok(Some(_))) {
                 continue; // the watch will deliver it
             }
+            let claim_key = ClaimKey::attempt(&self.run_id, &task_id, attempt);
             let claim = self
                 .shared
-                .swarm
+                .stores
                 .claims
-                .get(&key)
+                .entry(&claim_key)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok());
+                .map(|(c, _)| c);
             let held = claim.is_some_and(|c| {
                 self.shared
                     .registry
@@ -452,39 +423,28 @@ impl Driver {
             events,
             object: None,
         };
-        let payload = encode(&rec).map_err(|e| err(&self.run_id, e))?;
-        if payload.len() > wire::INLINE_LIMIT {
-            if rec.events.len() > 1 {
+        let appended = self
+            .shared
+            .stores
+            .events
+            .append(
+                &self.run_id,
+                rec.clone(),
+                self.last_seq,
+                &self.shared.opts.name,
+            )
+            .await
+            .map_err(|e| err(&self.run_id, e))?;
+        match appended {
+            Appended::At(seq) => self.last_seq = seq,
+            Appended::Superseded => return Err(RunError::Superseded(self.run_id.clone())),
+            Appended::TooLarge(rec) => {
                 // Split the group; each half is appended (and applied) in order.
                 let mut events = rec.events;
                 let second = events.split_off(events.len() / 2);
                 Box::pin(self.commit(events)).await?;
                 return Box::pin(self.commit(second)).await;
             }
-            // One event too large for a message: the entry goes to the
-            // object store and the log holds its name.
-            // The owner's name keeps a superseded coordinator from
-            // overwriting the object the winning entry points at.
-            let name = format!(
-                "events.{}.{}.{}",
-                wire::token(self.run_id.as_str()),
-                self.last_seq + 1,
-                wire::token(&self.shared.opts.name)
-            );
-            let value = serde_json::to_value(&rec).map_err(|e| err(&self.run_id, e))?;
-            super::objects::put_json(&self.shared, &name, &value)
-                .await
-                .map_err(|e| err(&self.run_id, e))?;
-            let stub = EventRecord {
-                v: PROTOCOL_VERSION,
-                at,
-                events: Vec::new(),
-                object: Some(name),
-            };
-            let stub = encode(&stub).map_err(|e| err(&self.run_id, e))?;
-            self.append(stub).await?;
-        } else {
-            self.append(payload).await?;
         }
         let mut fx = Vec::new();
         for event in rec.events {
@@ -493,62 +453,23 @@ impl Driver {
         self.perform(fx).await
     }
 
-    /// One entry on the run's log, expecting to be its only writer.
-    async fn append(&mut self, payload: Vec<u8>) -> Result<(), RunError> {
-        let msg = PublishMessage::build()
-            .payload(Bytes::from(payload))
-            .expected_last_subject_sequence(self.last_seq);
-        let ack = self
-            .shared
-            .swarm
-            .js
-            .send_publish(self.subject.clone(), msg)
-            .await
-            .map_err(|e| err(&self.run_id, e))?;
-        match ack.await {
-            Ok(a) => {
-                self.last_seq = a.sequence;
-                Ok(())
-            }
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                // Under R3 load this can be spurious: look before giving up.
-                let last = self
-                    .shared
-                    .swarm
-                    .events
-                    .get_last_raw_message_by_subject(&self.subject)
-                    .await;
-                match last {
-                    Ok(m) if m.sequence != self.last_seq => {
-                        Err(RunError::Superseded(self.run_id.clone()))
-                    }
-                    _ => Err(err(&self.run_id, e)),
-                }
-            }
-            Err(e) => Err(err(&self.run_id, e)),
-        }
-    }
-
     async fn run_loop(
         &mut self,
         lease: &super::lease::Keeper,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
-        let swarm = self.shared.swarm.clone();
-        let mut results = swarm
+        let stores = self.shared.stores.clone();
+        let mut results = stores
             .results
-            .watch_with_history(wire::key_results_of_run(&self.run_id))
+            .watch_run(&self.run_id)
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        let mut run_watch = swarm
+        let mut run_watch = stores
             .runs
-            .watch_with_history(wire::token(self.run_id.as_str()))
+            .watch(&self.run_id)
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        let mut sweep = tokio::time::interval(swarm.settings.ack_wait.max(Duration::from_secs(1)));
+        let mut sweep = tokio::time::interval(stores.settings.ack_wait.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_flush = tokio::time::Instant::now();
         self.flush_record().await;
@@ -557,18 +478,18 @@ impl Driver {
             let flush_at = self.record_dirty.then_some(last_flush + RECORD_FLUSH);
             tokio::select! {
                 entry = results.next() => {
-                    let Some(entry) = entry else { return Err(err(&self.run_id, "results watch ended")) };
+                    let Some(entry) = entry else { return Err(watch_ended(&self.run_id, "results")) };
                     let mut batch = Vec::new();
                     match entry {
-                        Ok(e) => self.take_result(&e.value, &mut batch).await,
+                        Ok(r) => self.take_result(r, &mut batch).await,
                         Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
                     }
                     // Group commit: everything already arrived, never waiting for more.
                     while batch.len() < MAX_BATCH {
                         match futures::FutureExt::now_or_never(results.next()) {
-                            Some(Some(Ok(e))) => self.take_result(&e.value, &mut batch).await,
+                            Some(Some(Ok(r))) => self.take_result(r, &mut batch).await,
                             Some(Some(Err(e))) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
-                            Some(None) => return Err(err(&self.run_id, "results watch ended")),
+                            Some(None) => return Err(watch_ended(&self.run_id, "results")),
                             None => break,
                         }
                     }
@@ -583,9 +504,8 @@ impl Driver {
                     self.commit(due.into_iter().map(Event::TimerFired).collect()).await?;
                 }
                 update = run_watch.next() => {
-                    let Some(update) = update else { return Err(err(&self.run_id, "run record watch ended")) };
-                    if let Ok(entry) = update
-                        && let Ok(r) = decode::<RunRecord>(&entry.value)
+                    let Some(update) = update else { return Err(watch_ended(&self.run_id, "the run record")) };
+                    if let Ok(r) = update
                             && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
                                 self.cancel_sent = true;
                                 self.record.cancel_requested = Some(reason.clone());
@@ -609,14 +529,7 @@ impl Driver {
     }
 
     /// A result from the bucket, as an event if the engine wants it.
-    async fn take_result(&mut self, value: &[u8], batch: &mut Vec<Event>) {
-        let rec: ResultRecord = match decode(value) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(run_id = %self.run_id, error = %e, "undecodable result record ignored");
-                return;
-            }
-        };
+    async fn take_result(&mut self, rec: ResultRecord, batch: &mut Vec<Event>) {
         let mut result = rec.result;
         if !self.engine.accepts(&result) {
             return;
@@ -624,9 +537,10 @@ impl Driver {
         if let (Some(name), TaskOutcome::Succeeded { outputs }) =
             (&rec.outputs_ref, &mut result.outcome)
         {
-            match super::objects::get_json(&self.shared, name).await {
-                Some(v) => *outputs = v,
-                None => {
+            match self.shared.stores.objects.get_json(name).await {
+                Ok(v) => *outputs = v,
+                Err(e) => {
+                    tracing::warn!(run_id = %self.run_id, error = %e, "cannot read an attempt's outputs");
                     result.outcome = TaskOutcome::Failed(cascade_proto::Failure::retryable(
                         format!("outputs object `{name}` is missing"),
                     ));
@@ -670,14 +584,8 @@ impl Driver {
                         task_id: Some(task_id),
                         attempt: Some(attempt),
                     };
-                    if let Ok(bytes) = encode(&req) {
-                        let _ = self
-                            .shared
-                            .swarm
-                            .client
-                            .publish(wire::subject_cancel(&self.run_id), bytes.into())
-                            .await;
-                    }
+                    // Best effort: fencing is the guarantee.
+                    let _ = self.shared.stores.tasks.cancel(&req).await;
                 }
                 Effect::StartTimer { timer, at } => self.add_timer(timer, at),
                 Effect::StageChanged { stage, status, .. } => {
@@ -703,18 +611,18 @@ impl Driver {
                     tasks: chunk,
                     dispatched_at: now(),
                 };
-                let payload = encode(&batch).map_err(|e| err(&self.run_id, e))?;
-                let msg = PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(wire::token(&batch.batch));
                 let ack = self
                     .shared
-                    .swarm
-                    .js
-                    .send_publish(wire::subject_task_lead(&lead), msg)
+                    .stores
+                    .tasks
+                    .publish_batch(
+                        wire::subject_task_lead(&lead),
+                        &batch,
+                        wire::token(&batch.batch),
+                    )
                     .await
                     .map_err(|e| err(&self.run_id, e))?;
-                acks.push(ack.into_future());
+                acks.push(ack);
             }
         }
         while let Some(ack) = acks.next().await {
@@ -762,7 +670,7 @@ impl Driver {
             avoid: avoid.as_deref(),
             model: spec.model.as_deref(),
         };
-        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
+        let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
         let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
         let mut target = self
             .shared
@@ -819,9 +727,12 @@ impl Driver {
         if size > wire::INLINE_LIMIT {
             let name = format!(
                 "inputs.{}",
-                wire::key_result(&self.run_id, &spec.task_id, spec.attempt)
+                ResultKey::new(&self.run_id, &spec.task_id, spec.attempt)
             );
-            super::objects::put_json(&self.shared, &name, &spec.inputs)
+            self.shared
+                .stores
+                .objects
+                .put_json(&name, &spec.inputs)
                 .await
                 .map_err(|e| err(&self.run_id, e))?;
             spec.inputs = Value::Null;
@@ -834,19 +745,12 @@ impl Driver {
             dispatched_at: now(),
             inputs_ref,
         };
-        let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
-        let publish = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(msg_id);
-        let publish = cascade_swarm::ops::trace::inject(publish, &message.spec);
-        let ack = self
-            .shared
-            .swarm
-            .js
-            .send_publish(subject, publish)
+        self.shared
+            .stores
+            .tasks
+            .publish_task(subject, &message, msg_id)
             .await
-            .map_err(|e| err(&self.run_id, e))?;
-        Ok(ack.into_future())
+            .map_err(|e| err(&self.run_id, e))
     }
 
     /// A task is lost when it was claimed, its message is gone (a late ack
@@ -855,9 +759,9 @@ impl Driver {
     /// two ack windows are looked at, a bounded number per sweep, each
     /// with O(1) lookups: the sweep is for stragglers, not a scan.
     async fn sweep(&mut self) -> Result<(), RunError> {
-        let swarm = self.shared.swarm.clone();
+        let stores = self.shared.stores.clone();
         let t = now();
-        let stale_after = 2 * swarm.settings.ack_wait.as_millis() as u64;
+        let stale_after = 2 * stores.settings.ack_wait.as_millis() as u64;
         // Keys only: rendering every attempt in flight each sweep would cost
         // the whole fan-out every ack window.
         let in_flight: std::collections::HashSet<(TaskId, cascade_proto::Attempt)> =
@@ -870,7 +774,7 @@ impl Driver {
             .map(|(k, _)| k.clone())
             .take(SWEEP_BATCH)
             .collect();
-        let ttl_ms = swarm.settings.worker_ttl.as_millis() as u64;
+        let ttl_ms = stores.settings.worker_ttl.as_millis() as u64;
         let alive = |name: &str| {
             self.shared
                 .registry
@@ -885,17 +789,18 @@ impl Driver {
             }
             let (task_id, attempt) = (&key.0, key.1);
             let sent_to = self.dispatched.get(&key).and_then(|s| s.to.clone());
-            let kv_key = wire::key_claim(&self.run_id, task_id, attempt);
-            if matches!(swarm.results.get(&kv_key).await, Ok(Some(_))) {
+            let result_key = ResultKey::new(&self.run_id, task_id, attempt);
+            if matches!(stores.results.get(&result_key).await, Ok(Some(_))) {
                 continue; // the results watch delivers it
             }
-            let claim = swarm
+            let claim_key = ClaimKey::attempt(&self.run_id, task_id, attempt);
+            let claim = stores
                 .claims
-                .get(&kv_key)
+                .entry(&claim_key)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok());
+                .map(|(c, _)| c);
             // Sent to one worker (star, max_agents, recovery, a lead) that
             // is gone or draining: only its consumer could ever take it.
             let stranded = sent_to.as_deref().is_some_and(|w| !alive(w))
@@ -905,7 +810,8 @@ impl Driver {
             let orphaned = match &claim {
                 Some(c) => {
                     let message_exists = match c.stream_seq {
-                        Some(seq) => swarm.tasks.get_raw_message(seq).await.is_ok(),
+                        // On a read error, assume it is there: never re-send on doubt.
+                        Some(seq) => !matches!(stores.tasks.queued(seq).await, Ok(None)),
                         None => true,
                     };
                     !message_exists && !alive(&c.worker)
@@ -993,13 +899,13 @@ impl Driver {
 
     /// The report a previous owner stored for this run, if any.
     async fn stored_report(&self) -> Option<Value> {
-        let key = wire::token(self.run_id.as_str());
-        let bytes = self.shared.swarm.reports.get(key).await.ok()??;
-        let value: Value = decode(&bytes).ok()?;
-        match value.get("$ref").and_then(Value::as_str) {
-            Some(name) => super::objects::get_json(&self.shared, name).await,
-            None => Some(value),
-        }
+        self.shared
+            .stores
+            .reports
+            .get(&self.run_id)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
