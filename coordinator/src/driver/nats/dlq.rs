@@ -55,7 +55,7 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
         task: tasks.first().cloned(),
         raw: tasks.is_empty().then(|| raw.payload.to_vec()),
         reason: reason.clone(),
-        at: super::now_ms(),
+        at: shared.now(),
     };
     if let Err(e) = tasks_bus
         .dead_letter(

@@ -101,7 +101,7 @@ pub async fn run(
                     task: None,
                     raw: Some(msg.payload.to_vec()),
                     reason: format!("undecodable submission: {e}"),
-                    at: super::now_ms(),
+                    at: shared.now(),
                 };
                 if let Err(e) = shared
                     .stores
@@ -128,7 +128,7 @@ async fn record(shared: &Shared, sub: &Submission) -> Result<(), StoreError> {
         cascade: sub.main.clone(),
         state: RunState::Queued,
         created_at: sub.submitted_at,
-        updated_at: super::now_ms(),
+        updated_at: shared.now(),
         owner: None,
         stages: Default::default(),
         error: None,

@@ -35,7 +35,7 @@ impl Keeper {
                 tokio::select! {
                     () = s.cancelled() => return held,
                     _ = tick.tick() => {
-                        let expires = super::now_ms() + ttl.as_millis() as u64;
+                        let expires = sh.now() + ttl.as_millis() as u64;
                         match sh.stores.leases.renew(&mut held, &sh.opts.name, expires).await {
                             Ok(true) => {}
                             Ok(false) => {

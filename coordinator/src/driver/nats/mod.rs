@@ -19,6 +19,8 @@ mod memory;
 mod report;
 mod route;
 mod run;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use run::plan_of;
 
@@ -60,6 +62,14 @@ pub(crate) struct Shared {
     pub stores: Stores,
     pub opts: ServeOptions,
     pub registry: Registry,
+    /// Wall-clock milliseconds ([`now_ms`]; tests run on tokio's clock).
+    pub clock: fn() -> Millis,
+}
+
+impl Shared {
+    pub fn now(&self) -> Millis {
+        (self.clock)()
+    }
 }
 
 pub fn now_ms() -> Millis {
@@ -84,6 +94,7 @@ pub async fn serve(
         stores: swarm.stores(),
         opts,
         registry: Registry::default(),
+        clock: now_ms,
     });
     // Fail at start, not later, if the submit consumer cannot exist.
     intake::consumer(&swarm).await?;
@@ -149,7 +160,7 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
                 updates += 1;
                 if updates.is_multiple_of(PRUNE_EVERY) {
                     let horizon = 10 * shared.stores.settings.worker_ttl.as_millis() as u64;
-                    let now = now_ms();
+                    let now = shared.now();
                     shared
                         .registry
                         .workers
@@ -191,7 +202,12 @@ async fn own_runs(
             let held = shared
                 .stores
                 .leases
-                .acquire(&run_id, &shared.opts.name, now_ms(), shared.opts.lease_ttl)
+                .acquire(
+                    &run_id,
+                    &shared.opts.name,
+                    shared.now(),
+                    shared.opts.lease_ttl,
+                )
                 .await;
             let held = match held {
                 Ok(Some(held)) => held,

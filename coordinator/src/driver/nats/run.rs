@@ -94,10 +94,6 @@ struct Driver {
     cancel_sent: bool,
 }
 
-fn now() -> Millis {
-    super::now_ms()
-}
-
 fn err(run: &RunId, source: StoreError) -> RunError {
     RunError::Store {
         run: run.clone(),
@@ -166,8 +162,8 @@ pub async fn drive(
                 run_id: run_id.clone(),
                 cascade: String::new(),
                 state: RunState::Failed,
-                created_at: now(),
-                updated_at: now(),
+                created_at: shared.now(),
+                updated_at: shared.now(),
                 owner: Some(shared.opts.name.clone()),
                 stages: BTreeMap::new(),
                 error: None,
@@ -278,7 +274,7 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
         cascade: sub.main.clone(),
         state: RunState::Queued,
         created_at: sub.submitted_at,
-        updated_at: now(),
+        updated_at: shared.now(),
         owner: None,
         stages: BTreeMap::new(),
         error: None,
@@ -290,7 +286,7 @@ async fn fail_unplannable(shared: &Shared, run_id: &RunId, mut record: RunRecord
     tracing::error!(run_id = %run_id, error = %msg, "submitted cascade does not plan");
     record.state = RunState::Failed;
     record.error = Some(msg.clone());
-    record.updated_at = now();
+    record.updated_at = shared.now();
     let report = serde_json::json!({"run_id": run_id.as_str(), "status": "failed", "error": msg, "stages": {}});
     super::report::write(shared, run_id, &report).await;
     super::report::update_record(shared, &record).await;
@@ -382,13 +378,13 @@ impl Driver {
                     .registry
                     .workers
                     .get(&c.worker)
-                    .is_some_and(|w| now().saturating_sub(w.heartbeat_at) <= ttl_ms)
+                    .is_some_and(|w| self.shared.now().saturating_sub(w.heartbeat_at) <= ttl_ms)
             });
             if held {
                 self.dispatched.insert(
                     (task_id, attempt),
                     Sent {
-                        at: now(),
+                        at: self.shared.now(),
                         to: None,
                     },
                 );
@@ -416,7 +412,7 @@ impl Driver {
         if events.is_empty() {
             return Ok(());
         }
-        let at = now();
+        let at = self.shared.now();
         let rec = EventRecord {
             v: PROTOCOL_VERSION,
             at,
@@ -495,9 +491,9 @@ impl Driver {
                     }
                     self.commit(batch).await?;
                 }
-                () = sleep_until_ms(next_timer), if next_timer.is_some() => {
+                () = sleep_until_ms(next_timer, self.shared.now()), if next_timer.is_some() => {
                     let due: Vec<TimerId> = {
-                        let t = now();
+                        let t = self.shared.now();
                         let keys: Vec<(Millis, u64)> = self.timers.range(..=(t, u64::MAX)).map(|(k, _)| *k).collect();
                         keys.into_iter().filter_map(|k| self.timers.remove(&k)).collect()
                     };
@@ -609,7 +605,7 @@ impl Driver {
                     batch: batch_id,
                     run_id: self.run_id.clone(),
                     tasks: chunk,
-                    dispatched_at: now(),
+                    dispatched_at: self.shared.now(),
                 };
                 let ack = self
                     .shared
@@ -672,10 +668,10 @@ impl Driver {
         };
         let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
         let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
-        let mut target = self
-            .shared
-            .registry
-            .route(&want, &mut self.agents, now(), ttl_ms);
+        let mut target =
+            self.shared
+                .registry
+                .route(&want, &mut self.agents, self.shared.now(), ttl_ms);
         if matches!(target, Target::Lead(_)) && inputs_size > wire::INLINE_LIMIT / BATCH_TASKS {
             // Too large to share a batch message: straight to the queue,
             // inputs by reference.
@@ -688,7 +684,7 @@ impl Driver {
                 self.dispatched.insert(
                     (spec.task_id.clone(), spec.attempt),
                     Sent {
-                        at: now(),
+                        at: self.shared.now(),
                         to: Some(lead.clone()),
                     },
                 );
@@ -704,8 +700,13 @@ impl Driver {
             Route::Direct { worker } => Some(worker.clone()),
             _ => None,
         };
-        self.dispatched
-            .insert((spec.task_id.clone(), spec.attempt), Sent { at: now(), to });
+        self.dispatched.insert(
+            (spec.task_id.clone(), spec.attempt),
+            Sent {
+                at: self.shared.now(),
+                to,
+            },
+        );
         let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
         crate::http::metrics::task_dispatched(&spec, crate::http::metrics::route_label(&route));
         let ack = self.publish_task(spec, subject, route, msg_id).await?;
@@ -742,7 +743,7 @@ impl Driver {
             v: PROTOCOL_VERSION,
             spec,
             route,
-            dispatched_at: now(),
+            dispatched_at: self.shared.now(),
             inputs_ref,
         };
         self.shared
@@ -760,7 +761,7 @@ impl Driver {
     /// with O(1) lookups: the sweep is for stragglers, not a scan.
     async fn sweep(&mut self) -> Result<(), RunError> {
         let stores = self.shared.stores.clone();
-        let t = now();
+        let t = self.shared.now();
         let stale_after = 2 * stores.settings.ack_wait.as_millis() as u64;
         // Keys only: rendering every attempt in flight each sweep would cost
         // the whole fan-out every ack window.
@@ -857,7 +858,7 @@ impl Driver {
         if !self.record_dirty {
             return;
         }
-        self.record.updated_at = now();
+        self.record.updated_at = self.shared.now();
         super::report::update_record(&self.shared, &self.record).await;
         self.record_dirty = false;
     }
@@ -949,9 +950,9 @@ fn batch_hash(tasks: &[TaskSpec]) -> u64 {
     h
 }
 
-async fn sleep_until_ms(at: Option<Millis>) {
+async fn sleep_until_ms(at: Option<Millis>, now: Millis) {
     if let Some(at) = at {
-        let wait = at.saturating_sub(now());
+        let wait = at.saturating_sub(now);
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
