@@ -119,18 +119,18 @@ impl EventLog for JsEventLog {
     fn append<'a>(
         &'a self,
         run: &'a RunId,
-        record: EventRecord,
+        record: &'a EventRecord,
         expected: u64,
         writer: &'a str,
     ) -> Fut<'a, Appended> {
         async move {
             let subject = wire::subject_events(run);
-            let payload = enc("event log entry", &subject, &record)?;
+            let payload = enc("event log entry", &subject, record)?;
             if payload.len() <= wire::INLINE_LIMIT {
                 return self.append_bytes(subject, payload, expected).await;
             }
             if record.events.len() > 1 {
-                return Ok(Appended::TooLarge(record));
+                return Ok(Appended::TooLarge);
             }
             // One event too large for a message: the entry goes to the
             // object store and the log holds its name. The writer's name
@@ -142,7 +142,7 @@ impl EventLog for JsEventLog {
                 expected + 1,
                 wire::token(writer)
             );
-            let value = serde_json::to_value(&record)
+            let value = serde_json::to_value(record)
                 .map_err(|e| StoreError::encode("event log entry", &name, e))?;
             self.objects.put_json(&name, &value).await?;
             let stub = EventRecord {

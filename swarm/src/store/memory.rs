@@ -197,11 +197,11 @@ impl EventLog for InMemory {
     fn append<'a>(
         &'a self,
         run: &'a RunId,
-        record: EventRecord,
+        record: &'a EventRecord,
         expected: u64,
         _writer: &'a str,
     ) -> Fut<'a, Appended> {
-        let size = encode(&record).map_or(0, |b| b.len());
+        let size = encode(record).map_or(0, |b| b.len());
         let mut st = self.lock();
         let last = st
             .events
@@ -212,14 +212,14 @@ impl EventLog for InMemory {
             return ready(Ok(Appended::Superseded));
         }
         if size > wire::INLINE_LIMIT && record.events.len() > 1 {
-            return ready(Ok(Appended::TooLarge(record)));
+            return ready(Ok(Appended::TooLarge));
         }
         st.seq += 1;
         let seq = st.seq;
         st.events
             .entry(run.clone())
             .or_default()
-            .push((seq, record));
+            .push((seq, record.clone()));
         ready(Ok(Appended::At(seq)))
     }
 
@@ -644,9 +644,9 @@ mod tests {
             events: Vec::new(),
             object: None,
         };
-        let first = stores.events.append(&run, rec.clone(), 0, "a").await;
+        let first = stores.events.append(&run, &rec, 0, "a").await;
         assert!(matches!(first, Ok(Appended::At(1))));
-        let stale = stores.events.append(&run, rec, 0, "b").await;
+        let stale = stores.events.append(&run, &rec, 0, "b").await;
         assert!(matches!(stale, Ok(Appended::Superseded)));
         let claim = Claim {
             v: PROTOCOL_VERSION,

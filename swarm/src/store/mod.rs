@@ -104,7 +104,7 @@ pub enum Appended {
     Superseded,
     /// Several events too large for one message: nothing was written;
     /// split them and append the parts in order.
-    TooLarge(EventRecord),
+    TooLarge,
 }
 
 /// A run's event log: single writer by expected sequence.
@@ -115,7 +115,7 @@ pub trait EventLog: Send + Sync {
     fn append<'a>(
         &'a self,
         run: &'a RunId,
-        record: EventRecord,
+        record: &'a EventRecord,
         expected: u64,
         writer: &'a str,
     ) -> Fut<'a, Appended>;

@@ -12,13 +12,16 @@
 //! coordinator that dies stops renewing and another one replays the run's
 //! log and carries on.
 
+mod dispatch;
 mod dlq;
 mod intake;
 mod lease;
+mod log;
 mod memory;
-mod report;
+mod record;
 mod route;
 mod run;
+mod sweep;
 #[cfg(test)]
 mod tests;
 

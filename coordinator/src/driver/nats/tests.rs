@@ -218,7 +218,7 @@ async fn a_superseded_writer_gives_the_run_up() {
     let stores = mem.stores(QueueSettings::default());
     stores
         .events
-        .append(&run, entry, last, "c2")
+        .append(&run, &entry, last, "c2")
         .await
         .expect("append");
     // Its next entry (this result) no longer follows the last one.
@@ -339,4 +339,38 @@ async fn after_failover_only_unfinished_attempts_are_sent_again() {
     complete(&mem, &sent_for_stage(&mem, "b")[0], json!({})).await;
     assert!(handle.await.expect("driver task").is_ok());
     assert_eq!(sent_for_stage(&mem, "a").len(), 1, "a never ran again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_taken_while_a_sweep_is_under_way() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", FAN_OUT).await;
+    let c = coordinator(&mem, "c1");
+    let (handle, _cancel) = drive(&c, &run).await;
+    until("the fan-out is sent", || {
+        sent_for_stage(&mem, "many").len() == 4
+    })
+    .await;
+    // A slow server: the sweep of four stragglers takes 40 s.
+    mem.slow_claims(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut record = mem.record(&run).expect("record");
+    record.cancel_requested = Some("stop".into());
+    c.stores.runs.write(&record).await.expect("cancel");
+    let asked = test_clock();
+    let logged = |mem: &InMemory| {
+        mem.log(&run).iter().any(|(_, rec)| {
+            rec.events
+                .iter()
+                .any(|e| matches!(e, Event::CancelRequested { .. }))
+        })
+    };
+    until("the cancel is logged", || logged(&mem)).await;
+    let waited = test_clock() - asked;
+    assert!(
+        waited < 1_000,
+        "the cancel waited {waited} ms behind the sweep"
+    );
+    assert!(handle.await.expect("driver task").is_ok());
+    assert_eq!(finished(&mem, &run), Some(RunState::Failed));
 }
