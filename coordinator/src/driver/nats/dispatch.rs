@@ -6,7 +6,8 @@
 //!                 ─▶ Vec<Send> ─▶ send_all (a future the run loop polls:
 //!                                 publishes pipelined, acks awaited in a window)
 //! ```
-//! Replay interprets the same effects with `Mode::Replay`: state, timers
+//! Replay interprets the same effects with `Mode::Replay` (the rules are
+//! in `driver::effects`, shared with the embedded driver): state, timers
 //! and the run's own memory come back; nothing is sent to workers and
 //! global memory (shared with other runs, which may have written since)
 //! is left alone.
@@ -14,10 +15,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cascade_core::engine::Effect;
-use cascade_core::spec::{ErrorStrategy, MemoryScope, Strategy, Topology};
+use cascade_core::engine::{Effect, StageStatus};
+use cascade_core::spec::{ErrorStrategy, Strategy, Topology};
 use cascade_proto::wire::{self, BatchMessage, CancelRequest, Route, TaskMessage};
-use cascade_proto::{Event, Millis, PROTOCOL_VERSION, RunId, TaskSpec};
+use cascade_proto::{Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskSpec};
 use cascade_swarm::store::{AckFuture, ResultKey, StoreError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -26,6 +27,7 @@ use serde_json::Value;
 use super::Shared;
 use super::route::{Target, Want};
 use super::run::{Driver, Sent};
+use crate::driver::effects::{self, Effects, Mode, Timers};
 
 /// Task publishes awaiting their PubAck at once. async-nats allows 5,000
 /// unconfirmed publishes; going past that without collecting deadlocks.
@@ -33,13 +35,6 @@ const PUBLISH_WINDOW: usize = 1024;
 
 /// Most tasks in one batch for a lead.
 const BATCH_TASKS: usize = 64;
-
-/// Whether effects come from live events or from replaying the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Mode {
-    Live,
-    Replay,
-}
 
 /// One write an effect needs, in the order the effects came.
 pub(super) enum Send {
@@ -58,55 +53,17 @@ pub(super) enum Send {
 }
 
 impl Driver {
-    /// Interprets effects: what needs no I/O is done now, what does is
-    /// returned, in order. Events raised by the integrations (a failed
-    /// quality gate stops the run) join the next log entry.
-    pub(super) fn interpret(&mut self, fx: Vec<Effect>, mode: Mode) -> Vec<Send> {
+    /// Interprets effects (the interpreter both drivers share): what needs
+    /// no I/O is done now, what does joins `self.sends`, in order. Events
+    /// raised by the integrations (a failed quality gate stops the run)
+    /// join the next log entry.
+    pub(super) fn interpret(&mut self, fx: Vec<Effect>, mode: Mode) {
         if mode == Mode::Live {
             let raised: Vec<Event> = self.ops.observe(&fx, &self.engine);
             self.pending.extend(raised);
         }
-        let mut sends = Vec::new();
-        let mut batches: BTreeMap<(String, String), Vec<TaskSpec>> = BTreeMap::new();
-        for effect in fx {
-            match effect {
-                Effect::StartTimer { timer, at } => self.add_timer(timer, at),
-                Effect::StageChanged { stage, status, .. } => {
-                    if mode == Mode::Live {
-                        crate::http::metrics::stage_changed(status);
-                    }
-                    self.stage_changed(stage, status)
-                }
-                Effect::PutMemory {
-                    scope: MemoryScope::Global,
-                    ..
-                }
-                | Effect::DeleteMemory {
-                    scope: MemoryScope::Global,
-                    ..
-                } if mode == Mode::Replay => {}
-                Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
-                    sends.push(Send::Memory(effect));
-                }
-                // Tasks in flight after a replay are re-sent by
-                // `resend_in_flight`, only if they need it.
-                Effect::DispatchTask(_) | Effect::CancelTask { .. } if mode == Mode::Replay => {}
-                Effect::DispatchTask(spec) => {
-                    if let Some(send) = self.dispatch(*spec, &mut batches) {
-                        sends.push(send);
-                    }
-                }
-                Effect::CancelTask { task_id, attempt } => {
-                    sends.push(Send::Cancel(CancelRequest {
-                        v: PROTOCOL_VERSION,
-                        run_id: self.run_id.clone(),
-                        task_id: Some(task_id),
-                        attempt: Some(attempt),
-                    }));
-                }
-                Effect::FinishRun { .. } => {}
-            }
-        }
+        effects::interpret(fx, mode, self);
+        let batches = std::mem::take(&mut self.batches);
         for ((lead, stage), tasks) in batches {
             for chunk in chunk_batch(tasks) {
                 // The id names exactly these attempts: two batches of one
@@ -120,22 +77,17 @@ impl Driver {
                     tasks: chunk,
                     dispatched_at: self.shared.now(),
                 };
-                sends.push(Send::Batch {
+                self.sends.push(Send::Batch {
                     lead: lead.clone(),
                     batch,
                 });
             }
         }
-        sends
     }
 
     /// Routes one task where its topology sends it (or adds it to a lead's
     /// batch) and notes it as sent.
-    fn dispatch(
-        &mut self,
-        mut spec: TaskSpec,
-        batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
-    ) -> Option<Send> {
+    fn route(&mut self, mut spec: TaskSpec) -> Option<Send> {
         self.ops.prepare(&mut spec);
         let plan = self.engine.plan().clone();
         let node = plan
@@ -188,7 +140,7 @@ impl Driver {
                     },
                 );
                 crate::http::metrics::task_dispatched(&spec, "lead");
-                batches
+                self.batches
                     .entry((lead.clone(), spec.stage_id.to_string()))
                     .or_default()
                     .push(spec);
@@ -209,6 +161,39 @@ impl Driver {
             route,
             msg_id,
         })
+    }
+}
+
+impl Effects for Driver {
+    fn timers(&mut self) -> &mut Timers {
+        &mut self.timers
+    }
+
+    fn dispatch(&mut self, spec: TaskSpec) {
+        if let Some(send) = self.route(spec) {
+            self.sends.push(send);
+        }
+    }
+
+    fn cancel(&mut self, task: TaskId, attempt: Attempt) {
+        self.sends.push(Send::Cancel(CancelRequest {
+            v: PROTOCOL_VERSION,
+            run_id: self.run_id.clone(),
+            task_id: Some(task),
+            attempt: Some(attempt),
+        }));
+    }
+
+    fn memory(&mut self, effect: Effect) {
+        self.sends.push(Send::Memory(effect));
+    }
+
+    fn stage_changed(&mut self, stage: String, status: StageStatus, mode: Mode) {
+        if mode == Mode::Live {
+            crate::http::metrics::stage_changed(status);
+        }
+        self.record.stages.insert(stage, status.as_str().to_owned());
+        self.record_dirty = true;
     }
 }
 

@@ -15,8 +15,9 @@ use cascade_swarm::store::{Appended, ClaimKey, ResultKey, StoreError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::dispatch::{self, Mode};
+use super::dispatch;
 use super::run::{Driver, RunError, Sent, err};
+use crate::driver::effects::Mode;
 
 /// Most events taken into one log entry (group commit).
 pub(super) const MAX_BATCH: usize = 1024;
@@ -52,13 +53,14 @@ impl Driver {
             count += 1;
             for event in rec.events {
                 if let Event::TimerFired(t) = &event {
-                    self.timers.retain(|_, pending| pending != t);
+                    self.timers.forget(t);
                 }
                 if let Event::TaskFinished(r) = &event {
                     self.ops.result(r);
                 }
                 let fx = self.engine.apply(event, rec.at);
-                let sends = self.interpret(fx, Mode::Replay);
+                self.interpret(fx, Mode::Replay);
+                let sends = std::mem::take(&mut self.sends);
                 if !sends.is_empty() {
                     // The run's own memory writes, again and in order.
                     let sent = dispatch::send_all(self.shared.clone(), self.run_id.clone(), sends);
@@ -112,8 +114,7 @@ impl Driver {
                 fx.push(Effect::DispatchTask(Box::new(spec)));
             }
         }
-        let sends = self.interpret(fx, Mode::Live);
-        self.sends.extend(sends);
+        self.interpret(fx, Mode::Live);
         Ok(())
     }
 
@@ -171,8 +172,7 @@ impl Driver {
                         for event in events {
                             fx.extend(self.engine.apply(event, at));
                         }
-                        let sends = self.interpret(fx, Mode::Live);
-                        self.sends.extend(sends);
+                        self.interpret(fx, Mode::Live);
                         Ok(None)
                     }
                     Appended::Superseded => Err(RunError::Superseded(self.run_id.clone())),

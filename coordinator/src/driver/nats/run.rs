@@ -18,13 +18,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cascade_core::engine::{Engine, StageStatus};
+use cascade_core::engine::Engine;
 use cascade_core::models::ModelCatalog;
 use cascade_core::plan::{self, Plan, PlanOptions};
 use cascade_core::spec::Operations;
 use cascade_proto::wire::{ResultRecord, RunRecord, RunState, Submission};
 use cascade_proto::{
-    Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TimerId,
+    Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec,
 };
 use cascade_swarm::store::{LeaseHeld, StoreError};
 use futures::StreamExt;
@@ -36,6 +36,7 @@ use super::dispatch::Send;
 use super::log::{Io, MAX_BATCH};
 use super::route::StageAgents;
 use super::sweep::Sweep;
+use crate::driver::effects::Timers;
 use crate::integrations::{Env, RunIntegrations, RunSetup};
 
 /// An attempt as sent: when, and to which worker if to one only.
@@ -72,8 +73,7 @@ pub(super) struct Driver {
     pub(super) run_id: RunId,
     pub(super) engine: Engine,
     pub(super) last_seq: u64,
-    pub(super) timers: BTreeMap<(Millis, u64), TimerId>,
-    timer_seq: u64,
+    pub(super) timers: Timers,
     pub(super) record: RunRecord,
     pub(super) record_dirty: bool,
     pub(super) agents: StageAgents,
@@ -88,6 +88,8 @@ pub(super) struct Driver {
     pub(super) pending: Vec<Event>,
     /// Writes that effects of entries already logged still need.
     pub(super) sends: Vec<Send>,
+    /// Tasks for team leads, gathered while effects are interpreted.
+    pub(super) batches: BTreeMap<(String, String), Vec<TaskSpec>>,
 }
 
 pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
@@ -200,8 +202,7 @@ pub async fn drive(
         engine: Engine::new(plan),
         ops,
         last_seq: 0,
-        timers: BTreeMap::new(),
-        timer_seq: 0,
+        timers: Timers::default(),
         record,
         record_dirty: true,
         agents: StageAgents::default(),
@@ -210,6 +211,7 @@ pub async fn drive(
         cancel_sent: false,
         pending: Vec::new(),
         sends: Vec::new(),
+        batches: BTreeMap::new(),
     };
     d.record.owner = Some(shared.opts.name.clone());
     d.record.state = RunState::Running;
@@ -292,16 +294,6 @@ async fn fail_unplannable(shared: &Shared, run_id: &RunId, mut record: RunRecord
 }
 
 impl Driver {
-    pub(super) fn add_timer(&mut self, timer: TimerId, at: Millis) {
-        self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), timer);
-    }
-
-    pub(super) fn stage_changed(&mut self, stage: String, status: StageStatus) {
-        self.record.stages.insert(stage, status.as_str().to_owned());
-        self.record_dirty = true;
-    }
-
     /// Until the run ends: events from the results watch, timers and the
     /// run record (cancel requests) join the pending entry; writes (log
     /// entries, their sends, record flushes) and sweeps are futures polled
@@ -341,7 +333,7 @@ impl Driver {
             if io.is_none() {
                 io = self.next_io();
             }
-            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let next_timer = self.timers.next_at();
             let flush_at =
                 (self.record_dirty && flush.is_none()).then_some(last_flush + RECORD_FLUSH);
             tokio::select! {
@@ -375,10 +367,8 @@ impl Driver {
                     self.pending.extend(batch);
                 }
                 () = sleep_until_ms(next_timer, self.shared.now()), if next_timer.is_some() => {
-                    let t = self.shared.now();
-                    let keys: Vec<(Millis, u64)> = self.timers.range(..=(t, u64::MAX)).map(|(k, _)| *k).collect();
-                    let due = keys.into_iter().filter_map(|k| self.timers.remove(&k));
-                    self.pending.extend(due.map(Event::TimerFired));
+                    let due = self.timers.take_due(self.shared.now());
+                    self.pending.extend(due.into_iter().map(Event::TimerFired));
                 }
                 update = run_watch.next() => {
                     let Some(update) = update else { return Err(watch_ended(&self.run_id, "the run record")) };
