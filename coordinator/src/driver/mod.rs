@@ -8,6 +8,7 @@
 
 pub mod effects;
 pub mod local;
+pub mod metrics;
 pub mod nats;
 pub mod store;
 

@@ -17,9 +17,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, Memory,
-    MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError, Stores,
-    Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, LogEntry,
+    Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError,
+    Stores, Submissions, TaskBus, Watch, WorkerChange,
 };
 use crate::Swarm;
 
@@ -157,7 +157,7 @@ impl EventLog for JsEventLog {
         .boxed()
     }
 
-    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<(u64, EventRecord)>> {
+    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<LogEntry>> {
         async move {
             let subject = wire::subject_events(run);
             let msg = match self
@@ -170,14 +170,17 @@ impl EventLog for JsEventLog {
                 Err(e) => return Err(StoreError::nats("read", &subject, e)),
             };
             let at = format!("{subject} #{}", msg.sequence);
-            let mut rec: EventRecord =
-                decode(&msg.payload).map_err(|e| StoreError::decode("event log entry", &at, e))?;
-            if let Some(name) = rec.object.clone() {
-                let value = self.objects.get_json(&name).await?;
-                rec = serde_json::from_value(value)
-                    .map_err(|e| StoreError::decode("event log object", &name, e))?;
-            }
-            Ok(Some((msg.sequence, rec)))
+            let rec = async {
+                let mut rec: EventRecord = decode(&msg.payload)
+                    .map_err(|e| StoreError::decode("event log entry", &at, e))?;
+                if let Some(name) = rec.object.clone() {
+                    let value = self.objects.get_json(&name).await?;
+                    rec = serde_json::from_value(value)
+                        .map_err(|e| StoreError::decode("event log object", &name, e))?;
+                }
+                Ok(rec)
+            };
+            Ok(Some((msg.sequence, rec.await)))
         }
         .boxed()
     }

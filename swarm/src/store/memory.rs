@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, Memory,
-    MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError, Stores,
-    Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, LogEntry,
+    Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError,
+    Stores, Submissions, TaskBus, Watch, WorkerChange,
 };
 use crate::setup::QueueSettings;
 
@@ -223,13 +223,13 @@ impl EventLog for InMemory {
         ready(Ok(Appended::At(seq)))
     }
 
-    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<(u64, EventRecord)>> {
+    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<LogEntry>> {
         let st = self.lock();
         let next = st
             .events
             .get(run)
             .and_then(|l| l.iter().find(|(s, _)| *s > after).cloned());
-        ready(Ok(next))
+        ready(Ok(next.map(|(seq, rec)| (seq, Ok(rec)))))
     }
 }
 

@@ -119,9 +119,14 @@ pub trait EventLog: Send + Sync {
         expected: u64,
         writer: &'a str,
     ) -> Fut<'a, Appended>;
-    /// The first entry after `after`, its object resolved.
-    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<(u64, EventRecord)>>;
+    /// The first entry after `after` and its sequence, its object
+    /// resolved; an entry that does not decode (or whose object is gone)
+    /// still has its sequence, so a reader can note it and go on.
+    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<LogEntry>>;
 }
+
+/// An entry of a run's log: its sequence, and what it holds.
+pub type LogEntry = (u64, Result<EventRecord, StoreError>);
 
 /// A task message as it sits in the queue.
 #[derive(Clone, Debug)]

@@ -139,7 +139,7 @@ impl Driver {
                         to: Some(lead.clone()),
                     },
                 );
-                crate::http::metrics::task_dispatched(&spec, "lead");
+                crate::driver::metrics::task_dispatched(&spec, "lead");
                 self.batches
                     .entry((lead.clone(), spec.stage_id.to_string()))
                     .or_default()
@@ -154,7 +154,7 @@ impl Driver {
         self.dispatched
             .insert((spec.task_id.clone(), spec.attempt), Sent { at: now, to });
         let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
-        crate::http::metrics::task_dispatched(&spec, crate::http::metrics::route_label(&route));
+        crate::driver::metrics::task_dispatched(&spec, crate::driver::metrics::route_label(&route));
         Some(Send::Task {
             spec: Box::new(spec),
             subject,
@@ -190,7 +190,7 @@ impl Effects for Driver {
 
     fn stage_changed(&mut self, stage: String, status: StageStatus, mode: Mode) {
         if mode == Mode::Live {
-            crate::http::metrics::stage_changed(status);
+            crate::driver::metrics::stage_changed(status);
         }
         self.record.stages.insert(stage, status.as_str().to_owned());
         self.record_dirty = true;

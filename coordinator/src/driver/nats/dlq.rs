@@ -71,7 +71,7 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
     let _ = tasks_bus.remove(seq).await;
     for spec in tasks {
         tracing::error!(run_id = %spec.run_id, stage = %spec.stage_id, task_id = %spec.task_id, attempt = %spec.attempt, deliveries, "task dead-lettered");
-        crate::http::metrics::task_dead_lettered(spec.skill.as_str());
+        crate::driver::metrics::task_dead_lettered(spec.skill.as_str());
         let result = TaskResult {
             task_id: spec.task_id.clone(),
             attempt: spec.attempt,

@@ -49,6 +49,7 @@ impl Driver {
                 .await
                 .map_err(|e| err(&self.run_id, e))?;
             let Some((seq, rec)) = next else { break };
+            let rec = rec.map_err(|e| err(&self.run_id, e))?;
             self.last_seq = seq;
             count += 1;
             for event in rec.events {

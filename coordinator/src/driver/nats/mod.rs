@@ -25,6 +25,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
+pub use run::PlanError;
 pub(crate) use run::plan_of;
 
 use std::collections::BTreeSet;
@@ -222,7 +223,7 @@ async fn own_runs(
             };
             tracing::info!(run_id = %run_id, "driving run");
             driving.insert(run_id.clone());
-            crate::http::metrics::runs_driven(driving.len());
+            crate::driver::metrics::runs_driven(driving.len());
             let (shared, driving, cancel) = (shared.clone(), driving.clone(), cancel.clone());
             tracker.spawn(async move {
                 let id = held.run.clone();
@@ -232,7 +233,7 @@ async fn own_runs(
                     Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
                 }
                 driving.remove(&id);
-                crate::http::metrics::runs_driven(driving.len());
+                crate::driver::metrics::runs_driven(driving.len());
             });
         }
     }

@@ -74,7 +74,7 @@ impl Driver {
         self.record_dirty = true;
         self.flush_record().await;
         tracing::info!(run_id = %self.run_id, status = %status, "run finished");
-        crate::http::metrics::run_finished(&self.run_id, self.record.created_at, &status);
+        crate::driver::metrics::run_finished(&self.run_id, self.record.created_at, &status);
     }
 
     /// The report a previous owner stored for this run, if any.

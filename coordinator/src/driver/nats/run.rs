@@ -92,6 +92,16 @@ pub(super) struct Driver {
     pub(super) batches: BTreeMap<(String, String), Vec<TaskSpec>>,
 }
 
+impl RunError {
+    /// Whether driving the run again (replaying its log) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RunError::Store { source, .. } => source.is_retryable(),
+            RunError::Superseded(_) | RunError::LeaseLost(_) | RunError::ShuttingDown(_) => true,
+        }
+    }
+}
+
 pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
     RunError::Store {
         run: run.clone(),
@@ -108,18 +118,32 @@ fn watch_ended(run: &RunId, what: &str) -> RunError {
     )
 }
 
+/// Why a run can never run (it fails at once, visibly).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no submission is stored for this run")]
+    NoSubmission,
+    #[error("the stored submission does not decode: {0}")]
+    Undecodable(#[source] StoreError),
+    /// Every problem, rendered with its file, line and column.
+    #[error("{}", .0.join("\n"))]
+    Load(Vec<String>),
+    #[error("the cascade did not load")]
+    NoCascade,
+    #[error("{}", .0.join("\n"))]
+    Plan(Vec<String>),
+}
+
 /// Loads a submission into a plan (no skill check: workers bring skills).
 pub(crate) fn plan_of(
     sub: &Submission,
     models: &Arc<ModelCatalog>,
-) -> Result<(Plan, Operations), String> {
+) -> Result<(Plan, Operations), PlanError> {
     let loaded = cascade_core::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
-        return Err(loaded.render_diagnostics().join("\n"));
+        return Err(PlanError::Load(loaded.render_diagnostics()));
     }
-    let cascade = loaded
-        .cascade
-        .ok_or_else(|| "the cascade did not load".to_owned())?;
+    let cascade = loaded.cascade.ok_or(PlanError::NoCascade)?;
     let plan = plan::compile(
         &cascade,
         &PlanOptions {
@@ -136,7 +160,7 @@ pub(crate) fn plan_of(
             .filter(|d| d.is_error())
             .map(ToString::to_string)
             .collect();
-        return Err(errs.join("\n"));
+        return Err(PlanError::Plan(errs));
     }
     Ok((plan, cascade.operations))
 }
@@ -215,22 +239,26 @@ pub async fn drive(
     };
     d.record.owner = Some(shared.opts.name.clone());
     d.record.state = RunState::Running;
-    let replayed = d.replay().await?;
-    if replayed == 0 {
-        crate::http::metrics::run_started();
-        d.ops.started();
-        let memory = super::memory::load(&shared, &run_id, d.engine.plan().memory.scope).await;
-        let start = Event::RunStarted {
-            run_id: run_id.clone(),
-            inputs: sub.inputs.clone(),
-            memory,
-        };
-        d.pending.push(start);
-    } else {
-        d.resend_in_flight().await?;
+    let result = async {
+        let replayed = d.replay().await?;
+        if replayed == 0 {
+            crate::driver::metrics::run_started();
+            d.ops.started();
+            let scope = d.engine.plan().memory.scope;
+            let memory = super::memory::load(&shared, &run_id, scope).await;
+            let start = Event::RunStarted {
+                run_id: run_id.clone(),
+                inputs: sub.inputs.clone(),
+                memory,
+            };
+            d.pending.push(start);
+        } else {
+            d.resend_in_flight().await?;
+        }
+        d.settle().await?;
+        d.run_loop(&lease, &cancel).await
     }
-    d.settle().await?;
-    let result = d.run_loop(&lease, &cancel).await;
+    .await;
     match result {
         Ok(()) => {
             d.finish().await;
@@ -242,6 +270,16 @@ pub async fn drive(
             lease.finish(true).await;
             Err(RunError::LeaseLost(id))
         }
+        // Trying again cannot help (a corrupt log entry, a key or a
+        // message the server refuses): fail the run, visibly.
+        Err(e) if !e.is_retryable() && matches!(e, RunError::Store { .. }) => {
+            tracing::error!(run_id = %run_id, error = %e, "run failed on an error retrying cannot fix");
+            fail_run(&shared, &run_id, d.record.clone(), e.to_string()).await;
+            lease.finish(true).await;
+            Err(e)
+        }
+        // Passing: the lease stays ours until it expires, and the owner
+        // loop tries the run again (replaying its log) at its next tick.
         Err(e) => {
             lease.finish(false).await;
             Err(e)
@@ -254,13 +292,12 @@ pub async fn drive(
 async fn load_submission(
     shared: &Shared,
     run_id: &RunId,
-) -> Result<Result<Submission, String>, RunError> {
+) -> Result<Result<Submission, PlanError>, RunError> {
     match shared.stores.submissions.get(run_id).await {
         Ok(Some(sub)) => Ok(Ok(sub)),
-        Ok(None) => Ok(Err("no submission is stored for this run".to_owned())),
-        Err(e @ StoreError::Decode { .. }) => {
-            Ok(Err(format!("the stored submission does not decode: {e}")))
-        }
+        Ok(None) => Ok(Err(PlanError::NoSubmission)),
+        // Retrying cannot help: the run fails, visibly.
+        Err(e) if !e.is_retryable() => Ok(Err(PlanError::Undecodable(e))),
         Err(e) => Err(err(run_id, e)),
     }
 }
@@ -283,8 +320,14 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
     }
 }
 
-async fn fail_unplannable(shared: &Shared, run_id: &RunId, mut record: RunRecord, msg: String) {
+async fn fail_unplannable(shared: &Shared, run_id: &RunId, record: RunRecord, e: PlanError) {
+    let msg = e.to_string();
     tracing::error!(run_id = %run_id, error = %msg, "submitted cascade does not plan");
+    fail_run(shared, run_id, record, msg).await;
+}
+
+/// Ends a run as failed with `msg`: its record and a report saying so.
+async fn fail_run(shared: &Shared, run_id: &RunId, mut record: RunRecord, msg: String) {
     record.state = RunState::Failed;
     record.error = Some(msg.clone());
     record.updated_at = shared.now();
@@ -423,7 +466,7 @@ impl Driver {
                     .insert(result.task_id.clone(), result.worker.clone());
             }
         }
-        crate::http::metrics::result_taken(&result);
+        crate::driver::metrics::result_taken(&result);
         self.ops.result(&result);
         batch.push(Event::TaskFinished(result));
     }

@@ -66,7 +66,7 @@ impl Driver {
             let Some(mut spec) = self.engine.spec_of(&key.0) else {
                 continue;
             };
-            crate::http::metrics::task_reenqueued(spec.skill.as_str());
+            crate::driver::metrics::task_reenqueued(spec.skill.as_str());
             self.ops.prepare(&mut spec);
             let msg_id = format!(
                 "{}:{}:{}:swept{}",
