@@ -64,6 +64,8 @@ struct State {
     /// Delay added to every claims read (a slow server, for tests of
     /// what the driver does while a sweep is under way).
     claims_delay: Option<Duration>,
+    /// Log entries that read back as undecodable.
+    corrupt: HashSet<u64>,
 }
 
 /// A whole swarm's storage in one process.
@@ -183,6 +185,11 @@ impl InMemory {
         self.lock().runs.get(run).map(|(r, _)| r.clone())
     }
 
+    /// Makes the log entry at `seq` read back as undecodable.
+    pub fn corrupt_entry(&self, seq: u64) {
+        self.lock().corrupt.insert(seq);
+    }
+
     /// Makes every claims read take this long.
     pub fn slow_claims(&self, delay: Duration) {
         self.lock().claims_delay = Some(delay);
@@ -229,7 +236,18 @@ impl EventLog for InMemory {
             .events
             .get(run)
             .and_then(|l| l.iter().find(|(s, _)| *s > after).cloned());
-        ready(Ok(next.map(|(seq, rec)| (seq, Ok(rec)))))
+        let entry = next.map(|(seq, rec)| {
+            if st.corrupt.contains(&seq) {
+                let e = StoreError::Missing {
+                    what: "event log entry",
+                    key: seq.to_string(),
+                };
+                (seq, Err(e))
+            } else {
+                (seq, Ok(rec))
+            }
+        });
+        ready(Ok(entry))
     }
 }
 

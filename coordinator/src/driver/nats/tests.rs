@@ -374,3 +374,86 @@ async fn a_cancel_is_taken_while_a_sweep_is_under_way() {
     assert!(handle.await.expect("driver task").is_ok());
     assert_eq!(finished(&mem, &run), Some(RunState::Failed));
 }
+
+const STAR: &str = "\
+cascade:
+  name: star
+stages:
+  - stage: a
+    skill: echo
+    swarm_config:
+      topology: star
+";
+
+fn worker(name: &str, heartbeat_at: Millis) -> cascade_proto::wire::WorkerInfo {
+    cascade_proto::wire::WorkerInfo {
+        v: PROTOCOL_VERSION,
+        name: name.to_owned(),
+        skills: vec!["echo".into()],
+        labels: BTreeMap::new(),
+        role: cascade_proto::wire::WorkerRole::Member,
+        concurrency: 4,
+        in_flight: 0,
+        draining: false,
+        started_at: heartbeat_at,
+        heartbeat_at,
+        completed: 0,
+        failed: 0,
+        version: String::new(),
+        models: Vec::new(),
+        capabilities: Vec::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_re_routes_an_attempt_stranded_on_a_gone_worker() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", STAR).await;
+    let c = coordinator(&mem, "c1");
+    c.registry
+        .workers
+        .insert("w1".into(), worker("w1", test_clock()));
+    let (handle, cancel) = drive(&c, &run).await;
+    until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    assert_eq!(mem.sent()[0].subject, "cascade.task.worker.w1");
+    // w1 stops beating: only its own consumer could take the task.
+    until("the attempt is re-routed", || {
+        mem.sent().iter().any(|s| s.msg_id.contains(":swept"))
+    })
+    .await;
+    let swept = mem.sent().into_iter().last().expect("sent");
+    assert_eq!(swept.subject, "cascade.task.skill.echo", "to the mesh");
+    assert_eq!(swept.tasks[0].route, cascade_proto::wire::Route::Mesh);
+    cancel.cancel();
+    let _ = handle.await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_that_cannot_be_read_fails_the_run_visibly() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", TWO_STAGES).await;
+    let first = coordinator(&mem, "c1");
+    let (handle, cancel) = drive(&first, &run).await;
+    until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    cancel.cancel();
+    let _ = handle.await;
+    let (seq, _) = mem.log(&run)[0].clone();
+    mem.corrupt_entry(seq);
+    let second = coordinator(&mem, "c2");
+    let (handle, _cancel) = drive(&second, &run).await;
+    let outcome = handle.await.expect("driver task");
+    assert!(
+        matches!(&outcome, Err(e) if !e.is_retryable()),
+        "{outcome:?}"
+    );
+    let record = mem.record(&run).expect("record");
+    assert_eq!(record.state, RunState::Failed);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("event log entry")),
+        "{record:?}"
+    );
+    assert!(mem.lease(&run).is_none(), "given up at once");
+}
