@@ -906,6 +906,28 @@ impl Registry for JsRegistry {
         .boxed()
     }
 
+    fn list(&self) -> Fut<'_, Vec<WorkerInfo>> {
+        async move {
+            let mut keys = self
+                .0
+                .keys()
+                .await
+                .map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key =
+                    key.map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+                if let Ok(Some(value)) = self.0.get(key.as_str()).await
+                    && let Ok(info) = decode::<WorkerInfo>(&value)
+                {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
     fn watch(&self) -> Fut<'_, Watch<WorkerChange>> {
         async move {
             let watch = self

@@ -638,6 +638,10 @@ impl Registry for InMemory {
         ready(Ok(()))
     }
 
+    fn list(&self) -> Fut<'_, Vec<WorkerInfo>> {
+        ready(Ok(self.lock().workers.values().cloned().collect()))
+    }
+
     fn watch(&self) -> Fut<'_, Watch<WorkerChange>> {
         let st = self.lock();
         let rx = self.workers_tx.subscribe();

@@ -292,6 +292,8 @@ pub enum WorkerChange {
 pub trait Registry: Send + Sync {
     fn put<'a>(&'a self, info: &'a WorkerInfo) -> Fut<'a, ()>;
     fn remove<'a>(&'a self, name: &'a str) -> Fut<'a, ()>;
+    /// Every registration now (undecodable ones skipped).
+    fn list(&self) -> Fut<'_, Vec<WorkerInfo>>;
     /// Workers registered now, then every change.
     fn watch(&self) -> Fut<'_, Watch<WorkerChange>>;
 }

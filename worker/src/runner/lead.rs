@@ -105,29 +105,20 @@ pub(crate) async fn handle(
 
 /// Live members of the swarm (fresh heartbeat, not draining).
 async fn members(shared: &Shared) -> Result<Vec<WorkerInfo>, RunnerError> {
-    let store = &shared.swarm.workers;
-    let mut keys = store
-        .keys()
-        .await
-        .map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
-    let ttl = u64::try_from(shared.swarm.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
+    let ttl = u64::try_from(shared.stores.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
     let now = now_millis();
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
-        let Ok(Some(value)) = store.get(key.as_str()).await else {
-            continue;
-        };
-        let Ok(info) = decode::<WorkerInfo>(&value) else {
-            continue;
-        };
-        if info.role == WorkerRole::Member
-            && !info.draining
-            && now.saturating_sub(info.heartbeat_at) <= ttl
-        {
-            out.push(info);
-        }
-    }
+    let mut out: Vec<WorkerInfo> = shared
+        .stores
+        .registry
+        .list()
+        .await?
+        .into_iter()
+        .filter(|info| {
+            info.role == WorkerRole::Member
+                && !info.draining
+                && now.saturating_sub(info.heartbeat_at) <= ttl
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -144,7 +144,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     cascade_swarm::warn_if_single_node(&client);
     let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;
     let queues = open_queues(&swarm, &config).await?;
-    let registration = Registration::new(swarm.workers.clone(), &config, started_at);
+    let stores = swarm.stores();
+    let registration = Registration::new(stores.registry.clone(), &config, started_at);
     let shared = Arc::new(Shared {
         exec: Executor::new(config.registry.clone(), config.name.clone())
             .with_models(cascade_exec::model::ModelClient::new(config.models.clone())),
@@ -155,7 +156,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         draining: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         members: lead::RoundRobin::default(),
-        stores: swarm.stores(),
+        stores,
         swarm,
         config,
         live_runs: Arc::new(runs::LiveRuns::default()),
