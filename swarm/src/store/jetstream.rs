@@ -416,18 +416,16 @@ impl Results for JsResults {
                 .watch_with_history(&pattern)
                 .await
                 .map_err(|e| StoreError::nats("watch results", &pattern, e))?;
+            // Per result: a decode, no allocation beyond it (the hot path).
             let stream = watch.filter_map(move |entry| {
-                let pattern = pattern.clone();
-                async move {
-                    match entry {
-                        Ok(e) if e.operation == kv::Operation::Put => Some(
-                            decode::<ResultRecord>(&e.value)
-                                .map_err(|err| StoreError::decode("result", e.key, err)),
-                        ),
-                        Ok(_) => None,
-                        Err(e) => Some(Err(StoreError::nats("watch results", pattern, e))),
-                    }
-                }
+                std::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => Some(
+                        decode::<ResultRecord>(&e.value)
+                            .map_err(|err| StoreError::decode("result", e.key, err)),
+                    ),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(StoreError::nats("watch results", pattern.clone(), e))),
+                })
             });
             Ok(stream.boxed())
         }
@@ -633,16 +631,13 @@ impl Runs for JsRuns {
                 .await
                 .map_err(|e| StoreError::nats("watch run record", &key, e))?;
             let stream = watch.filter_map(move |entry| {
-                let key = key.clone();
-                async move {
-                    match entry {
-                        Ok(e) if e.operation == kv::Operation::Put => {
-                            Some(decode_record(&e.key, &e.value))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(Err(StoreError::nats("watch run record", key, e))),
+                std::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        Some(decode_record(&e.key, &e.value))
                     }
-                }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(StoreError::nats("watch run record", key.clone(), e))),
+                })
             });
             Ok(stream.boxed())
         }
