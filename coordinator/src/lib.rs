@@ -8,3 +8,4 @@ pub mod cli;
 pub mod driver;
 pub mod http;
 pub mod integrations;
+pub mod text;

@@ -117,8 +117,17 @@ pub fn key_results_of_run(run: &RunId) -> String {
     format!("{}.>", token(run.as_str()))
 }
 
+/// Key of the claim on a task attempt in the claims bucket:
+/// `<run>.<task>.<attempt>`. The same shape as [`key_result`], in another
+/// bucket: each bucket's keys are built by their own function, so the two
+/// can never be used for each other.
 pub fn key_claim(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
-    key_result(run, task, attempt)
+    format!(
+        "{}.{}.{}",
+        token(run.as_str()),
+        token(task.as_str()),
+        attempt.0
+    )
 }
 
 /// The claim a team lead holds on a batch message (the third token is not

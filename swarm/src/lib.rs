@@ -3,6 +3,10 @@
 //! that cannot be trusted, creating or verifying every stream, consumer and
 //! bucket ([`setup`]). Names come from `cascade_proto::wire`.
 //!
+//! [`store`] holds the typed stores (event log, task bus, claims, results,
+//! leases, runs, ...): traits with their JetStream implementations, and
+//! in-memory ones behind the `testing` feature.
+//!
 //! [`ops`] is the operations endpoint every swarm process serves (Prometheus
 //! metrics, health and readiness, trace propagation).
 
@@ -11,6 +15,7 @@ pub mod connect;
 pub mod ops;
 pub mod setup;
 mod spawn;
+pub mod store;
 
 pub use connect::{NatsArgs, NatsError, connect, warn_if_single_node};
 pub use setup::{QueueSettings, Swarm};

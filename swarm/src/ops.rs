@@ -222,12 +222,12 @@ impl Health {
     }
 
     /// `Ok` when ready, else the reason.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), NotReady> {
         match &*self.lock() {
-            Readiness::NotReady(why) => Err(why.clone()),
+            Readiness::NotReady(why) => Err(NotReady::Said(why.clone())),
             Readiness::Ready(client) => match client.connection_state() {
                 async_nats::connection::State::Connected => Ok(()),
-                other => Err(format!("NATS connection is {other}")),
+                other => Err(NotReady::Connection(other.to_string())),
             },
         }
     }
@@ -287,6 +287,32 @@ pub async fn readyz() -> impl IntoResponse {
     }
 }
 
+/// Why a process is not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("{0}")]
+    Said(String),
+    #[error("NATS connection is {0}")]
+    Connection(String),
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("--http {addr}: cannot listen: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--http {addr}: {source}")]
+    Address {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A process's HTTP endpoint: serves a router until stopped. Inert (no
 /// listener, nothing recorded) when the process was given no address.
 #[derive(Debug, Default)]
@@ -303,7 +329,7 @@ impl Endpoint {
         addr: Option<SocketAddr>,
         process: &'static str,
         router: Router,
-    ) -> Result<Endpoint, String> {
+    ) -> Result<Endpoint, EndpointError> {
         let mut endpoint = Endpoint::default();
         let Some(addr) = addr else {
             return Ok(endpoint);
@@ -311,11 +337,11 @@ impl Endpoint {
         install_metrics(process);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("--http {addr}: cannot listen: {e}"))?;
+            .map_err(|source| EndpointError::Listen { addr, source })?;
         endpoint.addr = Some(
             listener
                 .local_addr()
-                .map_err(|e| format!("--http {addr}: {e}"))?,
+                .map_err(|source| EndpointError::Address { addr, source })?,
         );
         let stop = endpoint.stop.clone();
         crate::spawn_named(&endpoint.tracker, "http", async move {
@@ -528,12 +554,11 @@ pub mod otlp {
 
     /// FNV-1a of `s`, seeded: the same in every process.
     fn fnv(s: &str, seed: u8) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in std::iter::once(seed).chain(s.bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        use std::hash::Hasher;
+        let mut h = fnv::FnvHasher::default();
+        h.write(&[seed]);
+        h.write(s.as_bytes());
+        h.finish()
     }
 
     /// The run's root as a remote parent.

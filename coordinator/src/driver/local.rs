@@ -8,24 +8,26 @@
 //!            │           └──▶ timers (BTreeMap)  ──▶ TimerFired
 //!            └── cancel token (Ctrl-C) ──▶ CancelRequested
 //! ```
-//! The loop owns the engine; tasks only ever send results back. When the
+//! The loop owns the engine; tasks only ever send results back. Timers and
+//! the effect interpreter are shared with the swarm driver (`effects`). When the
 //! run finishes, in-flight attempts are cancelled and awaited before
 //! returning, so no process outlives the run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cascade_exec::Executor;
-use cascade_proto::{Attempt, RunId, TaskId, TaskResult};
+use cascade_proto::{Attempt, RunId, TaskId, TaskResult, TaskSpec};
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::effects::{self, Effects, Mode, Timers};
 use super::store::MemoryStore;
 use crate::integrations::RunIntegrations;
-use cascade_core::engine::{Effect, Engine, Event, Millis, RunReport, TimerId};
+use cascade_core::engine::{Effect, Engine, Event, Millis, RunReport};
 use cascade_core::plan::Plan;
 use cascade_core::spec::MemoryScope;
 
@@ -49,9 +51,7 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let origin_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let origin_ms = cascade_swarm::clock::now_ms();
         Clock {
             origin_ms,
             origin: Instant::now(),
@@ -94,16 +94,15 @@ pub async fn run_local_with(
     cancel: CancellationToken,
     mut observe: impl FnMut(&Effect, &Engine),
 ) -> RunReport {
-    let clock = Clock::new();
     let mut engine = Engine::new(plan.clone());
     let mut io = Io {
+        clock: Clock::new(),
         executor,
         semaphore: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         tracker: TaskTracker::new(),
         results: mpsc::channel(RESULT_CHANNEL_CAPACITY),
         running: HashMap::new(),
-        timers: BTreeMap::new(),
-        timer_seq: 0,
+        timers: Timers::default(),
         store: opts.store,
         run_id: opts.run_id.clone(),
     };
@@ -113,7 +112,7 @@ pub async fn run_local_with(
                 MemoryScope::Global,
                 opts.run_id.as_str(),
                 plan.memory.retention,
-                clock.now(),
+                io.clock.now(),
             ) {
                 Ok(m) => m,
                 Err(e) => {
@@ -129,29 +128,29 @@ pub async fn run_local_with(
         inputs: opts.inputs,
         memory,
     };
-    let fx = engine.apply(start, clock.now());
+    let fx = engine.apply(start, io.clock.now());
     ops.started();
     // Events the integrations raise (a failed gate stops the run).
     let mut raised = ops.observe(&fx, &engine);
-    io.perform(fx, &engine, &clock, &mut observe);
+    io.perform(fx, &engine, &mut observe);
 
     let mut cancel_sent = false;
     while !engine.is_finished() {
         if let Some(e) = raised.pop() {
-            let fx = engine.apply(e, clock.now());
+            let fx = engine.apply(e, io.clock.now());
             raised.extend(ops.observe(&fx, &engine));
-            io.perform(fx, &engine, &clock, &mut observe);
+            io.perform(fx, &engine, &mut observe);
             continue;
         }
-        let next_timer = io.timers.keys().next().map(|(at, _)| *at);
+        let next_timer = io.timers.next_at();
         let event = tokio::select! {
             Some(result) = io.results.1.recv() => {
                 io.running.remove(&(result.task_id.clone(), result.attempt));
                 ops.result(&result);
                 Event::TaskFinished(result)
             }
-            () = sleep_until(&clock, next_timer), if next_timer.is_some() => {
-                let Some((_, timer)) = io.timers.pop_first() else { continue };
+            () = sleep_until(&io.clock, next_timer), if next_timer.is_some() => {
+                let Some(timer) = io.timers.pop_first() else { continue };
                 Event::TimerFired(timer)
             }
             () = cancel.cancelled(), if !cancel_sent => {
@@ -159,9 +158,9 @@ pub async fn run_local_with(
                 Event::CancelRequested { reason: "interrupted".into() }
             }
         };
-        let fx = engine.apply(event, clock.now());
+        let fx = engine.apply(event, io.clock.now());
         raised.extend(ops.observe(&fx, &engine));
-        io.perform(fx, &engine, &clock, &mut observe);
+        io.perform(fx, &engine, &mut observe);
     }
     io.shutdown().await;
     engine.report()
@@ -174,14 +173,13 @@ async fn sleep_until(clock: &Clock, at: Option<Millis>) {
 }
 
 struct Io {
+    clock: Clock,
     executor: Arc<Executor>,
     semaphore: Arc<Semaphore>,
     tracker: TaskTracker,
     results: (mpsc::Sender<TaskResult>, mpsc::Receiver<TaskResult>),
     running: HashMap<(TaskId, Attempt), CancellationToken>,
-    /// Keyed by (due time, sequence) so equal times keep their order.
-    timers: BTreeMap<(Millis, u64), TimerId>,
-    timer_seq: u64,
+    timers: Timers,
     store: Arc<dyn MemoryStore>,
     run_id: RunId,
 }
@@ -191,61 +189,12 @@ impl Io {
         &mut self,
         fx: Vec<Effect>,
         engine: &Engine,
-        clock: &Clock,
         observe: &mut impl FnMut(&Effect, &Engine),
     ) {
-        for effect in fx {
-            observe(&effect, engine);
-            match effect {
-                Effect::DispatchTask(spec) => {
-                    let token = CancellationToken::new();
-                    self.running
-                        .insert((spec.task_id.clone(), spec.attempt), token.clone());
-                    let executor = self.executor.clone();
-                    let semaphore = self.semaphore.clone();
-                    let tx = self.results.0.clone();
-                    self.tracker.spawn(async move {
-                        let result = tokio::select! {
-                            permit = semaphore.acquire_owned() => {
-                                let Ok(_permit) = permit else { return };
-                                executor.execute(&spec, &token).await
-                            }
-                            () = token.cancelled() => return,
-                        };
-                        // The loop may have finished; a closed channel is fine.
-                        let _ = tx.send(result).await;
-                    });
-                }
-                Effect::CancelTask { task_id, attempt } => {
-                    if let Some(token) = self.running.remove(&(task_id, attempt)) {
-                        token.cancel();
-                    }
-                }
-                Effect::StartTimer { timer, at } => {
-                    self.timer_seq += 1;
-                    self.timers.insert((at, self.timer_seq), timer);
-                }
-                Effect::PutMemory { scope, key, value } => {
-                    if let Err(e) =
-                        self.store
-                            .put(scope, self.run_id.as_str(), &key, value, clock.now())
-                    {
-                        tracing::error!(error = %e, key, "memory write failed");
-                    }
-                }
-                Effect::DeleteMemory { scope, key } => {
-                    if let Err(e) = self.store.delete(scope, self.run_id.as_str(), &key) {
-                        tracing::error!(error = %e, key, "memory delete failed");
-                    }
-                }
-                Effect::ClearRunMemory => {
-                    if let Err(e) = self.store.clear_run(self.run_id.as_str()) {
-                        tracing::error!(error = %e, "memory cleanup failed");
-                    }
-                }
-                Effect::StageChanged { .. } | Effect::FinishRun { .. } => {}
-            }
+        for effect in &fx {
+            observe(effect, engine);
         }
+        effects::interpret(fx, Mode::Live, self);
     }
 
     /// Cancels whatever still runs and waits for it to end.
@@ -256,5 +205,59 @@ impl Io {
         self.tracker.close();
         drop(self.results);
         self.tracker.wait().await;
+    }
+}
+
+impl Effects for Io {
+    fn timers(&mut self) -> &mut Timers {
+        &mut self.timers
+    }
+
+    fn dispatch(&mut self, spec: TaskSpec) {
+        let token = CancellationToken::new();
+        self.running
+            .insert((spec.task_id.clone(), spec.attempt), token.clone());
+        let executor = self.executor.clone();
+        let semaphore = self.semaphore.clone();
+        let tx = self.results.0.clone();
+        self.tracker.spawn(async move {
+            let result = tokio::select! {
+                permit = semaphore.acquire_owned() => {
+                    let Ok(_permit) = permit else { return };
+                    executor.execute(&spec, &token).await
+                }
+                () = token.cancelled() => return,
+            };
+            // The loop may have finished; a closed channel is fine.
+            let _ = tx.send(result).await;
+        });
+    }
+
+    fn cancel(&mut self, task: TaskId, attempt: Attempt) {
+        if let Some(token) = self.running.remove(&(task, attempt)) {
+            token.cancel();
+        }
+    }
+
+    fn memory(&mut self, effect: Effect) {
+        let run = self.run_id.as_str();
+        match effect {
+            Effect::PutMemory { scope, key, value } => {
+                if let Err(e) = self.store.put(scope, run, &key, value, self.clock.now()) {
+                    tracing::error!(error = %e, key, "memory write failed");
+                }
+            }
+            Effect::DeleteMemory { scope, key } => {
+                if let Err(e) = self.store.delete(scope, run, &key) {
+                    tracing::error!(error = %e, key, "memory delete failed");
+                }
+            }
+            Effect::ClearRunMemory => {
+                if let Err(e) = self.store.clear_run(run) {
+                    tracing::error!(error = %e, "memory cleanup failed");
+                }
+            }
+            _ => {}
+        }
     }
 }

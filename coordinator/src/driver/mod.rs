@@ -3,9 +3,12 @@
 //! performs the effects it returns (dispatch, cancel, timers, memory).
 //!
 //! - [`local`]: the embedded default, everything in one process;
-//! - the NATS JetStream driver arrives with the swarm.
+//! - [`nats`]: the swarm, over the typed stores of `cascade-swarm`;
+//! - [`effects`]: what both share, the timers and the effect interpreter.
 
+pub mod effects;
 pub mod local;
+pub mod metrics;
 pub mod nats;
 pub mod store;
 

@@ -43,7 +43,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::View(ViewError::NotFound(_)) => StatusCode::NOT_FOUND,
-            Self::NotConnected | Self::View(ViewError::Nats(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotConnected | Self::View(ViewError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

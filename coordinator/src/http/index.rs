@@ -47,13 +47,24 @@ impl<T: Clone> Index<T> {
     }
 }
 
+/// Why a watch of a bucket stopped (it is started again).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IndexError {
+    #[error("cannot watch: {0}")]
+    Watch(#[source] async_nats::jetstream::kv::WatchError),
+    #[error("watch failed: {0}")]
+    Watcher(#[source] async_nats::jetstream::kv::WatcherError),
+    #[error("the watch ended")]
+    Ended,
+}
+
 /// Follows `store` into `index` until `stop`, watching again after a
 /// failure (the history replays the current values).
 pub(crate) async fn follow<T: DeserializeOwned + Clone>(
     store: Store,
     index: Arc<Index<T>>,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), IndexError> {
     while !stop.is_cancelled() {
         if let Err(e) = watch_once(&store, &index, &stop).await {
             tracing::warn!(bucket = %store.name, error = %e, "dashboard index: watch failed; watching again");
@@ -70,11 +81,11 @@ async fn watch_once<T: DeserializeOwned + Clone>(
     store: &Store,
     index: &Index<T>,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), IndexError> {
     let mut watch = store
         .watch_with_history(">")
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(IndexError::Watch)?;
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return Ok(()),
@@ -82,8 +93,8 @@ async fn watch_once<T: DeserializeOwned + Clone>(
         };
         let entry = match next {
             Some(Ok(e)) => e,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("the watch ended".into()),
+            Some(Err(e)) => return Err(IndexError::Watcher(e)),
+            None => return Err(IndexError::Ended),
         };
         match entry.operation {
             Operation::Put => match cascade_proto::decode::<T>(&entry.value) {

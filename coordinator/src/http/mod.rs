@@ -73,7 +73,7 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `addr` and serves; not ready until [`Server::connected`].
-    pub async fn start(addr: SocketAddr) -> Result<Server, String> {
+    pub async fn start(addr: SocketAddr) -> Result<Server, cascade_swarm::ops::EndpointError> {
         let app = Arc::new(App {
             swarm: OnceLock::new(),
             models: OnceLock::new(),

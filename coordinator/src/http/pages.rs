@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::App;
 use super::api::{self, ApiError};
 use super::view::{Row, RunView, preview};
-use crate::cli::swarm::age;
+use crate::text::age;
 
 /// Characters of a memory value shown on the memory page.
 const MEMORY_PREVIEW: usize = 20_000;

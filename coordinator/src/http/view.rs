@@ -19,15 +19,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use cascade_core::models::ModelCatalog;
-use cascade_proto::wire::{self, RunRecord, Submission};
-use cascade_proto::{EventRecord, RunId, decode};
+use cascade_proto::RunId;
+use cascade_proto::wire::{RunRecord, Submission};
 use cascade_swarm::Swarm;
+use cascade_swarm::store::{StoreError, Stores};
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncReadExt;
 
-use crate::cli::swarm as client;
 use cascade_core::engine::Engine;
 use cascade_core::plan::{BlockId, NodeId, NodeKind, Plan};
 
@@ -45,8 +43,8 @@ const OUTPUT_PREVIEW: usize = 400;
 pub(crate) enum ViewError {
     #[error("no run `{0}`")]
     NotFound(String),
-    #[error("{0}")]
-    Nats(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One stage's row.
@@ -167,14 +165,10 @@ impl RunView {
             return Ok(());
         }
         self.refreshed = Some(Instant::now());
-        let record = client::run_record(swarm, &self.run_id)
-            .await
-            .map_err(ViewError::Nats)?
-            .map(|(r, _)| r);
+        let stores = swarm.stores();
+        let record = stores.runs.get(&self.run_id).await?;
         let submission = if record.is_none() || !self.plan_tried {
-            client::submission(swarm, &self.run_id)
-                .await
-                .map_err(ViewError::Nats)?
+            stores.submissions.get(&self.run_id).await?
         } else {
             None
         };
@@ -195,9 +189,7 @@ impl RunView {
         };
         self.set_header(&record);
         if record.state.is_final()
-            && let Some(report) = client::report(swarm, &self.run_id)
-                .await
-                .map_err(ViewError::Nats)?
+            && let Some(report) = stores.reports.get(&self.run_id).await?
         {
             self.apply_report(&report);
             self.report = Some(report);
@@ -206,7 +198,7 @@ impl RunView {
             return Ok(());
         }
         if self.engine.is_some() {
-            self.tail_log(swarm).await?;
+            self.tail_log(&stores).await?;
             if let Some(engine) = &self.engine {
                 let report = serde_json::to_value(engine.report()).unwrap_or(Value::Null);
                 self.apply_report(&report);
@@ -250,39 +242,23 @@ impl RunView {
     }
 
     /// Applies the run's log entries written since the last refresh.
-    async fn tail_log(&mut self, swarm: &Swarm) -> Result<(), ViewError> {
-        let subject = wire::subject_events(&self.run_id);
+    async fn tail_log(&mut self, stores: &Stores) -> Result<(), ViewError> {
         for _ in 0..MAX_ENTRIES {
-            let next = swarm
+            let Some((seq, rec)) = stores
                 .events
-                .direct_get_next_for_subject(subject.clone(), Some(self.last_seq + 1))
-                .await;
-            let msg = match next {
-                Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                .next_after(&self.run_id, self.last_seq)
+                .await?
+            else {
+                break;
+            };
+            self.last_seq = seq;
+            let rec = match rec {
+                Ok(rec) => rec,
                 Err(e) => {
-                    return Err(ViewError::Nats(format!(
-                        "run `{}`: event log: {e}",
-                        self.run_id
-                    )));
+                    self.note = Some(e.to_string());
+                    continue;
                 }
             };
-            self.last_seq = msg.sequence;
-            let Ok(mut rec) = decode::<EventRecord>(&msg.payload) else {
-                self.note = Some(format!("event log entry {} does not decode", msg.sequence));
-                continue;
-            };
-            if let Some(name) = rec.object.clone() {
-                match object_json(swarm, &name).await.and_then(|v| {
-                    serde_json::from_value::<EventRecord>(v).map_err(|e| e.to_string())
-                }) {
-                    Ok(r) => rec = r,
-                    Err(e) => {
-                        self.note = Some(format!("event log object `{name}`: {e}"));
-                        continue;
-                    }
-                }
-            }
             if let Some(engine) = &mut self.engine {
                 for event in rec.events {
                     // Read only: the effects are the driver's to perform.
@@ -561,19 +537,11 @@ fn levels(plan: &Plan, nodes: &[NodeId]) -> HashMap<NodeId, usize> {
 
 /// The plan the driver runs for this submission (the driver's own
 /// loading and options).
-fn plan_of(sub: &Submission, models: &Arc<ModelCatalog>) -> Result<Plan, String> {
+fn plan_of(
+    sub: &Submission,
+    models: &Arc<ModelCatalog>,
+) -> Result<Plan, crate::driver::nats::PlanError> {
     crate::driver::nats::plan_of(sub, models).map(|(plan, _)| plan)
-}
-
-/// A JSON object of the object store.
-async fn object_json(swarm: &Swarm, name: &str) -> Result<Value, String> {
-    let mut object = swarm.objects.get(name).await.map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

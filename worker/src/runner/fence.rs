@@ -28,10 +28,10 @@
 use cascade_swarm::clock::now_ms;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, kv};
-use bytes::Bytes;
+use async_nats::jetstream::{self, AckKind};
+use cascade_proto::PROTOCOL_VERSION;
 use cascade_proto::wire::Claim;
-use cascade_proto::{PROTOCOL_VERSION, decode, encode};
+use cascade_swarm::store::{ClaimKey, Claims};
 
 use super::RunnerError;
 
@@ -40,13 +40,22 @@ use super::RunnerError;
 const CLAIM_RETRIES: usize = 8;
 
 /// This worker's hold on one delivery of one message.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Fence<'a> {
-    claims: &'a kv::Store,
-    pub key: String,
+    claims: &'a dyn Claims,
+    pub key: ClaimKey,
     /// Our claim as written, and the revision of our last write of it.
-    bytes: Bytes,
+    claim: Claim,
     revision: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Fence<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("key", &self.key)
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which delivery of which message: ordered, newest last.
@@ -84,8 +93,8 @@ pub(crate) enum Claimed<'a> {
 /// Takes the claim at `key` for delivery `delivered`, unless a newer (or
 /// the same) delivery of another worker holds it.
 pub(crate) async fn claim<'a>(
-    claims: &'a kv::Store,
-    key: String,
+    claims: &'a dyn Claims,
+    key: ClaimKey,
     worker: &str,
     mine: Delivery,
 ) -> Result<Claimed<'a>, RunnerError> {
@@ -96,40 +105,23 @@ pub(crate) async fn claim<'a>(
         at: now_ms(),
         stream_seq: Some(mine.stream_seq),
     };
-    let bytes =
-        Bytes::from(encode(&record).map_err(|e| RunnerError::nats("encode claim", &key, e))?);
     let fence = |revision: u64| Fence {
         claims,
         key: key.clone(),
-        bytes: bytes.clone(),
+        claim: record.clone(),
         revision: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(revision)),
     };
     for _ in 0..CLAIM_RETRIES {
-        match claims.create(&key, bytes.clone()).await {
-            Ok(rev) => return Ok(Claimed::Won(fence(rev))),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(RunnerError::nats("create claim", &key, e)),
+        if let Some(rev) = claims.create(&key, &record).await? {
+            return Ok(Claimed::Won(fence(rev)));
         }
-        let Some(entry) = claims
-            .entry(key.clone())
-            .await
-            .map_err(|e| RunnerError::nats("read claim", &key, e))?
-        else {
+        let Some((stored, revision)) = claims.entry(&key).await? else {
             continue; // removed in between: create again
         };
-        // A claim we cannot read is older than any we can write.
-        let stored = decode::<Claim>(&entry.value).ok();
-        let (holder, their) = stored
-            .map(|c| (c.worker.clone(), Delivery::of_claim(&c)))
-            .unwrap_or((
-                String::new(),
-                Delivery {
-                    stream_seq: 0,
-                    delivered: 0,
-                },
-            ));
+        // A claim that cannot be read comes back as the oldest holder.
+        let (holder, their) = (stored.worker.clone(), Delivery::of_claim(&stored));
         if holder == worker && their == mine {
-            return Ok(Claimed::Won(fence(entry.revision)));
+            return Ok(Claimed::Won(fence(revision)));
         }
         if their >= mine {
             return Ok(Claimed::Lost {
@@ -137,13 +129,13 @@ pub(crate) async fn claim<'a>(
                 delivered: their.delivered,
             });
         }
-        match claims.update(&key, bytes.clone(), entry.revision).await {
-            Ok(rev) => return Ok(Claimed::Won(fence(rev))),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(RunnerError::nats("update claim", &key, e)),
+        if let Some(rev) = claims.update(&key, &record, revision).await? {
+            return Ok(Claimed::Won(fence(rev)));
         }
     }
-    Err(RunnerError::ClaimContended { key })
+    Err(RunnerError::ClaimContended {
+        key: key.to_string(),
+    })
 }
 
 impl Fence<'_> {
@@ -153,13 +145,12 @@ impl Fence<'_> {
     pub async fn still_ours(&self) -> Result<bool, RunnerError> {
         use std::sync::atomic::Ordering;
         let rev = self.revision.load(Ordering::Acquire);
-        match self.claims.update(&self.key, self.bytes.clone(), rev).await {
-            Ok(new) => {
+        match self.claims.update(&self.key, &self.claim, rev).await? {
+            Some(new) => {
                 self.revision.store(new, Ordering::Release);
                 Ok(true)
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(RunnerError::nats("touch claim", &self.key, e)),
+            None => Ok(false),
         }
     }
 
@@ -171,7 +162,7 @@ impl Fence<'_> {
         }
         msg.double_ack()
             .await
-            .map_err(|e| RunnerError::nats("ack", &self.key, e))?;
+            .map_err(|e| RunnerError::nats("ack", self.key.as_str(), e))?;
         Ok(true)
     }
 
@@ -200,7 +191,7 @@ impl Fence<'_> {
         }
         msg.ack_with(kind)
             .await
-            .map_err(|e| RunnerError::nats(what, &self.key, e))?;
+            .map_err(|e| RunnerError::nats(what, self.key.as_str(), e))?;
         Ok(true)
     }
 }

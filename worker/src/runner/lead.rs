@@ -13,14 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_nats::jetstream::{self, context::PublishAckFuture, kv};
+use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use cascade_proto::wire::{
-    self, BatchMessage, BatchReport, ResultRecord, Route, TaskMessage, WorkerInfo, WorkerRole,
+    self, BatchMessage, BatchReport, Route, TaskMessage, WorkerInfo, WorkerRole,
 };
 use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, decode, encode};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
+
+use cascade_swarm::store::{ClaimKey, ResultKey};
 
 use super::fence::{self, Claimed, Delivery, Fence};
 use super::registry::InFlight;
@@ -48,10 +50,11 @@ pub(crate) async fn handle(
         }
         Err(e) => return task::reject(&shared, &msg, delivery, e.to_string()).await,
     };
-    let key = wire::key_claim_batch(&batch.run_id, &batch.batch);
+    let claim_key = ClaimKey::batch(&batch.run_id, &batch.batch);
+    let key = claim_key.to_string();
     let fence = match fence::claim(
-        &shared.swarm.claims,
-        key.clone(),
+        shared.stores.claims.as_ref(),
+        claim_key,
         &shared.config.name,
         delivery,
     )
@@ -103,29 +106,20 @@ pub(crate) async fn handle(
 
 /// Live members of the swarm (fresh heartbeat, not draining).
 async fn members(shared: &Shared) -> Result<Vec<WorkerInfo>, RunnerError> {
-    let store = &shared.swarm.workers;
-    let mut keys = store
-        .keys()
-        .await
-        .map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
-    let ttl = u64::try_from(shared.swarm.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
+    let ttl = u64::try_from(shared.stores.settings.worker_ttl.as_millis()).unwrap_or(u64::MAX);
     let now = now_ms();
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| RunnerError::nats("list workers", wire::BUCKET_WORKERS, e))?;
-        let Ok(Some(value)) = store.get(key.as_str()).await else {
-            continue;
-        };
-        let Ok(info) = decode::<WorkerInfo>(&value) else {
-            continue;
-        };
-        if info.role == WorkerRole::Member
-            && !info.draining
-            && now.saturating_sub(info.heartbeat_at) <= ttl
-        {
-            out.push(info);
-        }
-    }
+    let mut out: Vec<WorkerInfo> = shared
+        .stores
+        .registry
+        .list()
+        .await?
+        .into_iter()
+        .filter(|info| {
+            info.role == WorkerRole::Member
+                && !info.draining
+                && now.saturating_sub(info.heartbeat_at) <= ttl
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -190,18 +184,13 @@ async fn await_results(
     fence: &Fence<'_>,
     batch: &BatchMessage,
 ) -> Result<Option<(u32, u32)>, RunnerError> {
-    let mut waiting: BTreeSet<String> = batch
+    let mut waiting: BTreeSet<ResultKey> = batch
         .tasks
         .iter()
-        .map(|t| wire::key_result(&t.run_id, &t.task_id, t.attempt))
+        .map(|t| ResultKey::new(&t.run_id, &t.task_id, t.attempt))
         .collect();
     let pattern = wire::key_results_of_run(&batch.run_id);
-    let mut watch = shared
-        .swarm
-        .results
-        .watch_with_history(&pattern)
-        .await
-        .map_err(|e| RunnerError::nats("watch results", &pattern, e))?;
+    let mut watch = shared.stores.results.watch_run(&batch.run_id).await?;
     let period = shared.swarm.settings.ack_wait / 3;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let (mut succeeded, mut failed) = (0, 0);
@@ -212,21 +201,26 @@ async fn await_results(
                 return Ok(None);
             }
             _ = tick.tick() => if !fence.progress(msg).await? {
-                tracing::info!(key = fence.key, "batch taken over by a newer delivery");
+                tracing::info!(key = %fence.key, "batch taken over by a newer delivery");
                 return Ok(None);
             },
             entry = watch.next() => {
                 let Some(entry) = entry else {
                     return Err(RunnerError::nats("watch results", &pattern, "watch ended"));
                 };
-                let entry = entry.map_err(|e| RunnerError::nats("watch results", &pattern, e))?;
-                if entry.operation != kv::Operation::Put || !waiting.remove(&entry.key) {
+                // An undecodable result still ends its attempt, as a failure.
+                let (key, ok) = match entry {
+                    Ok(r) => (
+                        ResultKey::new(&r.run_id, &r.result.task_id, r.result.attempt),
+                        matches!(r.result.outcome, TaskOutcome::Succeeded { .. }),
+                    ),
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    Err(_) => continue,
+                };
+                if !waiting.remove(&key) {
                     continue;
                 }
-                match decode::<ResultRecord>(&entry.value).map(|r| r.result.outcome) {
-                    Ok(TaskOutcome::Succeeded { .. }) => succeeded += 1,
-                    _ => failed += 1,
-                }
+                if ok { succeeded += 1 } else { failed += 1 }
             }
         }
     }

@@ -80,6 +80,8 @@ pub enum RunnerError {
     },
     #[error("claim `{key}`: too many concurrent writers, giving up on this delivery")]
     ClaimContended { key: String },
+    #[error(transparent)]
+    Store(#[from] cascade_swarm::store::StoreError),
 }
 
 impl RunnerError {
@@ -109,6 +111,8 @@ impl RunnerError {
 pub(crate) struct Shared {
     pub config: Config,
     pub swarm: Swarm,
+    /// The typed stores over `swarm` (claims, results, runs, objects, ...).
+    pub stores: cascade_swarm::store::Stores,
     pub exec: Executor,
     pub permits: Arc<Semaphore>,
     pub stats: Stats,
@@ -134,7 +138,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     cascade_swarm::warn_if_single_node(&client);
     let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;
     let queues = open_queues(&swarm, &config).await?;
-    let registration = Registration::new(swarm.workers.clone(), &config, started_at);
+    let stores = swarm.stores();
+    let registration = Registration::new(stores.registry.clone(), &config, started_at);
     let shared = Arc::new(Shared {
         exec: Executor::new(config.registry.clone(), config.name.clone())
             .with_models(cascade_exec::model::ModelClient::new(config.models.clone())),
@@ -145,6 +150,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         draining: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         members: lead::RoundRobin::default(),
+        stores,
         swarm,
         config,
         live_runs: Arc::new(runs::LiveRuns::default()),

@@ -6,9 +6,10 @@
 use cascade_swarm::clock::now_ms;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use bytes::Bytes;
-use cascade_proto::wire::{self, WorkerInfo};
-use cascade_proto::{Millis, PROTOCOL_VERSION, encode};
+use std::sync::Arc;
+
+use cascade_proto::wire::WorkerInfo;
+use cascade_proto::{Millis, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use super::{Config, RunnerError};
@@ -49,22 +50,28 @@ impl Drop for InFlight<'_> {
 }
 
 /// Writes this worker's registration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Registration {
-    store: async_nats::jetstream::kv::Store,
-    key: String,
+    store: Arc<dyn cascade_swarm::store::Registry>,
     info: WorkerInfo,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registration {
     pub fn new(
-        store: async_nats::jetstream::kv::Store,
+        store: Arc<dyn cascade_swarm::store::Registry>,
         config: &Config,
         started_at: Millis,
     ) -> Self {
         Registration {
             store,
-            key: wire::token(&config.name),
             info: WorkerInfo {
                 v: PROTOCOL_VERSION,
                 name: config.name.clone(),
@@ -99,11 +106,7 @@ impl Registration {
         info.failed = stats.failed.load(Ordering::Relaxed);
         info.draining = stats.draining.load(Ordering::Relaxed);
         info.heartbeat_at = now_ms();
-        let bytes = encode(&info).map_err(|e| RunnerError::nats("encode worker", &self.key, e))?;
-        self.store
-            .put(&self.key, Bytes::from(bytes))
-            .await
-            .map_err(|e| RunnerError::nats("register worker", &self.key, e))?;
+        self.store.put(&info).await?;
         Ok(())
     }
 
@@ -130,9 +133,6 @@ impl Registration {
     }
 
     pub async fn remove(&self) -> Result<(), RunnerError> {
-        self.store
-            .delete(&self.key)
-            .await
-            .map_err(|e| RunnerError::nats("deregister worker", &self.key, e))
+        Ok(self.store.remove(&self.info.name).await?)
     }
 }

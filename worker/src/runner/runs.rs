@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
-use cascade_proto::wire::{self, RunRecord};
-use cascade_proto::{RunId, decode};
+use cascade_proto::RunId;
+use cascade_swarm::store::Runs;
 
 /// How long a run's answer is trusted.
 const FRESH: Duration = Duration::from_secs(1);
@@ -25,17 +24,14 @@ pub struct LiveRuns {
 impl LiveRuns {
     /// False only when the run's record says it is over or cancelled; any
     /// doubt (no record yet, a read error) runs the task.
-    pub async fn wants(&self, runs: &kv::Store, run: &RunId) -> bool {
+    pub async fn wants(&self, runs: &dyn Runs, run: &RunId) -> bool {
         if let Some((wants, at)) = self.lookup(run)
             && at.elapsed() < FRESH
         {
             return wants;
         }
-        let wants = match runs.get(wire::token(run.as_str())).await {
-            Ok(Some(bytes)) => match decode::<RunRecord>(&bytes) {
-                Ok(r) => !r.state.is_final() && r.cancel_requested.is_none(),
-                Err(_) => true,
-            },
+        let wants = match runs.get(run).await {
+            Ok(Some(r)) => !r.state.is_final() && r.cancel_requested.is_none(),
             _ => true,
         };
         let mut cache = self

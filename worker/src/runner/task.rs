@@ -22,10 +22,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream::{self, AckKind, kv};
-use bytes::Bytes;
+use async_nats::jetstream::{self, AckKind};
 use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
-use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, TaskResult, TaskSpec, decode, encode};
+use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, TaskResult, TaskSpec, decode};
+use cascade_swarm::store::{ClaimKey, Created, ResultKey};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -72,13 +72,15 @@ async fn attempt(
     tm: TaskMessage,
 ) -> Result<(), RunnerError> {
     let spec = &tm.spec;
-    let key = wire::key_claim(&spec.run_id, &spec.task_id, spec.attempt);
+    let claim_key = ClaimKey::attempt(&spec.run_id, &spec.task_id, spec.attempt);
+    let result_key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
+    let key = result_key.to_string();
     // A message that arrived after the drain began is handed back; one
     // claimed before is in flight and gets the grace period.
     let arrived_draining = shared.draining.is_cancelled();
     let fence = match fence::claim(
-        &shared.swarm.claims,
-        key.clone(),
+        shared.stores.claims.as_ref(),
+        claim_key,
         &shared.config.name,
         delivery,
     )
@@ -103,7 +105,7 @@ async fn attempt(
     }
     if !shared
         .live_runs
-        .wants(&shared.swarm.runs, &spec.run_id)
+        .wants(shared.stores.runs.as_ref(), &spec.run_id)
         .await
     {
         tracing::debug!(key, "the run is over or cancelled: dropping the task unrun");
@@ -113,12 +115,7 @@ async fn attempt(
     }
     // An earlier delivery may have stored the result and died before its ack.
     if delivery.delivered > 1 {
-        let stored = shared
-            .swarm
-            .results
-            .entry(key.clone())
-            .await
-            .map_err(|e| RunnerError::nats("read result", &key, e))?;
+        let stored = shared.stores.results.get(&result_key).await?;
         if stored.is_some() {
             tracing::debug!(key, "result already stored by an earlier delivery: acking");
             fence.ack(msg).await?;
@@ -146,7 +143,7 @@ async fn attempt(
         }
         return Ok(());
     }
-    complete(shared, msg, &fence, (run_id, tm.route), result).await
+    complete(shared, msg, &fence, (run_id, tm.route), result_key, result).await
 }
 
 /// Dead-letters a message that cannot be a task, then terms it.
@@ -169,17 +166,11 @@ pub(crate) async fn reject(
         reason,
         at: now_ms(),
     };
-    let subject = wire::subject_dlq("undecodable");
-    let bytes =
-        encode(&letter).map_err(|e| RunnerError::nats("encode dead letter", &subject, e))?;
     shared
-        .swarm
-        .js
-        .publish(subject.clone(), Bytes::from(bytes))
-        .await
-        .map_err(|e| RunnerError::nats("publish dead letter", &subject, e))?
-        .await
-        .map_err(|e| RunnerError::nats("publish dead letter", &subject, e))?;
+        .stores
+        .tasks
+        .dead_letter(wire::subject_dlq("undecodable"), &letter, None)
+        .await?;
     // Nothing can claim garbage, so nothing can fence it: term it directly.
     msg.ack_with(AckKind::Term)
         .await
@@ -194,7 +185,7 @@ async fn prepare(
     inputs_ref: Option<&str>,
 ) -> Result<TaskSpec, RunnerError> {
     if let Some(name) = inputs_ref {
-        spec.inputs = get_json(shared, name).await?;
+        spec.inputs = shared.stores.objects.get_json(name).await?;
     }
     let usable = spec
         .workdir
@@ -239,17 +230,17 @@ async fn execute(
                     // A cancel request can arrive before this attempt was
                     // registered and be missed: the run's record is the
                     // authority, checked at every progress tick.
-                    if !token.is_cancelled() && !shared.live_runs.wants(&shared.swarm.runs, &spec.run_id).await {
-                        tracing::info!(key = fence.key, "the run is over or cancelled: stopping");
+                    if !token.is_cancelled() && !shared.live_runs.wants(shared.stores.runs.as_ref(), &spec.run_id).await {
+                        tracing::info!(key = %fence.key, "the run is over or cancelled: stopping");
                         token.cancel();
                     }
                 }
                 Ok(false) => {
-                    tracing::info!(key = fence.key, "claim taken over by a newer delivery: stopping");
+                    tracing::info!(key = %fence.key, "claim taken over by a newer delivery: stopping");
                     lost = true;
                     token.cancel();
                 }
-                Err(e) => tracing::warn!(key = fence.key, "progress: {e}"),
+                Err(e) => tracing::warn!(key = %fence.key, "progress: {e}"),
             },
         }
     };
@@ -266,9 +257,10 @@ async fn complete(
     msg: &jetstream::Message,
     fence: &Fence<'_>,
     (run_id, route): (cascade_proto::RunId, wire::Route),
+    result_key: ResultKey,
     mut result: TaskResult,
 ) -> Result<(), RunnerError> {
-    let key = fence.key.clone();
+    let key = result_key.to_string();
     if !fence.still_ours().await? {
         shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -283,13 +275,8 @@ async fn complete(
         let json = serde_json::to_vec(outputs)
             .map_err(|e| RunnerError::nats("encode outputs", &key, e))?;
         if json.len() > wire::INLINE_LIMIT {
-            let mut reader = json.as_slice();
-            shared
-                .swarm
-                .objects
-                .put(key.as_str(), &mut reader)
-                .await
-                .map_err(|e| RunnerError::nats("store outputs", &key, e))?;
+            // Objects are named after the attempt's result.
+            shared.stores.objects.put_json(&key, outputs).await?;
             *outputs = Value::Null;
             outputs_ref = Some(key.clone());
         }
@@ -301,9 +288,8 @@ async fn complete(
         outputs_ref,
         route: Some(route),
     };
-    let bytes = encode(&record).map_err(|e| RunnerError::nats("encode result", &key, e))?;
-    match shared.swarm.results.create(&key, Bytes::from(bytes)).await {
-        Ok(_) => {
+    match shared.stores.results.create(&result_key, &record).await? {
+        Created::Written => {
             shared.stats.completed.fetch_add(1, Ordering::Relaxed);
             if failed {
                 shared.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -316,7 +302,7 @@ async fn complete(
                 .await
                 .map_err(|e| RunnerError::nats("ack", &key, e))?;
         }
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+        Created::Exists => {
             shared.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 key,
@@ -329,24 +315,6 @@ async fn complete(
                 );
             }
         }
-        Err(e) => return Err(RunnerError::nats("store result", &key, e)),
     }
     Ok(())
-}
-
-/// A JSON value from the object store.
-pub(crate) async fn get_json(shared: &Shared, name: &str) -> Result<Value, RunnerError> {
-    use tokio::io::AsyncReadExt;
-    let mut object = shared
-        .swarm
-        .objects
-        .get(name)
-        .await
-        .map_err(|e| RunnerError::nats("read object", name, e))?;
-    let mut bytes = Vec::new();
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| RunnerError::nats("read object", name, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| RunnerError::nats("decode object", name, e))
 }

@@ -6,49 +6,30 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::message::PublishMessage;
 use cascade_proto::wire::{self, BatchMessage, DeadLetter, ResultRecord, Route, TaskMessage};
-use cascade_proto::{
-    Failure, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskResult, decode, encode,
-};
+use cascade_proto::{Failure, FailureKind, PROTOCOL_VERSION, TaskOutcome, TaskResult, decode};
+use cascade_swarm::store::{ResultKey, StoreError};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 
-#[derive(serde::Deserialize)]
-struct Advisory {
-    stream_seq: u64,
-    #[serde(default)]
-    deliveries: u64,
-}
-
-pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), String> {
-    let subject = format!(
-        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
-        wire::STREAM_TASKS
-    );
-    let mut sub = shared
-        .swarm
-        .client
-        .subscribe(subject)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), StoreError> {
+    let mut advisories = shared.stores.tasks.max_deliveries().await?;
     loop {
-        let msg = tokio::select! {
-            m = sub.next() => m,
+        let adv = tokio::select! {
+            a = advisories.next() => a,
             () = cancel.cancelled() => return Ok(()),
         };
-        let Some(msg) = msg else { return Ok(()) };
-        let Ok(adv) = serde_json::from_slice::<Advisory>(&msg.payload) else {
-            continue;
-        };
-        dead_letter(&shared, adv.stream_seq, adv.deliveries).await;
+        let Some(adv) = adv else { return Ok(()) };
+        let Ok((seq, deliveries)) = adv else { continue };
+        dead_letter(&shared, seq, deliveries).await;
     }
 }
 
 pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
-    let Ok(raw) = shared.swarm.tasks.get_raw_message(seq).await else {
+    let tasks_bus = &shared.stores.tasks;
+    let Ok(Some(raw)) = tasks_bus.queued(seq).await else {
         return;
     }; // already handled
     // A task, or a lead's batch of tasks: each gets a terminal result.
@@ -69,34 +50,28 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
     let letter = DeadLetter {
         v: PROTOCOL_VERSION,
         stream_seq: seq,
-        subject: raw.subject.to_string(),
+        subject: raw.subject.clone(),
         deliveries,
         task: tasks.first().cloned(),
         raw: tasks.is_empty().then(|| raw.payload.to_vec()),
         reason: reason.clone(),
-        at: super::now_ms(),
+        at: shared.now(),
     };
-    let Ok(bytes) = encode(&letter) else { return };
-    let publish = PublishMessage::build()
-        .payload(bytes.into())
-        .message_id(format!("dlq:{seq}"));
-    match shared
-        .swarm
-        .js
-        .send_publish(wire::subject_dlq(&skill), publish)
+    if let Err(e) = tasks_bus
+        .dead_letter(
+            wire::subject_dlq(&skill),
+            &letter,
+            Some(format!("dlq:{seq}")),
+        )
         .await
     {
-        Ok(ack) => {
-            if ack.await.is_err() {
-                return;
-            }
-        }
-        Err(_) => return,
+        tracing::warn!(stream_seq = seq, error = %e, "cannot store a dead letter; the next advisory retries");
+        return;
     }
-    let _ = shared.swarm.tasks.delete_message(seq).await;
+    let _ = tasks_bus.remove(seq).await;
     for spec in tasks {
         tracing::error!(run_id = %spec.run_id, stage = %spec.stage_id, task_id = %spec.task_id, attempt = %spec.attempt, deliveries, "task dead-lettered");
-        crate::http::metrics::task_dead_lettered(spec.skill.as_str());
+        crate::driver::metrics::task_dead_lettered(spec.skill.as_str());
         let result = TaskResult {
             task_id: spec.task_id.clone(),
             attempt: spec.attempt,
@@ -117,9 +92,9 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
             outputs_ref: None,
             route: route.clone(),
         };
-        if let Ok(bytes) = encode(&rec) {
-            let key = wire::key_result(&spec.run_id, &spec.task_id, spec.attempt);
-            let _ = shared.swarm.results.create(&key, bytes.into()).await;
+        let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
+        if let Err(e) = shared.stores.results.create(&key, &rec).await {
+            tracing::error!(key = %key, error = %e, "cannot store a dead-lettered attempt's result");
         }
     }
 }

@@ -6,14 +6,30 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use cascade_proto::wire::{self, DeadLetter, RunRecord, RunState, Submission};
-use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
+use cascade_proto::{PROTOCOL_VERSION, RunId, decode};
+use cascade_swarm::Swarm;
+use cascade_swarm::store::StoreError;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 
-pub async fn consumer(shared: &Shared) -> Result<PullConsumer, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("submit consumer `{}`: {source}", wire::CONSUMER_SUBMIT)]
+    Consumer {
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    #[error("submit consumer `{}`: {source}", wire::CONSUMER_SUBMIT)]
+    Messages {
+        #[source]
+        source: async_nats::jetstream::consumer::StreamError,
+    },
+}
+
+pub async fn consumer(swarm: &Swarm) -> Result<PullConsumer, IntakeError> {
     let cfg = consumer::pull::Config {
         durable_name: Some(wire::CONSUMER_SUBMIT.into()),
         ack_policy: consumer::AckPolicy::Explicit,
@@ -21,23 +37,28 @@ pub async fn consumer(shared: &Shared) -> Result<PullConsumer, String> {
         inactive_threshold: Duration::ZERO,
         ..Default::default()
     };
-    shared
-        .swarm
+    swarm
         .submit
         .get_or_create_consumer(wire::CONSUMER_SUBMIT, cfg)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|source| IntakeError::Consumer { source })
 }
 
 /// Takes submissions until cancelled; every new run id goes to `owned`
 /// so this coordinator tries to drive it at once.
 pub async fn run(
     shared: Arc<Shared>,
+    swarm: Swarm,
     owned: mpsc::Sender<RunId>,
     cancel: CancellationToken,
-) -> Result<(), String> {
-    let consumer = consumer(&shared).await?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+) -> Result<(), IntakeError> {
+    let consumer = consumer(&swarm).await?;
+    let messages_of = async |c: &PullConsumer| {
+        c.messages()
+            .await
+            .map_err(|source| IntakeError::Messages { source })
+    };
+    let mut messages = messages_of(&consumer).await?;
     loop {
         let msg = tokio::select! {
             m = messages.next() => m,
@@ -45,7 +66,7 @@ pub async fn run(
         };
         let Some(Ok(msg)) = msg else {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            messages = messages_of(&consumer).await?;
             continue;
         };
         match decode::<Submission>(&msg.payload) {
@@ -80,14 +101,15 @@ pub async fn run(
                     task: None,
                     raw: Some(msg.payload.to_vec()),
                     reason: format!("undecodable submission: {e}"),
-                    at: super::now_ms(),
+                    at: shared.now(),
                 };
-                if let Ok(bytes) = encode(&letter) {
-                    let _ = shared
-                        .swarm
-                        .js
-                        .publish(wire::subject_dlq("submissions"), bytes.into())
-                        .await;
+                if let Err(e) = shared
+                    .stores
+                    .tasks
+                    .dead_letter(wire::subject_dlq("submissions"), &letter, None)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot store the dead letter");
                 }
                 let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
             }
@@ -96,35 +118,22 @@ pub async fn run(
 }
 
 /// The submission and a queued run record, unless they exist already (a
-/// redelivered submission changes nothing).
-async fn record(shared: &Shared, sub: &Submission) -> Result<(), String> {
-    let key = wire::token(sub.run_id.as_str());
-    let bytes = encode(sub).map_err(|e| e.to_string())?;
-    if let Err(e) = shared.swarm.submissions.create(&key, bytes.into()).await {
-        // Already there (a redelivery, or `submit` stored it): fine.
-        if !matches!(shared.swarm.submissions.get(&key).await, Ok(Some(_))) {
-            return Err(format!("storing the submission: {e}"));
-        }
-    }
+/// redelivered submission changes nothing; a record that exists, queued
+/// and maybe with a cancel request, is never overwritten).
+async fn record(shared: &Shared, sub: &Submission) -> Result<(), StoreError> {
+    shared.stores.submissions.create(sub).await?;
     let rec = RunRecord {
         v: PROTOCOL_VERSION,
         run_id: sub.run_id.clone(),
         cascade: sub.main.clone(),
         state: RunState::Queued,
         created_at: sub.submitted_at,
-        updated_at: super::now_ms(),
+        updated_at: shared.now(),
         owner: None,
         stages: Default::default(),
         error: None,
         cancel_requested: None,
     };
-    let bytes = encode(&rec).map_err(|e| e.to_string())?;
-    if let Err(e) = shared.swarm.runs.create(&key, bytes.into()).await {
-        // A record may exist already (queued, maybe with a cancel request):
-        // never overwrite it.
-        if !matches!(shared.swarm.runs.get(&key).await, Ok(Some(_))) {
-            return Err(format!("storing the run record: {e}"));
-        }
-    }
+    shared.stores.runs.create(&rec).await?;
     Ok(())
 }

@@ -1,83 +1,42 @@
-//! Cascade memory in the KV bucket: `global.<key>` shared by every run,
-//! `run.<run>.<key>` for one run. Retention is the bucket's age limit.
+//! Cascade memory effects on the `Memory` store: global memory shared by
+//! every run, cascade memory for one run.
 
-use cascade_proto::{RunId, decode, encode, wire};
-use futures::StreamExt;
+use cascade_proto::RunId;
+use cascade_swarm::store::MemoryScope as Scope;
 use serde_json::{Map, Value};
 
 use super::Shared;
 use cascade_core::engine::Effect;
 use cascade_core::spec::MemoryScope;
 
-fn key(run: &RunId, scope: MemoryScope, k: &str) -> String {
-    match scope {
-        MemoryScope::Global => wire::key_memory_global(k),
-        MemoryScope::Cascade => wire::key_memory_run(run, k),
-    }
-}
-
-fn prefix(run: &RunId, scope: MemoryScope) -> String {
-    match scope {
-        MemoryScope::Global => "global.".to_owned(),
-        MemoryScope::Cascade => format!("run.{}.", wire::token(run.as_str())),
+fn scope(run: &RunId, s: MemoryScope) -> Scope<'_> {
+    match s {
+        MemoryScope::Global => Scope::Global,
+        MemoryScope::Cascade => Scope::Run(run),
     }
 }
 
 /// The memory a run starts with: its scope's keys.
-pub async fn load(shared: &Shared, run: &RunId, scope: MemoryScope) -> Map<String, Value> {
-    let mut out = Map::new();
-    let Ok(mut keys) = shared.swarm.memory.keys().await else {
-        return out;
-    };
-    let prefix = prefix(run, scope);
-    while let Some(Ok(k)) = keys.next().await {
-        let Some(name) = k.strip_prefix(&prefix).and_then(wire::untoken) else {
-            continue;
-        };
-        if let Ok(Some(bytes)) = shared.swarm.memory.get(&k).await
-            && let Ok(v) = decode::<Value>(&bytes)
-        {
-            out.insert(name, v);
+pub async fn load(shared: &Shared, run: &RunId, s: MemoryScope) -> Map<String, Value> {
+    match shared.stores.memory.load(scope(run, s)).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(run_id = %run, error = %e, "cannot load memory");
+            Map::new()
         }
     }
-    out
 }
 
 pub async fn perform(shared: &Shared, run: &RunId, effect: &Effect) {
-    let bucket = &shared.swarm.memory;
+    let memory = &shared.stores.memory;
     let outcome = match effect {
         Effect::PutMemory {
-            scope,
-            key: k,
+            scope: s,
+            key,
             value,
-        } => match encode(value) {
-            Ok(bytes) if bytes.len() <= wire::INLINE_LIMIT => bucket
-                .put(key(run, *scope, k), bytes.into())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Ok(bytes) => Err(format!(
-                "memory value `{k}` is {} bytes, over the {} byte limit",
-                bytes.len(),
-                wire::INLINE_LIMIT
-            )),
-            Err(e) => Err(e.to_string()),
-        },
-        Effect::DeleteMemory { scope, key: k } => bucket
-            .delete(key(run, *scope, k))
-            .await
-            .map_err(|e| e.to_string()),
-        Effect::ClearRunMemory => {
-            let p = prefix(run, MemoryScope::Cascade);
-            if let Ok(mut keys) = bucket.keys().await {
-                while let Some(Ok(k)) = keys.next().await {
-                    if k.starts_with(&p) {
-                        let _ = bucket.delete(&k).await;
-                    }
-                }
-            }
-            Ok(())
-        }
+        } => memory.put(scope(run, *s), key, value).await,
+        Effect::DeleteMemory { scope: s, key } => memory.delete(scope(run, *s), key).await,
+        Effect::ClearRunMemory => memory.clear_run(run).await,
         _ => Ok(()),
     };
     if let Err(e) = outcome {

@@ -12,24 +12,29 @@
 //! coordinator that dies stops renewing and another one replays the run's
 //! log and carries on.
 
+mod dispatch;
 mod dlq;
 mod intake;
 mod lease;
+mod log;
 mod memory;
-mod objects;
-mod report;
+mod record;
 mod route;
 mod run;
+mod sweep;
+#[cfg(test)]
+mod tests;
 
+pub use run::PlanError;
 pub(crate) use run::plan_of;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use cascade_proto::wire::{self, RunRecord, WorkerInfo};
-use cascade_proto::{Millis, RunId, decode};
+use cascade_proto::{Millis, RunId};
 use cascade_swarm::Swarm;
+use cascade_swarm::store::{StoreError, Stores, WorkerChange};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,22 +60,28 @@ pub struct ServeOptions {
     pub models: std::sync::Arc<cascade_core::models::ModelCatalog>,
 }
 
+/// What every task of a coordinator shares: the stores (NATS in
+/// production, in memory in the driver's tests), options, the registry.
 pub(crate) struct Shared {
-    pub swarm: Swarm,
+    pub stores: Stores,
     pub opts: ServeOptions,
     pub registry: Registry,
+    /// Wall-clock milliseconds ([`now_ms`]; tests run on tokio's clock).
+    pub clock: fn() -> Millis,
 }
 
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl Shared {
+    pub fn now(&self) -> Millis {
+        (self.clock)()
+    }
 }
+
+pub use cascade_swarm::clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
-    Nats(String),
+    #[error(transparent)]
+    Intake(#[from] intake::IntakeError),
 }
 
 /// Serves until `cancel`: returns once every task it started has ended.
@@ -80,18 +91,19 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), ServeError> {
     let shared = Arc::new(Shared {
-        swarm,
+        stores: swarm.stores(),
         opts,
         registry: Registry::default(),
+        clock: now_ms,
     });
     // Fail at start, not later, if the submit consumer cannot exist.
-    intake::consumer(&shared).await.map_err(ServeError::Nats)?;
+    intake::consumer(&swarm).await?;
     let tracker = TaskTracker::new();
     let (own_tx, own_rx) = mpsc::channel(OWN_QUEUE);
     spawn(
         &tracker,
         "intake",
-        intake::run(shared.clone(), own_tx, cancel.clone()),
+        intake::run(shared.clone(), swarm, own_tx, cancel.clone()),
     );
     spawn(
         &tracker,
@@ -117,9 +129,10 @@ pub async fn serve(
 
 /// The one way this driver starts a background task: named, traced, its
 /// error logged once where it ends.
-fn spawn<F>(tracker: &TaskTracker, name: &'static str, fut: F)
+fn spawn<F, E>(tracker: &TaskTracker, name: &'static str, fut: F)
 where
-    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     tracker.spawn(async move {
         if let Err(e) = fut.await {
@@ -128,33 +141,26 @@ where
     });
 }
 
-async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), String> {
+async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Result<(), StoreError> {
     // With history: the workers registered already, then every change.
-    let mut watch = shared
-        .swarm
-        .workers
-        .watch_with_history(">")
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut watch = shared.stores.registry.watch().await?;
     let mut updates: u64 = 0;
     loop {
-        let entry = tokio::select! {
+        let change = tokio::select! {
             e = watch.next() => e,
             () = cancel.cancelled() => return Ok(()),
         };
-        let Some(Ok(entry)) = entry else { continue };
-        match entry.operation {
-            async_nats::jetstream::kv::Operation::Put => {
-                if let Ok(info) = decode::<WorkerInfo>(&entry.value) {
-                    shared.registry.workers.insert(info.name.clone(), info);
-                }
+        let Some(Ok(change)) = change else { continue };
+        match change {
+            WorkerChange::Up(info) => {
+                shared.registry.workers.insert(info.name.clone(), info);
                 // Expiry in the bucket tells watchers nothing: forget workers
                 // silent for many TTLs here, or names that come and go
                 // (`<host>-<pid>`) would pile up.
                 updates += 1;
                 if updates.is_multiple_of(PRUNE_EVERY) {
-                    let horizon = 10 * shared.swarm.settings.worker_ttl.as_millis() as u64;
-                    let now = now_ms();
+                    let horizon = 10 * shared.stores.settings.worker_ttl.as_millis() as u64;
+                    let now = shared.now();
                     shared
                         .registry
                         .workers
@@ -165,10 +171,8 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
                         .retain(|name, _| shared.registry.workers.contains_key(name));
                 }
             }
-            _ => {
-                if let Some(name) = wire::untoken(&entry.key) {
-                    shared.registry.workers.remove(&name);
-                }
+            WorkerChange::Gone(name) => {
+                shared.registry.workers.remove(&name);
             }
         }
     }
@@ -182,7 +186,7 @@ async fn own_runs(
     mut new_runs: mpsc::Receiver<RunId>,
     tracker: TaskTracker,
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut tick = tokio::time::interval(shared.opts.lease_ttl / 3);
     let driving: Arc<dashmap::DashSet<RunId>> = Arc::new(dashmap::DashSet::new());
     loop {
@@ -195,47 +199,52 @@ async fn own_runs(
             if driving.contains(&run_id) {
                 continue;
             }
-            let Some(held) = lease::acquire(
-                &shared.swarm.leases,
-                &run_id,
-                &shared.opts.name,
-                now_ms(),
-                shared.opts.lease_ttl,
-            )
-            .await
-            else {
-                continue;
+            let held = shared
+                .stores
+                .leases
+                .acquire(
+                    &run_id,
+                    &shared.opts.name,
+                    shared.now(),
+                    shared.opts.lease_ttl,
+                )
+                .await;
+            let held = match held {
+                Ok(Some(held)) => held,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(run_id = %run_id, error = %e, "cannot take the lease; trying again later");
+                    continue;
+                }
             };
             tracing::info!(run_id = %run_id, "driving run");
             driving.insert(run_id.clone());
-            crate::http::metrics::runs_driven(driving.len());
+            crate::driver::metrics::runs_driven(driving.len());
             let (shared, driving, cancel) = (shared.clone(), driving.clone(), cancel.clone());
             tracker.spawn(async move {
-                let id = held.run_id.clone();
+                let id = held.run.clone();
                 match run::drive(shared, held, cancel).await {
                     Ok(()) => {}
                     Err(run::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
                     Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
                 }
                 driving.remove(&id);
-                crate::http::metrics::runs_driven(driving.len());
+                crate::driver::metrics::runs_driven(driving.len());
             });
         }
     }
 }
 
 async fn open_runs(shared: &Shared) -> BTreeSet<RunId> {
-    let mut out = BTreeSet::new();
-    let Ok(mut keys) = shared.swarm.runs.keys().await else {
-        return out;
-    };
-    while let Some(Ok(k)) = keys.next().await {
-        if let Ok(Some(bytes)) = shared.swarm.runs.get(&k).await
-            && let Ok(r) = decode::<RunRecord>(&bytes)
-            && !r.state.is_final()
-        {
-            out.insert(r.run_id);
+    match shared.stores.runs.list().await {
+        Ok(records) => records
+            .into_iter()
+            .filter(|r| !r.state.is_final())
+            .map(|r| r.run_id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list runs");
+            BTreeSet::new()
         }
     }
-    out
 }

@@ -14,64 +14,49 @@
 //! killed at any point is replaced by one that replays the same decisions
 //! and re-sends only what may not have been sent.
 
-use cascade_core::models::ModelCatalog;
 use std::collections::{BTreeMap, HashMap};
-use std::future::IntoFuture;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
-use bytes::Bytes;
-use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, ResultRecord, Route, RunRecord, RunState, Submission,
-    TaskMessage,
-};
+use cascade_core::engine::Engine;
+use cascade_core::models::ModelCatalog;
+use cascade_core::plan::{self, Plan, PlanOptions};
+use cascade_core::spec::Operations;
+use cascade_proto::wire::{ResultRecord, RunRecord, RunState, Submission};
 use cascade_proto::{
-    Event, EventRecord, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec, TimerId,
-    decode, encode,
+    Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec,
 };
+use cascade_swarm::store::{LeaseHeld, StoreError};
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use serde_json::Value;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::lease::Held;
-use super::route::{StageAgents, Target, Want};
+use super::dispatch::Send;
+use super::log::{Io, MAX_BATCH};
+use super::route::StageAgents;
+use super::sweep::Sweep;
+use crate::driver::effects::Timers;
 use crate::integrations::{Env, RunIntegrations, RunSetup};
-use cascade_core::engine::{Effect, Engine, StageStatus};
-use cascade_core::plan::{self, Plan, PlanOptions};
-use cascade_core::spec::{ErrorStrategy, MemoryScope, Operations, Strategy, Topology};
-
-/// Most results taken into one log entry (group commit).
-const MAX_BATCH: usize = 1024;
-/// Task publishes awaiting their PubAck at once. async-nats allows 5,000
-/// unconfirmed publishes; going past that without collecting deadlocks.
-const PUBLISH_WINDOW: usize = 1024;
-/// A publish waiting for its PubAck.
-type AckFuture =
-    Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// An attempt as sent: when, and to which worker if to one only.
 #[derive(Debug)]
-struct Sent {
-    at: Millis,
-    to: Option<String>,
+pub(super) struct Sent {
+    pub at: Millis,
+    pub to: Option<String>,
 }
-
-/// Most straggling attempts one sweep looks at.
-const SWEEP_BATCH: usize = 256;
 
 /// The run record is rewritten at most this often while the run goes.
 const RECORD_FLUSH: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("run {0}: {1}")]
-    Nats(RunId, String),
+    #[error("run {run}: {source}")]
+    Store {
+        run: RunId,
+        #[source]
+        source: StoreError,
+    },
     #[error("run {0}: another coordinator wrote its event log; giving it up")]
     Superseded(RunId),
     #[error("run {0}: lease lost")]
@@ -80,46 +65,85 @@ pub enum RunError {
     ShuttingDown(RunId),
 }
 
-struct Driver {
-    shared: Arc<Shared>,
-    run_id: RunId,
-    engine: Engine,
-    subject: String,
-    last_seq: u64,
-    timers: BTreeMap<(Millis, u64), TimerId>,
-    timer_seq: u64,
-    record: RunRecord,
-    record_dirty: bool,
-    agents: StageAgents,
+/// One driven run: the engine and what the effects need around it. Its
+/// methods live by concern: `log` (replay, group commits), `dispatch`
+/// (the effect interpreter and sends), `sweep`, `record` (record, report).
+pub(super) struct Driver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) run_id: RunId,
+    pub(super) engine: Engine,
+    pub(super) last_seq: u64,
+    pub(super) timers: Timers,
+    pub(super) record: RunRecord,
+    pub(super) record_dirty: bool,
+    pub(super) agents: StageAgents,
     /// Where each task's last attempt failed (swarm-recovery avoids it).
-    failed_on: HashMap<TaskId, String>,
+    pub(super) failed_on: HashMap<TaskId, String>,
     /// GitHub, notifications, quality gates, hooks (see `integrations`).
-    ops: RunIntegrations,
+    pub(super) ops: RunIntegrations,
     /// When each attempt in flight was sent (for the sweeper).
-    dispatched: HashMap<(TaskId, cascade_proto::Attempt), Sent>,
+    pub(super) dispatched: HashMap<(TaskId, Attempt), Sent>,
     cancel_sent: bool,
+    /// Events waiting for the next log entry.
+    pub(super) pending: Vec<Event>,
+    /// Writes that effects of entries already logged still need.
+    pub(super) sends: Vec<Send>,
+    /// Tasks for team leads, gathered while effects are interpreted.
+    pub(super) batches: BTreeMap<(String, String), Vec<TaskSpec>>,
 }
 
-fn now() -> Millis {
-    super::now_ms()
+impl RunError {
+    /// Whether driving the run again (replaying its log) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RunError::Store { source, .. } => source.is_retryable(),
+            RunError::Superseded(_) | RunError::LeaseLost(_) | RunError::ShuttingDown(_) => true,
+        }
+    }
 }
 
-fn err(run: &RunId, e: impl std::fmt::Display) -> RunError {
-    RunError::Nats(run.clone(), e.to_string())
+pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
+    RunError::Store {
+        run: run.clone(),
+        source,
+    }
+}
+
+fn watch_ended(run: &RunId, what: &str) -> RunError {
+    err(
+        run,
+        StoreError::WatchEnded {
+            what: what.to_owned(),
+        },
+    )
+}
+
+/// Why a run can never run (it fails at once, visibly).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no submission is stored for this run")]
+    NoSubmission,
+    #[error("the stored submission does not decode: {0}")]
+    Undecodable(#[source] StoreError),
+    /// Every problem, rendered with its file, line and column.
+    #[error("{}", .0.join("\n"))]
+    Load(Vec<String>),
+    #[error("the cascade did not load")]
+    NoCascade,
+    #[error("{}", .0.join("\n"))]
+    Plan(Vec<String>),
 }
 
 /// Loads a submission into a plan (no skill check: workers bring skills).
 pub(crate) fn plan_of(
     sub: &Submission,
     models: &Arc<ModelCatalog>,
-) -> Result<(Plan, Operations), String> {
+) -> Result<(Plan, Operations), PlanError> {
     let loaded = cascade_core::spec::load_bundle(&sub.main, &sub.files);
     if loaded.has_errors() {
-        return Err(loaded.render_diagnostics().join("\n"));
+        return Err(PlanError::Load(loaded.render_diagnostics()));
     }
-    let cascade = loaded
-        .cascade
-        .ok_or_else(|| "the cascade did not load".to_owned())?;
+    let cascade = loaded.cascade.ok_or(PlanError::NoCascade)?;
     let plan = plan::compile(
         &cascade,
         &PlanOptions {
@@ -136,21 +160,20 @@ pub(crate) fn plan_of(
             .filter(|d| d.is_error())
             .map(ToString::to_string)
             .collect();
-        return Err(errs.join("\n"));
+        return Err(PlanError::Plan(errs));
     }
     Ok((plan, cascade.operations))
 }
 
 pub async fn drive(
     shared: Arc<Shared>,
-    lease: Held,
+    lease: LeaseHeld,
     cancel: CancellationToken,
 ) -> Result<(), RunError> {
-    let run_id = lease.run_id.clone();
+    let run_id = lease.run.clone();
     // Renewed from now on, whatever the driver is busy with (a long replay
     // must not let the lease lapse).
     let lease = super::lease::Keeper::start(shared.clone(), lease);
-    let swarm = &shared.swarm;
     let sub = match load_submission(&shared, &run_id).await? {
         Ok(sub) => sub,
         Err(msg) => {
@@ -161,16 +184,14 @@ pub async fn drive(
                 run_id: run_id.clone(),
                 cascade: String::new(),
                 state: RunState::Failed,
-                created_at: now(),
-                updated_at: now(),
+                created_at: shared.now(),
+                updated_at: shared.now(),
                 owner: Some(shared.opts.name.clone()),
                 stages: BTreeMap::new(),
                 error: None,
                 cancel_requested: None,
             };
-            if let Ok(Some(bytes)) = swarm.runs.get(wire::token(run_id.as_str())).await
-                && let Ok(r) = decode::<RunRecord>(&bytes)
-            {
+            if let Ok(Some(r)) = shared.stores.runs.get(&run_id).await {
                 record = r;
             }
             fail_unplannable(&shared, &run_id, record, msg).await;
@@ -201,37 +222,43 @@ pub async fn drive(
     );
     let mut d = Driver {
         shared: shared.clone(),
-        subject: wire::subject_events(&run_id),
         run_id: run_id.clone(),
         engine: Engine::new(plan),
         ops,
         last_seq: 0,
-        timers: BTreeMap::new(),
-        timer_seq: 0,
+        timers: Timers::default(),
         record,
         record_dirty: true,
         agents: StageAgents::default(),
         failed_on: HashMap::new(),
         dispatched: HashMap::new(),
         cancel_sent: false,
+        pending: Vec::new(),
+        sends: Vec::new(),
+        batches: BTreeMap::new(),
     };
     d.record.owner = Some(shared.opts.name.clone());
     d.record.state = RunState::Running;
-    let replayed = d.replay().await?;
-    if replayed == 0 {
-        crate::http::metrics::run_started();
-        d.ops.started();
-        let memory = super::memory::load(&shared, &run_id, d.engine.plan().memory.scope).await;
-        let start = Event::RunStarted {
-            run_id: run_id.clone(),
-            inputs: sub.inputs.clone(),
-            memory,
-        };
-        d.commit(vec![start]).await?;
-    } else {
-        d.resend_in_flight().await?;
+    let result = async {
+        let replayed = d.replay().await?;
+        if replayed == 0 {
+            crate::driver::metrics::run_started();
+            d.ops.started();
+            let scope = d.engine.plan().memory.scope;
+            let memory = super::memory::load(&shared, &run_id, scope).await;
+            let start = Event::RunStarted {
+                run_id: run_id.clone(),
+                inputs: sub.inputs.clone(),
+                memory,
+            };
+            d.pending.push(start);
+        } else {
+            d.resend_in_flight().await?;
+        }
+        d.settle().await?;
+        d.run_loop(&lease, &cancel).await
     }
-    let result = d.run_loop(&lease, &cancel).await;
+    .await;
     match result {
         Ok(()) => {
             d.finish().await;
@@ -243,6 +270,16 @@ pub async fn drive(
             lease.finish(true).await;
             Err(RunError::LeaseLost(id))
         }
+        // Trying again cannot help (a corrupt log entry, a key or a
+        // message the server refuses): fail the run, visibly.
+        Err(e) if !e.is_retryable() && matches!(e, RunError::Store { .. }) => {
+            tracing::error!(run_id = %run_id, error = %e, "run failed on an error retrying cannot fix");
+            fail_run(&shared, &run_id, d.record.clone(), e.to_string()).await;
+            lease.finish(true).await;
+            Err(e)
+        }
+        // Passing: the lease stays ours until it expires, and the owner
+        // loop tries the run again (replaying its log) at its next tick.
         Err(e) => {
             lease.finish(false).await;
             Err(e)
@@ -255,23 +292,18 @@ pub async fn drive(
 async fn load_submission(
     shared: &Shared,
     run_id: &RunId,
-) -> Result<Result<Submission, String>, RunError> {
-    let bytes = shared
-        .swarm
-        .submissions
-        .get(wire::token(run_id.as_str()))
-        .await
-        .map_err(|e| err(run_id, e))?;
-    Ok(match bytes {
-        None => Err("no submission is stored for this run".to_owned()),
-        Some(b) => decode(&b).map_err(|e| format!("the stored submission does not decode: {e}")),
-    })
+) -> Result<Result<Submission, PlanError>, RunError> {
+    match shared.stores.submissions.get(run_id).await {
+        Ok(Some(sub)) => Ok(Ok(sub)),
+        Ok(None) => Ok(Err(PlanError::NoSubmission)),
+        // Retrying cannot help: the run fails, visibly.
+        Err(e) if !e.is_retryable() => Ok(Err(PlanError::Undecodable(e))),
+        Err(e) => Err(err(run_id, e)),
+    }
 }
 
 async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRecord {
-    if let Ok(Some(bytes)) = shared.swarm.runs.get(wire::token(run_id.as_str())).await
-        && let Ok(r) = decode::<RunRecord>(&bytes)
-    {
+    if let Ok(Some(r)) = shared.stores.runs.get(run_id).await {
         return r;
     }
     RunRecord {
@@ -280,7 +312,7 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
         cascade: sub.main.clone(),
         state: RunState::Queued,
         created_at: sub.submitted_at,
-        updated_at: now(),
+        updated_at: shared.now(),
         owner: None,
         stages: BTreeMap::new(),
         error: None,
@@ -288,316 +320,113 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
     }
 }
 
-async fn fail_unplannable(shared: &Shared, run_id: &RunId, mut record: RunRecord, msg: String) {
+async fn fail_unplannable(shared: &Shared, run_id: &RunId, record: RunRecord, e: PlanError) {
+    let msg = e.to_string();
     tracing::error!(run_id = %run_id, error = %msg, "submitted cascade does not plan");
+    fail_run(shared, run_id, record, msg).await;
+}
+
+/// Ends a run as failed with `msg`: its record and a report saying so.
+async fn fail_run(shared: &Shared, run_id: &RunId, mut record: RunRecord, msg: String) {
     record.state = RunState::Failed;
     record.error = Some(msg.clone());
-    record.updated_at = now();
+    record.updated_at = shared.now();
     let report = serde_json::json!({"run_id": run_id.as_str(), "status": "failed", "error": msg, "stages": {}});
-    super::report::write(shared, run_id, &report).await;
-    super::report::update_record(shared, &record).await;
+    super::record::write(shared, run_id, &report).await;
+    super::record::update_record(shared, &record).await;
 }
 
 impl Driver {
-    /// Rebuilds the engine from the run's log; returns how many entries.
-    async fn replay(&mut self) -> Result<u64, RunError> {
-        let mut count = 0;
-        loop {
-            let next = self
-                .shared
-                .swarm
-                .events
-                .direct_get_next_for_subject(self.subject.clone(), Some(self.last_seq + 1))
-                .await;
-            let msg = match next {
-                Ok(m) => m,
-                Err(e)
-                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
-                {
-                    break;
-                }
-                Err(e) => return Err(err(&self.run_id, e)),
-            };
-            self.last_seq = msg.sequence;
-            count += 1;
-            let mut rec: EventRecord = decode(&msg.payload).map_err(|e| {
-                err(
-                    &self.run_id,
-                    format!("event log entry {}: {e}", msg.sequence),
-                )
-            })?;
-            if let Some(name) = rec.object.clone() {
-                let value = super::objects::get_json(&self.shared, &name)
-                    .await
-                    .ok_or_else(|| {
-                        err(
-                            &self.run_id,
-                            format!(
-                                "event log entry {} refers to missing object `{name}`",
-                                msg.sequence
-                            ),
-                        )
-                    })?;
-                rec = serde_json::from_value(value)
-                    .map_err(|e| err(&self.run_id, format!("event log object `{name}`: {e}")))?;
-            }
-            for event in rec.events {
-                if let Event::TimerFired(t) = &event {
-                    self.timers.retain(|_, pending| pending != t);
-                }
-                if let Event::TaskFinished(r) = &event {
-                    self.ops.result(r);
-                }
-                let fx = self.engine.apply(event, rec.at);
-                self.absorb_replayed(fx).await;
-            }
-        }
-        if count > 0 {
-            tracing::info!(run_id = %self.run_id, entries = count, "replayed the run's event log");
-        }
-        Ok(count)
-    }
-
-    /// Effects seen during replay: timers and state are rebuilt, memory
-    /// writes re-done (idempotent, in order); tasks are not re-sent here.
-    async fn absorb_replayed(&mut self, fx: Vec<Effect>) {
-        for effect in fx {
-            match effect {
-                Effect::StartTimer { timer, at } => self.add_timer(timer, at),
-                Effect::StageChanged { stage, status, .. } => self.stage_changed(stage, status),
-                // Global memory is shared with other runs, which may have
-                // written since: replaying this run's old writes would undo
-                // theirs. The run's own memory is replayed.
-                Effect::PutMemory {
-                    scope: MemoryScope::Global,
-                    ..
-                }
-                | Effect::DeleteMemory {
-                    scope: MemoryScope::Global,
-                    ..
-                } => {}
-                Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
-                    super::memory::perform(&self.shared, &self.run_id, &effect).await;
-                }
-                Effect::DispatchTask(_) | Effect::CancelTask { .. } | Effect::FinishRun { .. } => {}
-            }
-        }
-    }
-
-    /// After a takeover: an attempt the log says is in flight is sent again
-    /// only when it has no result and no live worker holds it (a claimed
-    /// attempt whose holder still beats is left to it: resending would
-    /// pre-empt it). Same message id: deduplicated when the first send is
-    /// recent, fenced by attempt when it is not.
-    async fn resend_in_flight(&mut self) -> Result<(), RunError> {
-        let mut fx = Vec::new();
-        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
-        for (task_id, attempt) in self.engine.in_flight_keys() {
-            let key = wire::key_result(&self.run_id, &task_id, attempt);
-            if matches!(self.shared.swarm.results.get(&key).await, Ok(Some(_))) {
-                continue; // the watch will deliver it
-            }
-            let claim = self
-                .shared
-                .swarm
-                .claims
-                .get(&key)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok());
-            let held = claim.is_some_and(|c| {
-                self.shared
-                    .registry
-                    .workers
-                    .get(&c.worker)
-                    .is_some_and(|w| now().saturating_sub(w.heartbeat_at) <= ttl_ms)
-            });
-            if held {
-                self.dispatched.insert(
-                    (task_id, attempt),
-                    Sent {
-                        at: now(),
-                        to: None,
-                    },
-                );
-                continue;
-            }
-            if let Some(spec) = self.engine.spec_of(&task_id) {
-                fx.push(Effect::DispatchTask(Box::new(spec)));
-            }
-        }
-        self.perform(fx).await
-    }
-
-    fn add_timer(&mut self, timer: TimerId, at: Millis) {
-        self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), timer);
-    }
-
-    fn stage_changed(&mut self, stage: String, status: StageStatus) {
-        self.record.stages.insert(stage, status.as_str().to_owned());
-        self.record_dirty = true;
-    }
-
-    /// Appends events to the log (single writer), then applies them.
-    async fn commit(&mut self, events: Vec<Event>) -> Result<(), RunError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let at = now();
-        let rec = EventRecord {
-            v: PROTOCOL_VERSION,
-            at,
-            events,
-            object: None,
-        };
-        let payload = encode(&rec).map_err(|e| err(&self.run_id, e))?;
-        if payload.len() > wire::INLINE_LIMIT {
-            if rec.events.len() > 1 {
-                // Split the group; each half is appended (and applied) in order.
-                let mut events = rec.events;
-                let second = events.split_off(events.len() / 2);
-                Box::pin(self.commit(events)).await?;
-                return Box::pin(self.commit(second)).await;
-            }
-            // One event too large for a message: the entry goes to the
-            // object store and the log holds its name.
-            // The owner's name keeps a superseded coordinator from
-            // overwriting the object the winning entry points at.
-            let name = format!(
-                "events.{}.{}.{}",
-                wire::token(self.run_id.as_str()),
-                self.last_seq + 1,
-                wire::token(&self.shared.opts.name)
-            );
-            let value = serde_json::to_value(&rec).map_err(|e| err(&self.run_id, e))?;
-            super::objects::put_json(&self.shared, &name, &value)
-                .await
-                .map_err(|e| err(&self.run_id, e))?;
-            let stub = EventRecord {
-                v: PROTOCOL_VERSION,
-                at,
-                events: Vec::new(),
-                object: Some(name),
-            };
-            let stub = encode(&stub).map_err(|e| err(&self.run_id, e))?;
-            self.append(stub).await?;
-        } else {
-            self.append(payload).await?;
-        }
-        let mut fx = Vec::new();
-        for event in rec.events {
-            fx.extend(self.engine.apply(event, at));
-        }
-        self.perform(fx).await
-    }
-
-    /// One entry on the run's log, expecting to be its only writer.
-    async fn append(&mut self, payload: Vec<u8>) -> Result<(), RunError> {
-        let msg = PublishMessage::build()
-            .payload(Bytes::from(payload))
-            .expected_last_subject_sequence(self.last_seq);
-        let ack = self
-            .shared
-            .swarm
-            .js
-            .send_publish(self.subject.clone(), msg)
-            .await
-            .map_err(|e| err(&self.run_id, e))?;
-        match ack.await {
-            Ok(a) => {
-                self.last_seq = a.sequence;
-                Ok(())
-            }
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                // Under R3 load this can be spurious: look before giving up.
-                let last = self
-                    .shared
-                    .swarm
-                    .events
-                    .get_last_raw_message_by_subject(&self.subject)
-                    .await;
-                match last {
-                    Ok(m) if m.sequence != self.last_seq => {
-                        Err(RunError::Superseded(self.run_id.clone()))
-                    }
-                    _ => Err(err(&self.run_id, e)),
-                }
-            }
-            Err(e) => Err(err(&self.run_id, e)),
-        }
-    }
-
+    /// Until the run ends: events from the results watch, timers and the
+    /// run record (cancel requests) join the pending entry; writes (log
+    /// entries, their sends, record flushes) and sweeps are futures polled
+    /// here, so nothing that needs the loop waits behind them.
     async fn run_loop(
         &mut self,
         lease: &super::lease::Keeper,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
-        let swarm = self.shared.swarm.clone();
-        let mut results = swarm
+        let stores = self.shared.stores.clone();
+        let mut results = stores
             .results
-            .watch_with_history(wire::key_results_of_run(&self.run_id))
+            .watch_run(&self.run_id)
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        let mut run_watch = swarm
+        let mut run_watch = stores
             .runs
-            .watch_with_history(wire::token(self.run_id.as_str()))
+            .watch(&self.run_id)
             .await
             .map_err(|e| err(&self.run_id, e))?;
-        let mut sweep = tokio::time::interval(swarm.settings.ack_wait.max(Duration::from_secs(1)));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep_tick =
+            tokio::time::interval(stores.settings.ack_wait.max(Duration::from_secs(1)));
+        sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut io: Option<Io> = None;
+        let mut sweep: Option<Sweep> = None;
+        let mut flush: Option<BoxFuture<'static, ()>> = None;
         let mut last_flush = tokio::time::Instant::now();
         self.flush_record().await;
-        while !self.engine.is_finished() {
-            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
-            let flush_at = self.record_dirty.then_some(last_flush + RECORD_FLUSH);
+        loop {
+            if self.engine.is_finished() {
+                // Nothing more is logged; what the last entries need is sent.
+                self.pending.clear();
+                if io.is_none() && self.sends.is_empty() {
+                    break;
+                }
+            }
+            if io.is_none() {
+                io = self.next_io();
+            }
+            let next_timer = self.timers.next_at();
+            let flush_at =
+                (self.record_dirty && flush.is_none()).then_some(last_flush + RECORD_FLUSH);
             tokio::select! {
+                done = poll_slot(&mut io) => {
+                    io = self.on_io(done)?;
+                }
+                (lost, t) = poll_slot(&mut sweep) => {
+                    sweep = None;
+                    self.on_swept(lost, t);
+                }
+                () = poll_slot(&mut flush) => {
+                    flush = None;
+                    last_flush = tokio::time::Instant::now();
+                }
                 entry = results.next() => {
-                    let Some(entry) = entry else { return Err(err(&self.run_id, "results watch ended")) };
+                    let Some(entry) = entry else { return Err(watch_ended(&self.run_id, "results")) };
                     let mut batch = Vec::new();
                     match entry {
-                        Ok(e) => self.take_result(&e.value, &mut batch).await,
+                        Ok(r) => self.take_result(r, &mut batch).await,
                         Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
                     }
                     // Group commit: everything already arrived, never waiting for more.
                     while batch.len() < MAX_BATCH {
                         match futures::FutureExt::now_or_never(results.next()) {
-                            Some(Some(Ok(e))) => self.take_result(&e.value, &mut batch).await,
+                            Some(Some(Ok(r))) => self.take_result(r, &mut batch).await,
                             Some(Some(Err(e))) => tracing::warn!(run_id = %self.run_id, error = %e, "results watch error"),
-                            Some(None) => return Err(err(&self.run_id, "results watch ended")),
+                            Some(None) => return Err(watch_ended(&self.run_id, "results")),
                             None => break,
                         }
                     }
-                    self.commit(batch).await?;
+                    self.pending.extend(batch);
                 }
-                () = sleep_until_ms(next_timer), if next_timer.is_some() => {
-                    let due: Vec<TimerId> = {
-                        let t = now();
-                        let keys: Vec<(Millis, u64)> = self.timers.range(..=(t, u64::MAX)).map(|(k, _)| *k).collect();
-                        keys.into_iter().filter_map(|k| self.timers.remove(&k)).collect()
-                    };
-                    self.commit(due.into_iter().map(Event::TimerFired).collect()).await?;
+                () = sleep_until_ms(next_timer, self.shared.now()), if next_timer.is_some() => {
+                    let due = self.timers.take_due(self.shared.now());
+                    self.pending.extend(due.into_iter().map(Event::TimerFired));
                 }
                 update = run_watch.next() => {
-                    let Some(update) = update else { return Err(err(&self.run_id, "run record watch ended")) };
-                    if let Ok(entry) = update
-                        && let Ok(r) = decode::<RunRecord>(&entry.value)
-                            && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
-                                self.cancel_sent = true;
-                                self.record.cancel_requested = Some(reason.clone());
-                                self.commit(vec![Event::CancelRequested { reason }]).await?;
-                            }
+                    let Some(update) = update else { return Err(watch_ended(&self.run_id, "the run record")) };
+                    if let Ok(r) = update
+                        && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
+                            self.cancel_sent = true;
+                            self.record.cancel_requested = Some(reason.clone());
+                            self.pending.push(Event::CancelRequested { reason });
+                        }
                 }
                 () = tokio::time::sleep_until(flush_at.unwrap_or(last_flush)), if flush_at.is_some() => {
-                    self.flush_record().await;
-                    last_flush = tokio::time::Instant::now();
+                    flush = Some(self.flush_future());
                 }
                 () = lease.lost.cancelled() => return Err(RunError::LeaseLost(self.run_id.clone())),
-                _ = sweep.tick() => self.sweep().await?,
+                _ = sweep_tick.tick(), if sweep.is_none() => sweep = Some(self.start_sweep()),
                 () = cancel.cancelled() => {
                     // Shutting down: leave the run to another coordinator.
                     self.flush_record().await;
@@ -609,14 +438,7 @@ impl Driver {
     }
 
     /// A result from the bucket, as an event if the engine wants it.
-    async fn take_result(&mut self, value: &[u8], batch: &mut Vec<Event>) {
-        let rec: ResultRecord = match decode(value) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(run_id = %self.run_id, error = %e, "undecodable result record ignored");
-                return;
-            }
-        };
+    async fn take_result(&mut self, rec: ResultRecord, batch: &mut Vec<Event>) {
         let mut result = rec.result;
         if !self.engine.accepts(&result) {
             return;
@@ -624,9 +446,10 @@ impl Driver {
         if let (Some(name), TaskOutcome::Succeeded { outputs }) =
             (&rec.outputs_ref, &mut result.outcome)
         {
-            match super::objects::get_json(&self.shared, name).await {
-                Some(v) => *outputs = v,
-                None => {
+            match self.shared.stores.objects.get_json(name).await {
+                Ok(v) => *outputs = v,
+                Err(e) => {
+                    tracing::warn!(run_id = %self.run_id, error = %e, "cannot read an attempt's outputs");
                     result.outcome = TaskOutcome::Failed(cascade_proto::Failure::retryable(
                         format!("outputs object `{name}` is missing"),
                     ));
@@ -643,409 +466,28 @@ impl Driver {
                     .insert(result.task_id.clone(), result.worker.clone());
             }
         }
-        crate::http::metrics::result_taken(&result);
+        crate::driver::metrics::result_taken(&result);
         self.ops.result(&result);
         batch.push(Event::TaskFinished(result));
     }
+}
 
-    async fn perform(&mut self, fx: Vec<Effect>) -> Result<(), RunError> {
-        // A failed quality gate stops the run: logged like any event.
-        let raised = self.ops.observe(&fx, &self.engine);
-        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-        let mut batches: BTreeMap<(String, String), Vec<TaskSpec>> = BTreeMap::new();
-        for effect in fx {
-            match effect {
-                Effect::DispatchTask(spec) => {
-                    self.dispatch(*spec, &mut acks, &mut batches).await?;
-                    while acks.len() >= PUBLISH_WINDOW {
-                        if let Some(Err(e)) = acks.next().await {
-                            return Err(err(&self.run_id, e));
-                        }
-                    }
-                }
-                Effect::CancelTask { task_id, attempt } => {
-                    let req = CancelRequest {
-                        v: PROTOCOL_VERSION,
-                        run_id: self.run_id.clone(),
-                        task_id: Some(task_id),
-                        attempt: Some(attempt),
-                    };
-                    if let Ok(bytes) = encode(&req) {
-                        let _ = self
-                            .shared
-                            .swarm
-                            .client
-                            .publish(wire::subject_cancel(&self.run_id), bytes.into())
-                            .await;
-                    }
-                }
-                Effect::StartTimer { timer, at } => self.add_timer(timer, at),
-                Effect::StageChanged { stage, status, .. } => {
-                    crate::http::metrics::stage_changed(status);
-                    self.stage_changed(stage, status)
-                }
-                Effect::PutMemory { .. } | Effect::DeleteMemory { .. } | Effect::ClearRunMemory => {
-                    super::memory::perform(&self.shared, &self.run_id, &effect).await;
-                }
-                Effect::FinishRun { .. } => {}
-            }
+/// Polls the future in a slot; never ready while the slot is empty (the
+/// select! arm is then idle). Empties the slot when it is ready.
+async fn poll_slot<T>(slot: &mut Option<BoxFuture<'static, T>>) -> T {
+    match slot {
+        Some(f) => {
+            let out = f.await;
+            *slot = None;
+            out
         }
-        for ((lead, stage), tasks) in batches {
-            for chunk in chunk_batch(tasks) {
-                // The id names exactly these attempts: two batches of one
-                // stage never collide in the duplicate window, and a
-                // re-sent batch deduplicates.
-                let batch_id = format!("{}:{stage}:{:016x}", self.run_id, batch_hash(&chunk));
-                let batch = BatchMessage {
-                    v: PROTOCOL_VERSION,
-                    batch: batch_id,
-                    run_id: self.run_id.clone(),
-                    tasks: chunk,
-                    dispatched_at: now(),
-                };
-                let payload = encode(&batch).map_err(|e| err(&self.run_id, e))?;
-                let msg = PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(wire::token(&batch.batch));
-                let ack = self
-                    .shared
-                    .swarm
-                    .js
-                    .send_publish(wire::subject_task_lead(&lead), msg)
-                    .await
-                    .map_err(|e| err(&self.run_id, e))?;
-                acks.push(ack.into_future());
-            }
-        }
-        while let Some(ack) = acks.next().await {
-            ack.map_err(|e| err(&self.run_id, e))?;
-        }
-        if !raised.is_empty() {
-            Box::pin(self.commit(raised)).await?;
-        }
-        Ok(())
-    }
-
-    /// Publishes one task where its topology sends it (or adds it to a
-    /// lead's batch).
-    async fn dispatch(
-        &mut self,
-        mut spec: TaskSpec,
-        acks: &mut FuturesUnordered<AckFuture>,
-        batches: &mut BTreeMap<(String, String), Vec<TaskSpec>>,
-    ) -> Result<(), RunError> {
-        self.ops.prepare(&mut spec);
-        let plan = self.engine.plan().clone();
-        let node = plan
-            .node_by_id(spec.stage_id.as_str())
-            .map(|n| &plan.nodes[n]);
-        let (topology, strategy, max_agents) = node
-            .and_then(|n| n.swarm.as_ref())
-            .map_or((Topology::Mesh, Strategy::Balanced, None), |s| {
-                (s.topology, s.strategy, s.max_agents)
-            });
-        let recovering = node.is_some_and(|n| n.error.strategy == ErrorStrategy::SwarmRecovery)
-            && spec.attempt.0 > 1;
-        let avoid = if recovering {
-            self.failed_on.get(&spec.task_id).cloned()
-        } else {
-            None
-        };
-        let labels = BTreeMap::new();
-        let want = Want {
-            stage: spec.stage_id.as_str(),
-            skill: spec.skill.as_str(),
-            topology,
-            strategy,
-            max_agents,
-            labels: &labels,
-            avoid: avoid.as_deref(),
-            model: spec.model.as_deref(),
-        };
-        let ttl_ms = self.shared.swarm.settings.worker_ttl.as_millis() as u64;
-        let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
-        let mut target = self
-            .shared
-            .registry
-            .route(&want, &mut self.agents, now(), ttl_ms);
-        if matches!(target, Target::Lead(_)) && inputs_size > wire::INLINE_LIMIT / BATCH_TASKS {
-            // Too large to share a batch message: straight to the queue,
-            // inputs by reference.
-            target = Target::Mesh;
-        }
-        let (subject, route) = match target {
-            Target::Mesh => (wire::subject_task_skill(spec.skill.as_str()), Route::Mesh),
-            Target::Worker(w) => (wire::subject_task_worker(&w), Route::Direct { worker: w }),
-            Target::Lead(lead) => {
-                self.dispatched.insert(
-                    (spec.task_id.clone(), spec.attempt),
-                    Sent {
-                        at: now(),
-                        to: Some(lead.clone()),
-                    },
-                );
-                crate::http::metrics::task_dispatched(&spec, "lead");
-                batches
-                    .entry((lead.clone(), spec.stage_id.to_string()))
-                    .or_default()
-                    .push(spec);
-                return Ok(());
-            }
-        };
-        let to = match &route {
-            Route::Direct { worker } => Some(worker.clone()),
-            _ => None,
-        };
-        self.dispatched
-            .insert((spec.task_id.clone(), spec.attempt), Sent { at: now(), to });
-        let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
-        crate::http::metrics::task_dispatched(&spec, crate::http::metrics::route_label(&route));
-        let ack = self.publish_task(spec, subject, route, msg_id).await?;
-        acks.push(ack);
-        Ok(())
-    }
-
-    /// Publishes a task message; inputs over the inline limit go to the
-    /// object store first.
-    async fn publish_task(
-        &self,
-        mut spec: TaskSpec,
-        subject: String,
-        route: Route,
-        msg_id: String,
-    ) -> Result<AckFuture, RunError> {
-        let mut inputs_ref = None;
-        let size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
-        if size > wire::INLINE_LIMIT {
-            let name = format!(
-                "inputs.{}",
-                wire::key_result(&self.run_id, &spec.task_id, spec.attempt)
-            );
-            super::objects::put_json(&self.shared, &name, &spec.inputs)
-                .await
-                .map_err(|e| err(&self.run_id, e))?;
-            spec.inputs = Value::Null;
-            inputs_ref = Some(name);
-        }
-        let message = TaskMessage {
-            v: PROTOCOL_VERSION,
-            spec,
-            route,
-            dispatched_at: now(),
-            inputs_ref,
-        };
-        let payload = encode(&message).map_err(|e| err(&self.run_id, e))?;
-        let publish = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(msg_id);
-        let publish = cascade_swarm::ops::trace::inject(publish, &message.spec);
-        let ack = self
-            .shared
-            .swarm
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| err(&self.run_id, e))?;
-        Ok(ack.into_future())
-    }
-
-    /// A task is lost when it was claimed, its message is gone (a late ack
-    /// from a worker that had lost it deleted the redelivery) and no result
-    /// was written: send it again. Only attempts in flight for more than
-    /// two ack windows are looked at, a bounded number per sweep, each
-    /// with O(1) lookups: the sweep is for stragglers, not a scan.
-    async fn sweep(&mut self) -> Result<(), RunError> {
-        let swarm = self.shared.swarm.clone();
-        let t = now();
-        let stale_after = 2 * swarm.settings.ack_wait.as_millis() as u64;
-        // Keys only: rendering every attempt in flight each sweep would cost
-        // the whole fan-out every ack window.
-        let in_flight: std::collections::HashSet<(TaskId, cascade_proto::Attempt)> =
-            self.engine.in_flight_keys().into_iter().collect();
-        self.dispatched.retain(|k, _| in_flight.contains(k));
-        let old: Vec<(TaskId, cascade_proto::Attempt)> = self
-            .dispatched
-            .iter()
-            .filter(|(_, sent)| t.saturating_sub(sent.at) > stale_after)
-            .map(|(k, _)| k.clone())
-            .take(SWEEP_BATCH)
-            .collect();
-        let ttl_ms = swarm.settings.worker_ttl.as_millis() as u64;
-        let alive = |name: &str| {
-            self.shared
-                .registry
-                .workers
-                .get(name)
-                .is_some_and(|w| !w.draining && t.saturating_sub(w.heartbeat_at) <= ttl_ms)
-        };
-        let mut lost = Vec::new();
-        for key in old {
-            if !in_flight.contains(&key) {
-                continue;
-            }
-            let (task_id, attempt) = (&key.0, key.1);
-            let sent_to = self.dispatched.get(&key).and_then(|s| s.to.clone());
-            let kv_key = wire::key_claim(&self.run_id, task_id, attempt);
-            if matches!(swarm.results.get(&kv_key).await, Ok(Some(_))) {
-                continue; // the results watch delivers it
-            }
-            let claim = swarm
-                .claims
-                .get(&kv_key)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| decode::<Claim>(&b).ok());
-            // Sent to one worker (star, max_agents, recovery, a lead) that
-            // is gone or draining: only its consumer could ever take it.
-            let stranded = sent_to.as_deref().is_some_and(|w| !alive(w))
-                && claim.as_ref().is_none_or(|c| !alive(&c.worker));
-            // Claimed, its message gone (a late ack deleted a redelivery),
-            // and its holder dead: nobody will finish it.
-            let orphaned = match &claim {
-                Some(c) => {
-                    let message_exists = match c.stream_seq {
-                        Some(seq) => swarm.tasks.get_raw_message(seq).await.is_ok(),
-                        None => true,
-                    };
-                    !message_exists && !alive(&c.worker)
-                }
-                None => false,
-            };
-            if stranded || orphaned {
-                tracing::warn!(run_id = %self.run_id, task_id = %task_id, %attempt, stranded, orphaned, "re-enqueueing a task nobody will finish");
-                // Rendered only now, for the few that are re-sent.
-                if let Some(mut spec) = self.engine.spec_of(task_id) {
-                    crate::http::metrics::task_reenqueued(spec.skill.as_str());
-                    self.ops.prepare(&mut spec);
-                    lost.push(spec);
-                }
-            }
-            // Checked: look again only after another two windows.
-            if let Some(sent) = self.dispatched.get_mut(&key) {
-                sent.at = t;
-            }
-        }
-        if lost.is_empty() {
-            return Ok(());
-        }
-        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-        for spec in lost {
-            let msg_id = format!(
-                "{}:{}:{}:swept{}",
-                self.run_id, spec.task_id, spec.attempt, t
-            );
-            let subject = wire::subject_task_skill(spec.skill.as_str());
-            let ack = self
-                .publish_task(spec, subject, Route::Mesh, msg_id)
-                .await?;
-            acks.push(ack);
-        }
-        while let Some(a) = acks.next().await {
-            a.map_err(|e| err(&self.run_id, e))?;
-        }
-        Ok(())
-    }
-
-    async fn flush_record(&mut self) {
-        if !self.record_dirty {
-            return;
-        }
-        self.record.updated_at = now();
-        super::report::update_record(&self.shared, &self.record).await;
-        self.record_dirty = false;
-    }
-
-    async fn finish(&mut self) {
-        let report = self.engine.report();
-        let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
-        if !self.ops.is_empty() {
-            // The end actions (gates, GitHub, notifications, on_run_end) run
-            // once: a coordinator that takes over a run whose stored report
-            // records them (`integrations`) keeps that report. They run again
-            // only if the owner died between acting and writing the report.
-            match self.stored_report().await {
-                Some(stored) if stored.get("integrations").is_some() => value = stored,
-                _ => self.ops.finish(&mut value).await,
-            }
-        }
-        super::report::write(&self.shared, &self.run_id, &value).await;
-        // Gates may have failed the run: the record follows the report.
-        let status = value
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or(report.status.as_str())
-            .to_owned();
-        self.record.state = match status.as_str() {
-            "success" => RunState::Success,
-            "partial" => RunState::Partial,
-            _ => RunState::Failed,
-        };
-        self.record.error = value
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        self.record_dirty = true;
-        self.flush_record().await;
-        tracing::info!(run_id = %self.run_id, status = %status, "run finished");
-        crate::http::metrics::run_finished(&self.run_id, self.record.created_at, &status);
-    }
-
-    /// The report a previous owner stored for this run, if any.
-    async fn stored_report(&self) -> Option<Value> {
-        let key = wire::token(self.run_id.as_str());
-        let bytes = self.shared.swarm.reports.get(key).await.ok()??;
-        let value: Value = decode(&bytes).ok()?;
-        match value.get("$ref").and_then(Value::as_str) {
-            Some(name) => super::objects::get_json(&self.shared, name).await,
-            None => Some(value),
-        }
+        None => std::future::pending().await,
     }
 }
 
-/// Most tasks in one batch for a lead.
-const BATCH_TASKS: usize = 64;
-
-/// Splits a lead's tasks into batches that stay well under a message's
-/// size (tasks with large inputs never reach here: they go to the mesh).
-fn chunk_batch(tasks: Vec<TaskSpec>) -> Vec<Vec<TaskSpec>> {
-    let mut out: Vec<Vec<TaskSpec>> = Vec::new();
-    let mut size = 0;
-    for t in tasks {
-        let len = encode(&t).map_or(0, |b| b.len());
-        let full = out
-            .last()
-            .is_none_or(|c| c.len() >= BATCH_TASKS || size + len > wire::INLINE_LIMIT);
-        if full {
-            out.push(Vec::new());
-            size = 0;
-        }
-        size += len;
-        if let Some(c) = out.last_mut() {
-            c.push(t);
-        }
-    }
-    out
-}
-
-/// A stable hash of a batch's attempts (FNV-1a: same in every process).
-fn batch_hash(tasks: &[TaskSpec]) -> u64 {
-    let mut ids: Vec<String> = tasks
-        .iter()
-        .map(|t| format!("{}@{}", t.task_id, t.attempt))
-        .collect();
-    ids.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in ids.join("\n").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-async fn sleep_until_ms(at: Option<Millis>) {
+async fn sleep_until_ms(at: Option<Millis>, now: Millis) {
     if let Some(at) = at {
-        let wait = at.saturating_sub(now());
+        let wait = at.saturating_sub(now);
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }

@@ -1,0 +1,314 @@
+//! Effects into I/O: the one interpreter of the engine's effects, for
+//! live events and for replay alike, and the sends it plans.
+//!
+//! ```text
+//!  effects ─▶ interpret (sync: timers, stage changes, routing, bookkeeping)
+//!                 ─▶ Vec<Send> ─▶ send_all (a future the run loop polls:
+//!                                 publishes pipelined, acks awaited in a window)
+//! ```
+//! Replay interprets the same effects with `Mode::Replay` (the rules are
+//! in `driver::effects`, shared with the embedded driver): state, timers
+//! and the run's own memory come back; nothing is sent to workers and
+//! global memory (shared with other runs, which may have written since)
+//! is left alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cascade_core::engine::{Effect, StageStatus};
+use cascade_core::spec::{ErrorStrategy, Strategy, Topology};
+use cascade_proto::wire::{self, BatchMessage, CancelRequest, Route, TaskMessage};
+use cascade_proto::{Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskSpec};
+use cascade_swarm::store::{AckFuture, ResultKey, StoreError};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::Value;
+
+use super::Shared;
+use super::route::{Target, Want};
+use super::run::{Driver, Sent};
+use crate::driver::effects::{self, Effects, Mode, Timers};
+
+/// Task publishes awaiting their PubAck at once. async-nats allows 5,000
+/// unconfirmed publishes; going past that without collecting deadlocks.
+const PUBLISH_WINDOW: usize = 1024;
+
+/// Most tasks in one batch for a lead.
+const BATCH_TASKS: usize = 64;
+
+/// One write an effect needs, in the order the effects came.
+pub(super) enum Send {
+    Task {
+        spec: Box<TaskSpec>,
+        subject: String,
+        route: Route,
+        msg_id: String,
+    },
+    Batch {
+        lead: String,
+        batch: BatchMessage,
+    },
+    Memory(Effect),
+    Cancel(CancelRequest),
+}
+
+impl Driver {
+    /// Interprets effects (the interpreter both drivers share): what needs
+    /// no I/O is done now, what does joins `self.sends`, in order. Events
+    /// raised by the integrations (a failed quality gate stops the run)
+    /// join the next log entry.
+    pub(super) fn interpret(&mut self, fx: Vec<Effect>, mode: Mode) {
+        if mode == Mode::Live {
+            let raised: Vec<Event> = self.ops.observe(&fx, &self.engine);
+            self.pending.extend(raised);
+        }
+        effects::interpret(fx, mode, self);
+        let batches = std::mem::take(&mut self.batches);
+        for ((lead, stage), tasks) in batches {
+            for chunk in chunk_batch(tasks) {
+                // The id names exactly these attempts: two batches of one
+                // stage never collide in the duplicate window, and a
+                // re-sent batch deduplicates.
+                let batch_id = format!("{}:{stage}:{:016x}", self.run_id, batch_hash(&chunk));
+                let batch = BatchMessage {
+                    v: PROTOCOL_VERSION,
+                    batch: batch_id,
+                    run_id: self.run_id.clone(),
+                    tasks: chunk,
+                    dispatched_at: self.shared.now(),
+                };
+                self.sends.push(Send::Batch {
+                    lead: lead.clone(),
+                    batch,
+                });
+            }
+        }
+    }
+
+    /// Routes one task where its topology sends it (or adds it to a lead's
+    /// batch) and notes it as sent.
+    fn route(&mut self, mut spec: TaskSpec) -> Option<Send> {
+        self.ops.prepare(&mut spec);
+        let plan = self.engine.plan().clone();
+        let node = plan
+            .node_by_id(spec.stage_id.as_str())
+            .map(|n| &plan.nodes[n]);
+        let (topology, strategy, max_agents) = node
+            .and_then(|n| n.swarm.as_ref())
+            .map_or((Topology::Mesh, Strategy::Balanced, None), |s| {
+                (s.topology, s.strategy, s.max_agents)
+            });
+        let recovering = node.is_some_and(|n| n.error.strategy == ErrorStrategy::SwarmRecovery)
+            && spec.attempt.0 > 1;
+        let avoid = if recovering {
+            self.failed_on.get(&spec.task_id).cloned()
+        } else {
+            None
+        };
+        let labels = BTreeMap::new();
+        let want = Want {
+            stage: spec.stage_id.as_str(),
+            skill: spec.skill.as_str(),
+            topology,
+            strategy,
+            max_agents,
+            labels: &labels,
+            avoid: avoid.as_deref(),
+            model: spec.model.as_deref(),
+        };
+        let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
+        let inputs_size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
+        let now = self.shared.now();
+        let mut target = self
+            .shared
+            .registry
+            .route(&want, &mut self.agents, now, ttl_ms);
+        if matches!(target, Target::Lead(_)) && inputs_size > wire::INLINE_LIMIT / BATCH_TASKS {
+            // Too large to share a batch message: straight to the queue,
+            // inputs by reference.
+            target = Target::Mesh;
+        }
+        let (subject, route) = match target {
+            Target::Mesh => (wire::subject_task_skill(spec.skill.as_str()), Route::Mesh),
+            Target::Worker(w) => (wire::subject_task_worker(&w), Route::Direct { worker: w }),
+            Target::Lead(lead) => {
+                self.dispatched.insert(
+                    (spec.task_id.clone(), spec.attempt),
+                    Sent {
+                        at: now,
+                        to: Some(lead.clone()),
+                    },
+                );
+                crate::driver::metrics::task_dispatched(&spec, "lead");
+                self.batches
+                    .entry((lead.clone(), spec.stage_id.to_string()))
+                    .or_default()
+                    .push(spec);
+                return None;
+            }
+        };
+        let to = match &route {
+            Route::Direct { worker } => Some(worker.clone()),
+            _ => None,
+        };
+        self.dispatched
+            .insert((spec.task_id.clone(), spec.attempt), Sent { at: now, to });
+        let msg_id = format!("{}:{}:{}", self.run_id, spec.task_id, spec.attempt);
+        crate::driver::metrics::task_dispatched(&spec, crate::driver::metrics::route_label(&route));
+        Some(Send::Task {
+            spec: Box::new(spec),
+            subject,
+            route,
+            msg_id,
+        })
+    }
+}
+
+impl Effects for Driver {
+    fn timers(&mut self) -> &mut Timers {
+        &mut self.timers
+    }
+
+    fn dispatch(&mut self, spec: TaskSpec) {
+        if let Some(send) = self.route(spec) {
+            self.sends.push(send);
+        }
+    }
+
+    fn cancel(&mut self, task: TaskId, attempt: Attempt) {
+        self.sends.push(Send::Cancel(CancelRequest {
+            v: PROTOCOL_VERSION,
+            run_id: self.run_id.clone(),
+            task_id: Some(task),
+            attempt: Some(attempt),
+        }));
+    }
+
+    fn memory(&mut self, effect: Effect) {
+        self.sends.push(Send::Memory(effect));
+    }
+
+    fn stage_changed(&mut self, stage: String, status: StageStatus, mode: Mode) {
+        if mode == Mode::Live {
+            crate::driver::metrics::stage_changed(status);
+        }
+        self.record.stages.insert(stage, status.as_str().to_owned());
+        self.record_dirty = true;
+    }
+}
+
+/// Performs the sends in order: task publishes pipelined (at most
+/// [`PUBLISH_WINDOW`] acks outstanding), memory writes and cancels as
+/// they come; returns once every publish is acknowledged. Owns what it
+/// needs, so the run loop can poll it beside timers and cancellation.
+pub(super) async fn send_all(
+    shared: Arc<Shared>,
+    run_id: RunId,
+    sends: Vec<Send>,
+) -> Result<(), StoreError> {
+    let stores = &shared.stores;
+    let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+    for send in sends {
+        match send {
+            Send::Task {
+                spec,
+                subject,
+                route,
+                msg_id,
+            } => {
+                let now = shared.now();
+                let ack = publish_task(&shared, *spec, subject, route, msg_id, now).await?;
+                acks.push(ack);
+            }
+            Send::Batch { lead, batch } => {
+                let msg_id = wire::token(&batch.batch);
+                let subject = wire::subject_task_lead(&lead);
+                let ack = stores.tasks.publish_batch(subject, &batch, msg_id).await?;
+                acks.push(ack);
+            }
+            Send::Memory(effect) => super::memory::perform(&shared, &run_id, &effect).await,
+            // Best effort: fencing is the guarantee.
+            Send::Cancel(req) => {
+                let _ = stores.tasks.cancel(&req).await;
+            }
+        }
+        while acks.len() >= PUBLISH_WINDOW {
+            if let Some(Err(e)) = acks.next().await {
+                return Err(e);
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    Ok(())
+}
+
+/// Publishes a task message; inputs over the inline limit go to the
+/// object store first.
+async fn publish_task(
+    shared: &Shared,
+    mut spec: TaskSpec,
+    subject: String,
+    route: Route,
+    msg_id: String,
+    now: Millis,
+) -> Result<AckFuture, StoreError> {
+    let mut inputs_ref = None;
+    let size = serde_json::to_vec(&spec.inputs).map_or(0, |b| b.len());
+    if size > wire::INLINE_LIMIT {
+        let name = format!(
+            "inputs.{}",
+            ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt)
+        );
+        shared.stores.objects.put_json(&name, &spec.inputs).await?;
+        spec.inputs = Value::Null;
+        inputs_ref = Some(name);
+    }
+    let message = TaskMessage {
+        v: PROTOCOL_VERSION,
+        spec,
+        route,
+        dispatched_at: now,
+        inputs_ref,
+    };
+    shared
+        .stores
+        .tasks
+        .publish_task(subject, &message, msg_id)
+        .await
+}
+
+/// Splits a lead's tasks into batches that stay well under a message's
+/// size (tasks with large inputs never reach here: they go to the mesh).
+fn chunk_batch(tasks: Vec<TaskSpec>) -> Vec<Vec<TaskSpec>> {
+    let mut out: Vec<Vec<TaskSpec>> = Vec::new();
+    let mut size = 0;
+    for t in tasks {
+        let len = cascade_proto::encode(&t).map_or(0, |b| b.len());
+        let full = out
+            .last()
+            .is_none_or(|c| c.len() >= BATCH_TASKS || size + len > wire::INLINE_LIMIT);
+        if full {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(c) = out.last_mut() {
+            c.push(t);
+        }
+    }
+    out
+}
+
+/// A stable hash of a batch's attempts (FNV-1a: same in every process).
+fn batch_hash(tasks: &[TaskSpec]) -> u64 {
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .map(|t| format!("{}@{}", t.task_id, t.attempt))
+        .collect();
+    ids.sort();
+    let mut h = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut h, ids.join("\n").as_bytes());
+    std::hash::Hasher::finish(&h)
+}

@@ -1,0 +1,946 @@
+//! The stores on JetStream: streams and KV buckets as [`Swarm::setup`]
+//! created them. Every key is built here from `cascade_proto::wire`.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, context, kv, object_store, stream};
+use bytes::Bytes;
+use cascade_proto::wire::{
+    self, BatchMessage, CancelRequest, Claim, DeadLetter, Lease, ResultRecord, RunRecord,
+    Submission, TaskMessage, WorkerInfo,
+};
+use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, encode};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncReadExt;
+
+use super::{
+    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, LogEntry,
+    Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError,
+    Stores, Submissions, TaskBus, Watch, WorkerChange,
+};
+use crate::Swarm;
+
+/// Compare-and-set rounds on a run record before giving up (each re-reads).
+const RECORD_RETRIES: usize = 10;
+
+impl Swarm {
+    /// The typed stores over this connection.
+    pub fn stores(&self) -> Stores {
+        let objects = Arc::new(JsObjects(self.objects.clone()));
+        Stores {
+            settings: self.settings.clone(),
+            events: Arc::new(JsEventLog {
+                js: self.js.clone(),
+                stream: self.events.clone(),
+                objects: objects.clone(),
+            }),
+            tasks: Arc::new(JsTaskBus {
+                client: self.client.clone(),
+                js: self.js.clone(),
+                stream: self.tasks.clone(),
+            }),
+            claims: Arc::new(JsClaims(self.claims.clone())),
+            results: Arc::new(JsResults(self.results.clone())),
+            leases: Arc::new(JsLeases(self.leases.clone())),
+            runs: Arc::new(JsRuns(self.runs.clone())),
+            submissions: Arc::new(JsSubmissions(self.submissions.clone())),
+            reports: Arc::new(JsReports {
+                bucket: self.reports.clone(),
+                objects: objects.clone(),
+            }),
+            memory: Arc::new(JsMemory(self.memory.clone())),
+            objects,
+            registry: Arc::new(JsRegistry(self.workers.clone())),
+        }
+    }
+}
+
+fn run_key(run: &RunId) -> String {
+    wire::token(run.as_str())
+}
+
+fn enc<T: serde::Serialize>(what: &'static str, key: &str, v: &T) -> Result<Bytes, StoreError> {
+    encode(v)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::encode(what, key, e))
+}
+
+/// Waits for a publish's acknowledgement, as a boxed future.
+fn ack_of(ack: context::PublishAckFuture, subject: String) -> AckFuture {
+    ack.into_future()
+        .map(move |r| {
+            r.map(|_| ())
+                .map_err(|e| StoreError::nats("publish ack", subject, e))
+        })
+        .boxed()
+}
+
+// ---- event log -----------------------------------------------------------
+
+struct JsEventLog {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    objects: Arc<JsObjects>,
+}
+
+impl JsEventLog {
+    async fn append_bytes(
+        &self,
+        subject: String,
+        payload: Bytes,
+        expected: u64,
+    ) -> Result<Appended, StoreError> {
+        let msg = PublishMessage::build()
+            .payload(payload)
+            .expected_last_subject_sequence(expected);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), msg)
+            .await
+            .map_err(|e| StoreError::nats("append to", &subject, e))?;
+        match ack.await {
+            Ok(a) => Ok(Appended::At(a.sequence)),
+            Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
+                // Under R3 load this can be spurious: look before giving up.
+                match self.stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(m) if m.sequence != expected => Ok(Appended::Superseded),
+                    _ => Err(StoreError::nats("append to", &subject, e)),
+                }
+            }
+            Err(e) => Err(StoreError::nats("append to", &subject, e)),
+        }
+    }
+}
+
+impl EventLog for JsEventLog {
+    fn append<'a>(
+        &'a self,
+        run: &'a RunId,
+        record: &'a EventRecord,
+        expected: u64,
+        writer: &'a str,
+    ) -> Fut<'a, Appended> {
+        async move {
+            let subject = wire::subject_events(run);
+            let payload = enc("event log entry", &subject, record)?;
+            if payload.len() <= wire::INLINE_LIMIT {
+                return self.append_bytes(subject, payload, expected).await;
+            }
+            if record.events.len() > 1 {
+                return Ok(Appended::TooLarge);
+            }
+            // One event too large for a message: the entry goes to the
+            // object store and the log holds its name. The writer's name
+            // keeps a superseded coordinator from overwriting the object
+            // the winning entry points at.
+            let name = format!(
+                "events.{}.{}.{}",
+                run_key(run),
+                expected + 1,
+                wire::token(writer)
+            );
+            let value = serde_json::to_value(record)
+                .map_err(|e| StoreError::encode("event log entry", &name, e))?;
+            self.objects.put_json(&name, &value).await?;
+            let stub = EventRecord {
+                v: PROTOCOL_VERSION,
+                at: record.at,
+                events: Vec::new(),
+                object: Some(name),
+            };
+            let stub = enc("event log entry", &subject, &stub)?;
+            self.append_bytes(subject, stub, expected).await
+        }
+        .boxed()
+    }
+
+    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<LogEntry>> {
+        async move {
+            let subject = wire::subject_events(run);
+            let msg = match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(after + 1))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StoreError::nats("read", &subject, e)),
+            };
+            let at = format!("{subject} #{}", msg.sequence);
+            let rec = async {
+                let mut rec: EventRecord = decode(&msg.payload)
+                    .map_err(|e| StoreError::decode("event log entry", &at, e))?;
+                if let Some(name) = rec.object.clone() {
+                    let value = self.objects.get_json(&name).await?;
+                    rec = serde_json::from_value(value)
+                        .map_err(|e| StoreError::decode("event log object", &name, e))?;
+                }
+                Ok(rec)
+            };
+            Ok(Some((msg.sequence, rec.await)))
+        }
+        .boxed()
+    }
+}
+
+// ---- task bus ------------------------------------------------------------
+
+struct JsTaskBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl JsTaskBus {
+    async fn send(&self, subject: String, msg: PublishMessage) -> Result<AckFuture, StoreError> {
+        let ack = self
+            .js
+            .send_publish(subject.clone(), msg)
+            .await
+            .map_err(|e| StoreError::nats("publish", &subject, e))?;
+        Ok(ack_of(ack, subject))
+    }
+}
+
+impl TaskBus for JsTaskBus {
+    fn publish_task<'a>(
+        &'a self,
+        subject: String,
+        message: &'a TaskMessage,
+        msg_id: String,
+    ) -> Fut<'a, AckFuture> {
+        async move {
+            let payload = enc("task message", &msg_id, message)?;
+            let publish = PublishMessage::build().payload(payload).message_id(msg_id);
+            let publish = crate::ops::trace::inject(publish, &message.spec);
+            self.send(subject, publish).await
+        }
+        .boxed()
+    }
+
+    fn publish_batch<'a>(
+        &'a self,
+        subject: String,
+        batch: &'a BatchMessage,
+        msg_id: String,
+    ) -> Fut<'a, AckFuture> {
+        async move {
+            let payload = enc("batch message", &msg_id, batch)?;
+            let publish = PublishMessage::build().payload(payload).message_id(msg_id);
+            self.send(subject, publish).await
+        }
+        .boxed()
+    }
+
+    fn queued(&self, seq: u64) -> Fut<'_, Option<Queued>> {
+        async move {
+            match self.stream.get_raw_message(seq).await {
+                Ok(m) => Ok(Some(Queued {
+                    subject: m.subject.to_string(),
+                    payload: m.payload,
+                })),
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+                // The server answers a missing sequence with an API error.
+                Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::JetStream(_)) => Ok(None),
+                Err(e) => Err(StoreError::nats("read task message", seq.to_string(), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn remove(&self, seq: u64) -> Fut<'_, ()> {
+        async move {
+            self.stream
+                .delete_message(seq)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::nats("delete task message", seq.to_string(), e))
+        }
+        .boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        subject: String,
+        letter: &'a DeadLetter,
+        msg_id: Option<String>,
+    ) -> Fut<'a, ()> {
+        async move {
+            let payload = enc("dead letter", &subject, letter)?;
+            let mut publish = PublishMessage::build().payload(payload);
+            if let Some(id) = msg_id {
+                publish = publish.message_id(id);
+            }
+            self.send(subject, publish).await?.await
+        }
+        .boxed()
+    }
+
+    fn cancel<'a>(&'a self, request: &'a CancelRequest) -> Fut<'a, ()> {
+        async move {
+            let subject = wire::subject_cancel(&request.run_id);
+            let payload = enc("cancel request", &subject, request)?;
+            self.client
+                .publish(subject.clone(), payload)
+                .await
+                .map_err(|e| StoreError::nats("publish", &subject, e))
+        }
+        .boxed()
+    }
+
+    fn max_deliveries(&self) -> Fut<'_, Watch<(u64, u64)>> {
+        #[derive(serde::Deserialize)]
+        struct Advisory {
+            stream_seq: u64,
+            #[serde(default)]
+            deliveries: u64,
+        }
+        async move {
+            let subject = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+                wire::STREAM_TASKS
+            );
+            let sub = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| StoreError::nats("subscribe", &subject, e))?;
+            let stream = sub.filter_map(|msg| async move {
+                serde_json::from_slice::<Advisory>(&msg.payload)
+                    .ok()
+                    .map(|a| Ok((a.stream_seq, a.deliveries)))
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+}
+
+// ---- claims --------------------------------------------------------------
+
+struct JsClaims(kv::Store);
+
+impl Claims for JsClaims {
+    fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>> {
+        async move {
+            let entry = self
+                .0
+                .entry(key.as_str())
+                .await
+                .map_err(|e| StoreError::nats("read claim", key.as_str(), e))?;
+            Ok(entry.and_then(|e| {
+                // A claim that cannot be read is older than any that can be
+                // written: report it as the oldest possible holder.
+                let claim = decode::<Claim>(&e.value).unwrap_or(Claim {
+                    v: PROTOCOL_VERSION,
+                    worker: String::new(),
+                    delivered: 0,
+                    at: 0,
+                    stream_seq: Some(0),
+                });
+                (e.operation == kv::Operation::Put).then_some((claim, e.revision))
+            }))
+        }
+        .boxed()
+    }
+
+    fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>> {
+        async move {
+            let bytes = enc("claim", key.as_str(), claim)?;
+            match self.0.create(key.as_str(), bytes).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(StoreError::nats("create claim", key.as_str(), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        claim: &'a Claim,
+        revision: u64,
+    ) -> Fut<'a, Option<u64>> {
+        async move {
+            let bytes = enc("claim", key.as_str(), claim)?;
+            match self.0.update(key.as_str(), bytes, revision).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(StoreError::nats("update claim", key.as_str(), e)),
+            }
+        }
+        .boxed()
+    }
+}
+
+// ---- results -------------------------------------------------------------
+
+struct JsResults(kv::Store);
+
+impl Results for JsResults {
+    fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>> {
+        async move {
+            let bytes = self
+                .0
+                .get(key.as_str())
+                .await
+                .map_err(|e| StoreError::nats("read result", key.as_str(), e))?;
+            bytes
+                .map(|b| decode(&b).map_err(|e| StoreError::decode("result", key.as_str(), e)))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created> {
+        async move {
+            let bytes = enc("result", key.as_str(), record)?;
+            match self.0.create(key.as_str(), bytes).await {
+                Ok(_) => Ok(Created::Written),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Exists),
+                Err(e) => Err(StoreError::nats("store result", key.as_str(), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn watch_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<ResultRecord>> {
+        async move {
+            let pattern = wire::key_results_of_run(run);
+            let watch = self
+                .0
+                .watch_with_history(&pattern)
+                .await
+                .map_err(|e| StoreError::nats("watch results", &pattern, e))?;
+            // Per result: a decode, no allocation beyond it (the hot path).
+            let stream = watch.filter_map(move |entry| {
+                std::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => Some(
+                        decode::<ResultRecord>(&e.value)
+                            .map_err(|err| StoreError::decode("result", e.key, err)),
+                    ),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(StoreError::nats("watch results", pattern.clone(), e))),
+                })
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+}
+
+// ---- leases --------------------------------------------------------------
+
+struct JsLeases(kv::Store);
+
+fn lease_bytes(key: &str, owner: &str, expires_at: Millis) -> Result<Bytes, StoreError> {
+    enc(
+        "lease",
+        key,
+        &Lease {
+            v: PROTOCOL_VERSION,
+            owner: owner.to_owned(),
+            expires_at,
+        },
+    )
+}
+
+impl Leases for JsLeases {
+    fn acquire<'a>(
+        &'a self,
+        run: &'a RunId,
+        owner: &'a str,
+        now: Millis,
+        ttl: std::time::Duration,
+    ) -> Fut<'a, Option<LeaseHeld>> {
+        async move {
+            let key = run_key(run);
+            let value = lease_bytes(&key, owner, now + ttl.as_millis() as u64)?;
+            let held = |revision| LeaseHeld {
+                run: run.clone(),
+                revision,
+            };
+            match self.0.create(&key, value.clone()).await {
+                Ok(revision) => return Ok(Some(held(revision))),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::nats("create lease", &key, e)),
+            }
+            let Some(entry) = self
+                .0
+                .entry(&key)
+                .await
+                .map_err(|e| StoreError::nats("read lease", &key, e))?
+            else {
+                return Ok(None);
+            };
+            let current: Option<Lease> = decode(&entry.value).ok();
+            let free = match &current {
+                None => true, // deleted (released) or unreadable
+                Some(l) => l.expires_at < now || l.owner == owner,
+            };
+            if !free {
+                return Ok(None);
+            }
+            match self.0.update(&key, value, entry.revision).await {
+                Ok(revision) => Ok(Some(held(revision))),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(StoreError::nats("take lease", &key, e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        held: &'a mut LeaseHeld,
+        owner: &'a str,
+        expires_at: Millis,
+    ) -> Fut<'a, bool> {
+        async move {
+            let key = run_key(&held.run);
+            let value = lease_bytes(&key, owner, expires_at)?;
+            match self.0.update(&key, value, held.revision).await {
+                Ok(rev) => {
+                    held.revision = rev;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(StoreError::nats("renew lease", &key, e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, held: &'a LeaseHeld) -> Fut<'a, ()> {
+        async move {
+            let key = run_key(&held.run);
+            self.0
+                .delete_expect_revision(&key, Some(held.revision))
+                .await
+                .map_err(|e| StoreError::nats("release lease", &key, e))
+        }
+        .boxed()
+    }
+}
+
+// ---- runs ----------------------------------------------------------------
+
+struct JsRuns(kv::Store);
+
+fn decode_record(key: &str, bytes: &[u8]) -> Result<RunRecord, StoreError> {
+    decode(bytes).map_err(|e| StoreError::decode("run record", key, e))
+}
+
+impl Runs for JsRuns {
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<RunRecord>> {
+        async move {
+            let key = run_key(run);
+            let bytes = self
+                .0
+                .get(&key)
+                .await
+                .map_err(|e| StoreError::nats("read run record", &key, e))?;
+            bytes.map(|b| decode_record(&key, &b)).transpose()
+        }
+        .boxed()
+    }
+
+    fn create<'a>(&'a self, record: &'a RunRecord) -> Fut<'a, Created> {
+        async move {
+            let key = run_key(&record.run_id);
+            let bytes = enc("run record", &key, record)?;
+            match self.0.create(&key, bytes).await {
+                Ok(_) => Ok(Created::Written),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Exists),
+                Err(e) => Err(StoreError::nats("store run record", &key, e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn write<'a>(&'a self, record: &'a RunRecord) -> Fut<'a, ()> {
+        async move {
+            let key = run_key(&record.run_id);
+            for _ in 0..RECORD_RETRIES {
+                let current = self
+                    .0
+                    .entry(&key)
+                    .await
+                    .map_err(|e| StoreError::nats("read run record", &key, e))?;
+                let mut merged = record.clone();
+                let written = match current {
+                    Some(entry) if entry.operation == kv::Operation::Put => {
+                        if let Ok(stored) = decode::<RunRecord>(&entry.value) {
+                            merged.cancel_requested =
+                                stored.cancel_requested.or(merged.cancel_requested);
+                        }
+                        let bytes = enc("run record", &key, &merged)?;
+                        self.0.update(&key, bytes, entry.revision).await.is_ok()
+                    }
+                    _ => {
+                        let bytes = enc("run record", &key, &merged)?;
+                        self.0.create(&key, bytes).await.is_ok()
+                    }
+                };
+                if written {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Contended {
+                what: "run record",
+                key,
+                tries: RECORD_RETRIES,
+            })
+        }
+        .boxed()
+    }
+
+    fn list(&self) -> Fut<'_, Vec<RunRecord>> {
+        async move {
+            let keys: Vec<String> = self
+                .0
+                .keys()
+                .await
+                .map_err(|e| StoreError::nats("list run records", "", e))?
+                .filter_map(|k| async move { k.ok() })
+                .collect()
+                .await;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                if let Ok(Some(bytes)) = self.0.get(&k).await
+                    && let Ok(r) = decode::<RunRecord>(&bytes)
+                {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<RunRecord>> {
+        async move {
+            let key = run_key(run);
+            let watch = self
+                .0
+                .watch_with_history(&key)
+                .await
+                .map_err(|e| StoreError::nats("watch run record", &key, e))?;
+            let stream = watch.filter_map(move |entry| {
+                std::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        Some(decode_record(&e.key, &e.value))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(StoreError::nats("watch run record", key.clone(), e))),
+                })
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+}
+
+// ---- submissions ---------------------------------------------------------
+
+struct JsSubmissions(kv::Store);
+
+impl Submissions for JsSubmissions {
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Submission>> {
+        async move {
+            let key = run_key(run);
+            let bytes = self
+                .0
+                .get(&key)
+                .await
+                .map_err(|e| StoreError::nats("read submission", &key, e))?;
+            bytes
+                .map(|b| decode(&b).map_err(|e| StoreError::decode("submission", &key, e)))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn create<'a>(&'a self, submission: &'a Submission) -> Fut<'a, Created> {
+        async move {
+            let key = run_key(&submission.run_id);
+            let bytes = enc("submission", &key, submission)?;
+            match self.0.create(&key, bytes).await {
+                Ok(_) => Ok(Created::Written),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Exists),
+                Err(e) => Err(StoreError::nats("store submission", &key, e)),
+            }
+        }
+        .boxed()
+    }
+}
+
+// ---- reports -------------------------------------------------------------
+
+struct JsReports {
+    bucket: kv::Store,
+    objects: Arc<JsObjects>,
+}
+
+impl Reports for JsReports {
+    fn put<'a>(&'a self, run: &'a RunId, report: &'a Value) -> Fut<'a, ()> {
+        async move {
+            let key = run_key(run);
+            let mut bytes = enc("report", &key, report)?;
+            if bytes.len() > wire::INLINE_LIMIT {
+                let name = format!("report.{key}");
+                self.objects.put_json(&name, report).await?;
+                bytes = enc("report", &key, &json!({ "$ref": name }))?;
+            }
+            self.bucket
+                .put(&key, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::nats("store report", &key, e))
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Value>> {
+        async move {
+            let key = run_key(run);
+            let Some(bytes) = self
+                .bucket
+                .get(&key)
+                .await
+                .map_err(|e| StoreError::nats("read report", &key, e))?
+            else {
+                return Ok(None);
+            };
+            let value: Value = decode(&bytes).map_err(|e| StoreError::decode("report", &key, e))?;
+            match value.get("$ref").and_then(Value::as_str) {
+                Some(name) => self.objects.get_json(name).await.map(Some),
+                None => Ok(Some(value)),
+            }
+        }
+        .boxed()
+    }
+}
+
+// ---- memory --------------------------------------------------------------
+
+struct JsMemory(kv::Store);
+
+fn memory_key(scope: MemoryScope<'_>, key: &str) -> String {
+    match scope {
+        MemoryScope::Global => wire::key_memory_global(key),
+        MemoryScope::Run(run) => wire::key_memory_run(run, key),
+    }
+}
+
+fn memory_prefix(scope: MemoryScope<'_>) -> String {
+    match scope {
+        MemoryScope::Global => "global.".to_owned(),
+        MemoryScope::Run(run) => format!("run.{}.", run_key(run)),
+    }
+}
+
+impl JsMemory {
+    async fn keys_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self
+            .0
+            .keys()
+            .await
+            .map_err(|e| StoreError::nats("list memory", prefix, e))?;
+        Ok(keys
+            .try_filter(|k| std::future::ready(k.starts_with(prefix)))
+            .filter_map(|k| async move { k.ok() })
+            .collect()
+            .await)
+    }
+}
+
+impl Memory for JsMemory {
+    fn load<'a>(&'a self, scope: MemoryScope<'a>) -> Fut<'a, Map<String, Value>> {
+        async move {
+            let prefix = memory_prefix(scope);
+            let mut out = Map::new();
+            for k in self.keys_with(&prefix).await? {
+                let Some(name) = k.strip_prefix(&prefix).and_then(wire::untoken) else {
+                    continue;
+                };
+                if let Ok(Some(bytes)) = self.0.get(&k).await
+                    && let Ok(v) = decode::<Value>(&bytes)
+                {
+                    out.insert(name, v);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn put<'a>(&'a self, scope: MemoryScope<'a>, key: &'a str, value: &'a Value) -> Fut<'a, ()> {
+        async move {
+            let k = memory_key(scope, key);
+            let bytes = enc("memory value", key, value)?;
+            if bytes.len() > wire::INLINE_LIMIT {
+                return Err(StoreError::TooLarge {
+                    what: "memory value",
+                    key: key.to_owned(),
+                    size: bytes.len(),
+                    limit: wire::INLINE_LIMIT,
+                });
+            }
+            self.0
+                .put(&k, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::nats("write memory", &k, e))
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, scope: MemoryScope<'a>, key: &'a str) -> Fut<'a, ()> {
+        async move {
+            let k = memory_key(scope, key);
+            self.0
+                .delete(&k)
+                .await
+                .map_err(|e| StoreError::nats("delete memory", &k, e))
+        }
+        .boxed()
+    }
+
+    fn clear_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, ()> {
+        async move {
+            for k in self
+                .keys_with(&memory_prefix(MemoryScope::Run(run)))
+                .await?
+            {
+                let _ = self.0.delete(&k).await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+// ---- objects -------------------------------------------------------------
+
+pub(crate) struct JsObjects(object_store::ObjectStore);
+
+impl Objects for JsObjects {
+    fn put_json<'a>(&'a self, name: &'a str, value: &'a Value) -> Fut<'a, ()> {
+        async move {
+            let bytes =
+                serde_json::to_vec(value).map_err(|e| StoreError::encode("object", name, e))?;
+            let mut reader = bytes.as_slice();
+            self.0
+                .put(name, &mut reader)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::nats("store object", name, e))
+        }
+        .boxed()
+    }
+
+    fn get_json<'a>(&'a self, name: &'a str) -> Fut<'a, Value> {
+        async move {
+            let mut object = match self.0.get(name).await {
+                Ok(o) => o,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                    return Err(StoreError::Missing {
+                        what: "object",
+                        key: name.to_owned(),
+                    });
+                }
+                Err(e) => return Err(StoreError::nats("read object", name, e)),
+            };
+            let mut bytes = Vec::new();
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| StoreError::Nats {
+                    op: "read object",
+                    key: name.to_owned(),
+                    class: super::Class::Retryable,
+                    source: Box::new(e),
+                })?;
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::decode("object", name, e))
+        }
+        .boxed()
+    }
+}
+
+// ---- registry ------------------------------------------------------------
+
+struct JsRegistry(kv::Store);
+
+impl Registry for JsRegistry {
+    fn put<'a>(&'a self, info: &'a WorkerInfo) -> Fut<'a, ()> {
+        async move {
+            let key = wire::token(&info.name);
+            let bytes = enc("worker registration", &key, info)?;
+            self.0
+                .put(&key, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::nats("register worker", &key, e))
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> Fut<'a, ()> {
+        async move {
+            let key = wire::token(name);
+            self.0
+                .delete(&key)
+                .await
+                .map_err(|e| StoreError::nats("deregister worker", &key, e))
+        }
+        .boxed()
+    }
+
+    fn list(&self) -> Fut<'_, Vec<WorkerInfo>> {
+        async move {
+            let mut keys = self
+                .0
+                .keys()
+                .await
+                .map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key =
+                    key.map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+                if let Ok(Some(value)) = self.0.get(key.as_str()).await
+                    && let Ok(info) = decode::<WorkerInfo>(&value)
+                {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn watch(&self) -> Fut<'_, Watch<WorkerChange>> {
+        async move {
+            let watch = self
+                .0
+                .watch_with_history(">")
+                .await
+                .map_err(|e| StoreError::nats("watch workers", ">", e))?;
+            let stream = watch.filter_map(|entry| async move {
+                match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => decode::<WorkerInfo>(&e.value)
+                        .ok()
+                        .map(|w| Ok(WorkerChange::Up(w))),
+                    Ok(e) => wire::untoken(&e.key).map(|n| Ok(WorkerChange::Gone(n))),
+                    Err(e) => Some(Err(StoreError::nats("watch workers", ">", e))),
+                }
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+}

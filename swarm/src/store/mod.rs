@@ -1,0 +1,324 @@
+//! The typed stores: each is the one place the wire rules of its stream or
+//! bucket live (keys, encoding, create-only or compare-and-set, large
+//! values by reference), behind a narrow trait so the drivers can be
+//! tested without NATS.
+//!
+//! ```text
+//!  EventLog     cascade.event.<run>      append with the expected last sequence; read forward
+//!  TaskBus      cascade.task.*           publish with a message id (acks pipelined); DLQ; cancels
+//!  Claims       cascade-claims           create, compare-and-set by revision
+//!  Results      cascade-results          create: the first write wins; watch a run's results
+//!  Leases       cascade-leases           acquire, renew by revision, release
+//!  Runs         cascade-runs             the run record (merging a concurrent cancel request)
+//!  Submissions  cascade-submissions      the files of a run, written once
+//!  Reports      cascade-reports          a run's final report, by reference when large
+//!  Memory       cascade-memory           cascade memory, global or per run
+//!  Objects      cascade-objects          JSON values by reference
+//!  Registry     cascade-workers          worker heartbeats
+//! ```
+//!
+//! [`jetstream`] holds the implementations on JetStream; `memory` (feature
+//! `testing`) holds in-memory ones with the same rules.
+
+mod error;
+pub mod jetstream;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cascade_proto::wire::{
+    self, BatchMessage, CancelRequest, Claim, DeadLetter, ResultRecord, RunRecord, Submission,
+    TaskMessage, WorkerInfo,
+};
+use cascade_proto::{Attempt, EventRecord, Millis, RunId, TaskId};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde_json::{Map, Value};
+
+pub use error::{Class, Classify, StoreError};
+
+use crate::setup::QueueSettings;
+
+/// What every store operation returns.
+pub type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+/// A watch: history first, then every change, until dropped.
+pub type Watch<T> = BoxStream<'static, Result<T, StoreError>>;
+/// A publish sent and waiting for the server's acknowledgement; collect
+/// many before waiting on any (the hot path pipelines them).
+pub type AckFuture = BoxFuture<'static, Result<(), StoreError>>;
+
+/// The result key of one task attempt (`<run>.<task>.<attempt>`): only
+/// ever used with [`Results`] (and to name an attempt's objects).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResultKey(String);
+
+impl ResultKey {
+    pub fn new(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
+        ResultKey(wire::key_result(run, task, attempt))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ResultKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The claim key of one task attempt, or of a lead's batch: only ever used
+/// with [`Claims`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimKey(String);
+
+impl ClaimKey {
+    pub fn attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
+        ClaimKey(wire::key_claim(run, task, attempt))
+    }
+
+    pub fn batch(run: &RunId, batch: &str) -> Self {
+        ClaimKey(wire::key_claim_batch(run, batch))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClaimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How an append to a run's log went.
+#[derive(Debug)]
+pub enum Appended {
+    /// Written at this sequence.
+    At(u64),
+    /// Another writer's entry follows the one expected: the run is theirs.
+    Superseded,
+    /// Several events too large for one message: nothing was written;
+    /// split them and append the parts in order.
+    TooLarge,
+}
+
+/// A run's event log: single writer by expected sequence.
+pub trait EventLog: Send + Sync {
+    /// Appends `record` if the run's last entry is `expected` (0: none).
+    /// One event too large for a message goes to the object store, named
+    /// after the sequence and `writer`, and the log holds its name.
+    fn append<'a>(
+        &'a self,
+        run: &'a RunId,
+        record: &'a EventRecord,
+        expected: u64,
+        writer: &'a str,
+    ) -> Fut<'a, Appended>;
+    /// The first entry after `after` and its sequence, its object
+    /// resolved; an entry that does not decode (or whose object is gone)
+    /// still has its sequence, so a reader can note it and go on.
+    fn next_after<'a>(&'a self, run: &'a RunId, after: u64) -> Fut<'a, Option<LogEntry>>;
+}
+
+/// An entry of a run's log: its sequence, and what it holds.
+pub type LogEntry = (u64, Result<EventRecord, StoreError>);
+
+/// A task message as it sits in the queue.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// The task queue: publishes (pipelined), the dead-letter stream, cancels.
+pub trait TaskBus: Send + Sync {
+    /// Sends a task (message id: deduplicated within the window); returns
+    /// once sent, with the future of its acknowledgement.
+    fn publish_task<'a>(
+        &'a self,
+        subject: String,
+        message: &'a TaskMessage,
+        msg_id: String,
+    ) -> Fut<'a, AckFuture>;
+    /// Sends a lead's batch, as [`TaskBus::publish_task`].
+    fn publish_batch<'a>(
+        &'a self,
+        subject: String,
+        batch: &'a BatchMessage,
+        msg_id: String,
+    ) -> Fut<'a, AckFuture>;
+    /// The message at `seq`, if it is still in the queue.
+    fn queued(&self, seq: u64) -> Fut<'_, Option<Queued>>;
+    /// Removes the message at `seq`.
+    fn remove(&self, seq: u64) -> Fut<'_, ()>;
+    /// Stores a dead letter (waiting for its acknowledgement).
+    fn dead_letter<'a>(
+        &'a self,
+        subject: String,
+        letter: &'a DeadLetter,
+        msg_id: Option<String>,
+    ) -> Fut<'a, ()>;
+    /// Best effort, core NATS: running attempts of a run stop at once.
+    fn cancel<'a>(&'a self, request: &'a CancelRequest) -> Fut<'a, ()>;
+    /// Stream sequences of messages that reached their delivery limit,
+    /// as the server announces them, with the delivery count.
+    fn max_deliveries(&self) -> Fut<'_, Watch<(u64, u64)>>;
+}
+
+/// Who holds which delivery.
+pub trait Claims: Send + Sync {
+    /// The claim and its revision.
+    fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>>;
+    /// Creates the claim; `None` when one exists.
+    fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>>;
+    /// Replaces the claim if it is still at `revision`; `None` when not.
+    fn update<'a>(
+        &'a self,
+        key: &'a ClaimKey,
+        claim: &'a Claim,
+        revision: u64,
+    ) -> Fut<'a, Option<u64>>;
+}
+
+/// Whether a create-only write was the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Written,
+    Exists,
+}
+
+/// Attempt results: the first completion recorded wins.
+pub trait Results: Send + Sync {
+    fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>>;
+    fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created>;
+    /// Every result of a run: those stored already, then new ones.
+    fn watch_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<ResultRecord>>;
+}
+
+/// A lease this process holds: the revision of its own last write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHeld {
+    pub run: RunId,
+    pub revision: u64,
+}
+
+/// Who drives a run, renewed by compare-and-set.
+pub trait Leases: Send + Sync {
+    /// Takes the lease until `now + ttl` if it is free, expired at `now`
+    /// or already `owner`'s.
+    fn acquire<'a>(
+        &'a self,
+        run: &'a RunId,
+        owner: &'a str,
+        now: Millis,
+        ttl: std::time::Duration,
+    ) -> Fut<'a, Option<LeaseHeld>>;
+    /// Extends a held lease; false when someone else wrote it since.
+    fn renew<'a>(
+        &'a self,
+        held: &'a mut LeaseHeld,
+        owner: &'a str,
+        expires_at: Millis,
+    ) -> Fut<'a, bool>;
+    /// Gives the run up, if the lease is still ours.
+    fn release<'a>(&'a self, held: &'a LeaseHeld) -> Fut<'a, ()>;
+}
+
+/// Run records.
+pub trait Runs: Send + Sync {
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<RunRecord>>;
+    /// Stores a record unless the run has one.
+    fn create<'a>(&'a self, record: &'a RunRecord) -> Fut<'a, Created>;
+    /// Writes the record by compare-and-set, keeping a cancel request
+    /// another process added meanwhile.
+    fn write<'a>(&'a self, record: &'a RunRecord) -> Fut<'a, ()>;
+    /// Every record (undecodable ones skipped).
+    fn list(&self) -> Fut<'_, Vec<RunRecord>>;
+    /// The run's record now, then every change.
+    fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<RunRecord>>;
+}
+
+/// The files of submitted runs, written once.
+pub trait Submissions: Send + Sync {
+    /// `Err(Decode)` when the stored submission does not decode.
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Submission>>;
+    fn create<'a>(&'a self, submission: &'a Submission) -> Fut<'a, Created>;
+}
+
+/// Final reports: inline when small, else a `{"$ref": NAME}` stub and the
+/// report in the object store.
+pub trait Reports: Send + Sync {
+    fn put<'a>(&'a self, run: &'a RunId, report: &'a Value) -> Fut<'a, ()>;
+    fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Value>>;
+}
+
+/// Where a memory entry lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryScope<'a> {
+    Global,
+    Run(&'a RunId),
+}
+
+/// Cascade memory; retention is the bucket's age limit.
+pub trait Memory: Send + Sync {
+    fn load<'a>(&'a self, scope: MemoryScope<'a>) -> Fut<'a, Map<String, Value>>;
+    fn put<'a>(&'a self, scope: MemoryScope<'a>, key: &'a str, value: &'a Value) -> Fut<'a, ()>;
+    fn delete<'a>(&'a self, scope: MemoryScope<'a>, key: &'a str) -> Fut<'a, ()>;
+    /// Forgets every entry of a run.
+    fn clear_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, ()>;
+}
+
+/// Large JSON values by reference. Objects hold plain JSON text (what
+/// workers write too): readable with any tool, never taken for MessagePack.
+pub trait Objects: Send + Sync {
+    fn put_json<'a>(&'a self, name: &'a str, value: &'a Value) -> Fut<'a, ()>;
+    /// `Err(Missing)` when there is no such object.
+    fn get_json<'a>(&'a self, name: &'a str) -> Fut<'a, Value>;
+}
+
+/// A change in the workers bucket.
+#[derive(Clone, Debug)]
+pub enum WorkerChange {
+    Up(WorkerInfo),
+    Gone(String),
+}
+
+/// Worker registrations (the bucket's age limit is the worker TTL).
+pub trait Registry: Send + Sync {
+    fn put<'a>(&'a self, info: &'a WorkerInfo) -> Fut<'a, ()>;
+    fn remove<'a>(&'a self, name: &'a str) -> Fut<'a, ()>;
+    /// Every registration now (undecodable ones skipped).
+    fn list(&self) -> Fut<'_, Vec<WorkerInfo>>;
+    /// Workers registered now, then every change.
+    fn watch(&self) -> Fut<'_, Watch<WorkerChange>>;
+}
+
+/// Every store of a swarm, and the settings its processes share.
+#[derive(Clone)]
+pub struct Stores {
+    pub settings: QueueSettings,
+    pub events: Arc<dyn EventLog>,
+    pub tasks: Arc<dyn TaskBus>,
+    pub claims: Arc<dyn Claims>,
+    pub results: Arc<dyn Results>,
+    pub leases: Arc<dyn Leases>,
+    pub runs: Arc<dyn Runs>,
+    pub submissions: Arc<dyn Submissions>,
+    pub reports: Arc<dyn Reports>,
+    pub memory: Arc<dyn Memory>,
+    pub objects: Arc<dyn Objects>,
+    pub registry: Arc<dyn Registry>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
