@@ -176,20 +176,16 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// The system every bwrap jail sees: `/` read-only, its own `/dev` and `/proc`. The
+/// probe mounts the same, so a backend that passes it can run the jail.
+pub(crate) const BWRAP_SYSTEM_MOUNTS: [&str; 7] =
+    ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"];
+
 fn probe_bwrap() -> Result<(), ProbeError> {
     let out = Command::new("bwrap")
-        .args([
-            "--unshare-all",
-            "--die-with-parent",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "true",
-        ])
+        .args(["--unshare-all", "--die-with-parent"])
+        .args(BWRAP_SYSTEM_MOUNTS)
+        .arg("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -271,22 +271,10 @@ impl Jail {
             argv.push("--share-net".into());
         }
         argv.extend(
-            [
-                "--die-with-parent",
-                "--new-session",
-                "--cap-drop",
-                "ALL",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--bind",
-            ]
-            .map(OsString::from),
+            ["--die-with-parent", "--new-session", "--cap-drop", "ALL"].map(OsString::from),
         );
+        argv.extend(backend::BWRAP_SYSTEM_MOUNTS.map(OsString::from));
+        argv.push("--bind".into());
         argv.push(root.clone());
         argv.push(root);
         argv.push("--chdir".into());
