@@ -1,8 +1,6 @@
 //! Why an integration did not act. Integrations never fail a run: the error
 //! is logged, noted in the results and recorded under the integration's key.
 
-use super::github::GithubError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrationError {
     #[error("no HTTP client could be started")]
@@ -31,4 +29,14 @@ pub enum IntegrationError {
     Diff(#[from] cascade_core::diff::DiffError),
     #[error(transparent)]
     Github(#[from] GithubError),
+}
+
+/// A GitHub API call that failed (after its retries).
+#[derive(Debug, thiserror::Error)]
+#[error("GitHub {method} {path}: {detail}")]
+pub struct GithubError {
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub detail: String,
 }

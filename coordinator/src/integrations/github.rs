@@ -27,6 +27,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+pub use super::error::GithubError;
 use super::error::IntegrationError;
 use super::patch::base64_decode;
 use cascade_core::diff::FilePatch;
@@ -44,15 +45,6 @@ const ATTEMPTS: u32 = 3;
 const MAX_DETAIL: usize = 300;
 /// The most open issues looked through for this cascade's marker.
 const ISSUES_PAGE: u32 = 100;
-
-#[derive(Debug, thiserror::Error)]
-#[error("GitHub {method} {path}: {detail}")]
-pub struct GithubError {
-    pub method: String,
-    pub path: String,
-    pub status: Option<u16>,
-    pub detail: String,
-}
 
 /// A repository on a GitHub API, with a token.
 #[derive(Clone)]

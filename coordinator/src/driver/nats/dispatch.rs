@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::Shared;
 use super::route::{Target, Want};
-use super::run::{Driver, Sent};
+use super::state::{Driver, Send, Sent};
 use crate::driver::effects::{self, Effects, Mode, Timers};
 
 /// Task publishes awaiting their PubAck at once. async-nats allows 5,000
@@ -35,22 +35,6 @@ const PUBLISH_WINDOW: usize = 1024;
 
 /// Most tasks in one batch for a lead.
 const BATCH_TASKS: usize = 64;
-
-/// One write an effect needs, in the order the effects came.
-pub(super) enum Send {
-    Task {
-        spec: Box<TaskSpec>,
-        subject: String,
-        route: Route,
-        msg_id: String,
-    },
-    Batch {
-        lead: String,
-        batch: BatchMessage,
-    },
-    Memory(Effect),
-    Cancel(CancelRequest),
-}
 
 impl Driver {
     /// Interprets effects (the interpreter both drivers share): what needs

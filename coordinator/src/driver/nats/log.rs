@@ -10,30 +10,13 @@
 //! events that arrive meanwhile join the next entry.
 
 use cascade_core::engine::Effect;
-use cascade_proto::{Event, EventRecord, Millis, PROTOCOL_VERSION};
-use cascade_swarm::store::{Appended, ClaimKey, ResultKey, StoreError};
+use cascade_proto::{Event, EventRecord, PROTOCOL_VERSION};
+use cascade_swarm::store::{Appended, ClaimKey, ResultKey};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use super::dispatch;
-use super::run::{Driver, RunError, Sent, err};
+use super::state::{Done, Driver, Io, MAX_BATCH, RunError, Sent, err};
 use crate::driver::effects::Mode;
-
-/// Most events taken into one log entry (group commit).
-pub(super) const MAX_BATCH: usize = 1024;
-
-/// The write in progress.
-pub(super) type Io = BoxFuture<'static, Done>;
-
-/// What a write came to.
-pub(super) enum Done {
-    Appended {
-        result: Result<Appended, StoreError>,
-        events: Vec<Event>,
-        at: Millis,
-    },
-    Sent(Result<(), StoreError>),
-}
 
 impl Driver {
     /// Rebuilds the engine from the run's log, through the same

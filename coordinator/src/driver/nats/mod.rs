@@ -21,6 +21,7 @@ mod memory;
 mod record;
 mod route;
 mod run;
+mod state;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -225,7 +226,7 @@ async fn own_runs(
                 let id = held.run.clone();
                 match run::drive(shared, held, cancel).await {
                     Ok(()) => {}
-                    Err(run::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
+                    Err(state::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
                     Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
                 }
                 driving.remove(&id);

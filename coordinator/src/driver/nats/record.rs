@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::Shared;
-use super::run::Driver;
+use super::state::Driver;
 
 /// Stores the final report (by reference when large: the `Reports` store).
 pub async fn write(shared: &Shared, run: &RunId, report: &Value) {

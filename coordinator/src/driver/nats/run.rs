@@ -23,91 +23,20 @@ use cascade_core::models::ModelCatalog;
 use cascade_core::plan::{self, Plan, PlanOptions};
 use cascade_core::spec::Operations;
 use cascade_proto::wire::{ResultRecord, RunRecord, RunState, Submission};
-use cascade_proto::{
-    Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskOutcome, TaskSpec,
-};
+use cascade_proto::{Event, Millis, PROTOCOL_VERSION, RunId, TaskOutcome};
 use cascade_swarm::store::{LeaseHeld, StoreError};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::dispatch::Send;
-use super::log::{Io, MAX_BATCH};
 use super::route::StageAgents;
-use super::sweep::Sweep;
+use super::state::{Driver, Io, MAX_BATCH, RunError, Sweep, err};
 use crate::driver::effects::Timers;
 use crate::integrations::{Env, RunIntegrations, RunSetup};
 
-/// An attempt as sent: when, and to which worker if to one only.
-#[derive(Debug)]
-pub(super) struct Sent {
-    pub at: Millis,
-    pub to: Option<String>,
-}
-
 /// The run record is rewritten at most this often while the run goes.
 const RECORD_FLUSH: Duration = Duration::from_millis(100);
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("run {run}: {source}")]
-    Store {
-        run: RunId,
-        #[source]
-        source: StoreError,
-    },
-    #[error("run {0}: another coordinator wrote its event log; giving it up")]
-    Superseded(RunId),
-    #[error("run {0}: lease lost")]
-    LeaseLost(RunId),
-    #[error("run {0}: coordinator shutting down")]
-    ShuttingDown(RunId),
-}
-
-/// One driven run: the engine and what the effects need around it. Its
-/// methods live by concern: `log` (replay, group commits), `dispatch`
-/// (the effect interpreter and sends), `sweep`, `record` (record, report).
-pub(super) struct Driver {
-    pub(super) shared: Arc<Shared>,
-    pub(super) run_id: RunId,
-    pub(super) engine: Engine,
-    pub(super) last_seq: u64,
-    pub(super) timers: Timers,
-    pub(super) record: RunRecord,
-    pub(super) record_dirty: bool,
-    pub(super) agents: StageAgents,
-    /// Where each task's last attempt failed (swarm-recovery avoids it).
-    pub(super) failed_on: HashMap<TaskId, String>,
-    /// GitHub, notifications, quality gates, hooks (see `integrations`).
-    pub(super) ops: RunIntegrations,
-    /// When each attempt in flight was sent (for the sweeper).
-    pub(super) dispatched: HashMap<(TaskId, Attempt), Sent>,
-    cancel_sent: bool,
-    /// Events waiting for the next log entry.
-    pub(super) pending: Vec<Event>,
-    /// Writes that effects of entries already logged still need.
-    pub(super) sends: Vec<Send>,
-    /// Tasks for team leads, gathered while effects are interpreted.
-    pub(super) batches: BTreeMap<(String, String), Vec<TaskSpec>>,
-}
-
-impl RunError {
-    /// Whether driving the run again (replaying its log) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            RunError::Store { source, .. } => source.is_retryable(),
-            RunError::Superseded(_) | RunError::LeaseLost(_) | RunError::ShuttingDown(_) => true,
-        }
-    }
-}
-
-pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
-    RunError::Store {
-        run: run.clone(),
-        source,
-    }
-}
 
 fn watch_ended(run: &RunId, what: &str) -> RunError {
     err(

@@ -18,17 +18,12 @@ use cascade_proto::wire::{self, Route};
 use cascade_proto::{Attempt, Millis, RunId, TaskId};
 use cascade_swarm::store::{ClaimKey, ResultKey};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use super::Shared;
-use super::dispatch::Send;
-use super::run::Driver;
+use super::state::{Driver, Send, Sweep};
 
 /// Most straggling attempts one sweep looks at.
 const SWEEP_BATCH: usize = 256;
-
-/// A sweep under way: the attempts found lost, and when it started.
-pub(super) type Sweep = BoxFuture<'static, (Vec<(TaskId, Attempt)>, Millis)>;
 
 impl Driver {
     /// Picks the stragglers and starts looking at them.

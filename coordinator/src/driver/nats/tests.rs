@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{self, RunError};
+use super::run;
+use super::state::RunError;
 use super::{Registry, ServeOptions, Shared};
 
 const LEASE_TTL: Duration = Duration::from_millis(300);
