@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use async_nats::HeaderMap;
-use cascade_proto::wire::{self, RunRecord, RunState, Submission};
-use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
+use cascade_proto::wire::{self, RunState, Submission};
+use cascade_proto::{PROTOCOL_VERSION, RunId, encode};
 use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use clap::Parser;
 use futures::StreamExt;
@@ -426,7 +426,8 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
     let key = wire::token(run_id.as_str());
     // Watch first (a real client also has it before the run ends); the
     // watch gives the current value, so nothing is missed.
-    let mut watch = swarm.runs.watch_with_history(key.clone()).await?;
+    let stores = swarm.stores();
+    let mut watch = stores.runs.watch(&run_id).await?;
     let t0 = Instant::now();
     let sub = Submission {
         v: PROTOCOL_VERSION,
@@ -453,13 +454,14 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
     let submitted = t0.elapsed().as_secs_f64();
     loop {
         let left = limit.saturating_sub(t0.elapsed());
-        let entry = tokio::time::timeout(left, watch.next())
+        let rec = match tokio::time::timeout(left, watch.next())
             .await
             .map_err(|_| anyhow!("run {run_id} ({}) did not end within {limit:?}", w.name))?
-            .ok_or_else(|| anyhow!("watch ended"))??;
-        let rec: RunRecord = match decode(&entry.value) {
+            .ok_or_else(|| anyhow!("watch ended"))?
+        {
             Ok(r) => r,
-            Err(_) => continue,
+            Err(cascade_swarm::store::StoreError::Decode { .. }) => continue,
+            Err(e) => return Err(e.into()),
         };
         if rec.state.is_final() {
             let wall = t0.elapsed().as_secs_f64();

@@ -7,16 +7,15 @@
 
 use std::path::PathBuf;
 
-use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use cascade_proto::wire::{self, CancelRequest, RunRecord, RunState};
-use cascade_proto::{PROTOCOL_VERSION, RunId, decode, encode};
-use cascade_swarm::{NatsArgs, Swarm};
+use cascade_proto::{PROTOCOL_VERSION, RunId};
+use cascade_swarm::NatsArgs;
+use cascade_swarm::store::{CancelOutcome, Created};
 use clap::Args;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::swarm::{self, StageChanges, age, change_text, table};
+use super::swarm::{self, Client, ClientError, StageChanges, age, change_text, table};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, check_writable, write_atomically};
 
 #[derive(Debug, Args)]
@@ -84,7 +83,7 @@ pub struct ResultsArgs {
     pub nats: NatsArgs,
 }
 
-fn fail(e: &str) -> u8 {
+fn fail(e: &dyn std::fmt::Display) -> u8 {
     eprintln!("error: {e}");
     EXIT_RUN_FAILED
 }
@@ -122,12 +121,12 @@ pub async fn status(a: StatusArgs) -> u8 {
     }
 }
 
-async fn status_one(swarm: &Swarm, run: &RunId, json: bool) -> u8 {
+async fn status_one(swarm: &Client, run: &RunId, json: bool) -> u8 {
     let record = match swarm::run_record(swarm, run).await {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let Some((r, _)) = record else {
+    let Some(r) = record else {
         // Submitted, not yet picked up by a coordinator?
         return match swarm::submission(swarm, run).await {
             Ok(Some(s)) => {
@@ -172,7 +171,7 @@ async fn status_one(swarm: &Swarm, run: &RunId, json: bool) -> u8 {
     EXIT_OK
 }
 
-async fn status_all(swarm: &Swarm, limit: usize, json: bool) -> Result<(), String> {
+async fn status_all(swarm: &Client, limit: usize, json: bool) -> Result<(), ClientError> {
     let records = all_records(swarm).await?;
     let mut records: Vec<RunRecord> = records;
     records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
@@ -209,27 +208,9 @@ async fn status_all(swarm: &Swarm, limit: usize, json: bool) -> Result<(), Strin
     Ok(())
 }
 
-/// Every decodable run record; the others are reported on stderr.
-async fn all_records(swarm: &Swarm) -> Result<Vec<RunRecord>, String> {
-    let bucket = wire::BUCKET_RUNS;
-    let keys: Vec<String> = match swarm.runs.keys().await {
-        Ok(k) => k.filter_map(|k| async move { k.ok() }).collect().await,
-        Err(e) => return Err(format!("cannot list bucket `{bucket}`: {e}")),
-    };
-    let mut out = Vec::new();
-    for key in keys {
-        let value = swarm
-            .runs
-            .get(&key)
-            .await
-            .map_err(|e| format!("cannot read `{key}` in bucket `{bucket}`: {e}"))?;
-        let Some(value) = value else { continue };
-        match decode::<RunRecord>(&value) {
-            Ok(r) => out.push(r),
-            Err(e) => eprintln!("warning: `{key}` in bucket `{bucket}` is not a run record: {e}"),
-        }
-    }
-    Ok(out)
+/// Every decodable run record (the store warns of the others).
+async fn all_records(swarm: &Client) -> Result<Vec<RunRecord>, ClientError> {
+    Ok(swarm.stores.runs.list().await?)
 }
 
 pub async fn watch(a: WatchArgs, cancel: CancellationToken) -> u8 {
@@ -315,18 +296,10 @@ pub async fn cancel(a: CancelArgs) -> u8 {
             task_id: None,
             attempt: None,
         };
-        let sent = match encode(&req) {
-            Ok(bytes) => swarm
-                .client
-                .publish(wire::subject_cancel(&run), bytes.into())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = sent {
+        if let Err(e) = swarm.stores.tasks.cancel(&req).await {
             eprintln!("warning: run {run}: the cancel hint to workers was not sent: {e}");
         }
-        let _ = swarm.client.flush().await;
+        let _ = swarm.swarm.client.flush().await;
         if a.json {
             println!(
                 "{}",
@@ -347,63 +320,50 @@ enum Cancel {
     Requested { queued: bool },
 }
 
-/// Sets `cancel_requested` on the record by compare-and-set, retrying on
-/// conflict. A run submitted but not yet started gets a queued record
-/// carrying the request (the coordinator takes that record over).
-async fn request_cancel(swarm: &Swarm, run: &RunId, reason: &str) -> Result<Cancel, String> {
-    let key = wire::token(run.as_str());
-    let bucket = wire::BUCKET_RUNS;
-    // Conflicts mean the owner is writing the record: re-read and retry;
-    // bounded so a broken bucket cannot spin for ever.
+/// Sets `cancel_requested` on the record (the store's compare-and-set). A
+/// run submitted but not yet started gets a queued record carrying the
+/// request (the coordinator takes that record over).
+async fn request_cancel(c: &Client, run: &RunId, reason: &str) -> Result<Cancel, ClientError> {
+    // A record may appear between the two steps: then ask again (bounded).
     for _ in 0..100 {
-        let Some((mut r, revision)) = swarm::run_record(swarm, run).await? else {
-            let Some(s) = swarm::submission(swarm, run).await? else {
-                return Ok(Cancel::NoSuchRun);
-            };
-            let now = cascade_swarm::clock::now_ms();
-            let r = RunRecord {
-                v: PROTOCOL_VERSION,
-                run_id: run.clone(),
-                cascade: cascade_core::spec::load_bundle(&s.main, &s.files)
-                    .cascade
-                    .map_or_else(|| s.main.clone(), |c| c.name),
-                state: RunState::Queued,
-                created_at: s.submitted_at,
-                updated_at: now,
-                owner: None,
-                stages: Default::default(),
-                error: None,
-                cancel_requested: Some(reason.to_owned()),
-            };
-            let bytes = encode(&r).map_err(|e| format!("run `{run}`: {e}"))?;
-            match swarm.runs.create(&key, bytes.into()).await {
-                Ok(_) => return Ok(Cancel::Requested { queued: true }),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("run `{run}`: cannot write bucket `{bucket}`: {e}")),
-            }
-        };
-        if r.state.is_final() {
-            return Ok(Cancel::AlreadyOver(r.state));
-        }
-        if r.cancel_requested.is_some() {
-            return Ok(Cancel::Requested { queued: false });
-        }
-        r.cancel_requested = Some(reason.to_owned());
-        r.updated_at = cascade_swarm::clock::now_ms();
-        let bytes = encode(&r).map_err(|e| format!("run `{run}`: {e}"))?;
-        match swarm.runs.update(&key, bytes.into(), revision).await {
-            Ok(_) => {
+        match c.stores.runs.request_cancel(run, reason).await? {
+            CancelOutcome::AlreadyOver(state) => return Ok(Cancel::AlreadyOver(state)),
+            CancelOutcome::AlreadyRequested(_) => return Ok(Cancel::Requested { queued: false }),
+            CancelOutcome::Requested(state) => {
                 return Ok(Cancel::Requested {
-                    queued: r.state == RunState::Queued,
+                    queued: state == RunState::Queued,
                 });
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(format!("run `{run}`: cannot update bucket `{bucket}`: {e}")),
+            CancelOutcome::NoRecord => {}
+        }
+        let Some(s) = swarm::submission(c, run).await? else {
+            return Ok(Cancel::NoSuchRun);
+        };
+        let now = cascade_swarm::clock::now_ms();
+        let r = RunRecord {
+            v: PROTOCOL_VERSION,
+            run_id: run.clone(),
+            cascade: cascade_core::spec::load_bundle(&s.main, &s.files)
+                .cascade
+                .map_or_else(|| s.main.clone(), |c| c.name),
+            state: RunState::Queued,
+            created_at: s.submitted_at,
+            updated_at: now,
+            owner: None,
+            stages: Default::default(),
+            error: None,
+            cancel_requested: Some(reason.to_owned()),
+        };
+        if c.stores.runs.create(&r).await? == Created::Written {
+            return Ok(Cancel::Requested { queued: true });
         }
     }
-    Err(format!(
-        "run `{run}`: its record in bucket `{bucket}` kept changing; cancel not recorded, try again"
-    ))
+    Err(cascade_swarm::store::StoreError::Contended {
+        what: "run record",
+        key: run.as_str().to_owned(),
+        tries: 100,
+    }
+    .into())
 }
 
 pub async fn results(a: ResultsArgs) -> u8 {
@@ -422,7 +382,7 @@ pub async fn results(a: ResultsArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let Some((r, _)) = record else {
+    let Some(r) = record else {
         return match swarm::submission(&swarm, &run).await {
             Ok(Some(_)) => fail(&format!(
                 "run `{run}` is not finished: no coordinator has started it yet"

@@ -18,13 +18,13 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::kv::CreateErrorKind;
 use cascade_proto::wire::{self, Submission};
 use cascade_proto::{PROTOCOL_VERSION, RunId, encode};
-use cascade_swarm::{NatsArgs, Swarm};
+use cascade_swarm::NatsArgs;
 use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::args::{InputArgs, SourceArgs};
-use super::swarm::{self, StageChanges, Status};
+use super::swarm::{self, Client, StageChanges, Status};
 use super::{
     EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, check_writable, final_stages, inputs, prepare,
     print_answer, progress, usage_error, write_atomically,
@@ -163,18 +163,19 @@ pub async fn submit(a: SubmitArgs, cancel: CancellationToken) -> u8 {
 
 /// Records and publishes `s`; returns whether its idempotency key had
 /// already been used (`s.run_id` is then the earlier run's).
-async fn send(swarm: &Swarm, s: &mut Submission) -> Result<bool, String> {
+async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, String> {
     let mut duplicate = false;
     if let Some(key) = &s.idempotency_key {
         let k = wire::token(key);
         match swarm
+            .swarm
             .idempotency
             .create(&k, s.run_id.as_str().to_owned().into())
             .await
         {
             Ok(_) => {}
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let existing = swarm.idempotency.get(&k).await.map_err(|e| {
+                let existing = swarm.swarm.idempotency.get(&k).await.map_err(|e| {
                     format!(
                         "idempotency key `{key}`: cannot read bucket `{}`: {e}",
                         wire::BUCKET_IDEMPOTENCY
@@ -192,7 +193,11 @@ async fn send(swarm: &Swarm, s: &mut Submission) -> Result<bool, String> {
                 s.run_id = RunId::new(id);
                 duplicate = true;
                 // Published already, unless its submitter died half-way.
-                if swarm::submission(swarm, &s.run_id).await?.is_some() {
+                if swarm::submission(swarm, &s.run_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
                     return Ok(true);
                 }
             }
@@ -206,7 +211,7 @@ async fn send(swarm: &Swarm, s: &mut Submission) -> Result<bool, String> {
     }
     let run = s.run_id.clone();
     let payload = encode(&*s).map_err(|e| format!("run `{run}`: {e}"))?;
-    let max = swarm.client.server_info().max_payload;
+    let max = swarm.swarm.client.server_info().max_payload;
     if max > 0 && payload.len() > max {
         return Err(format!(
             "run `{run}`: the submission is {} bytes, over the server's max payload of {max} bytes \
@@ -214,24 +219,18 @@ async fn send(swarm: &Swarm, s: &mut Submission) -> Result<bool, String> {
             payload.len()
         ));
     }
-    match swarm
+    // A second submitter of the same key finds it written: fine.
+    swarm
+        .stores
         .submissions
-        .create(wire::token(run.as_str()), payload.clone().into())
+        .create(s)
         .await
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(format!(
-                "run `{run}`: cannot write bucket `{}`: {e}",
-                wire::BUCKET_SUBMISSIONS
-            ));
-        }
-    }
+        .map_err(|e| e.to_string())?;
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", run.as_str());
     let what = || format!("run `{run}`: cannot publish to `{}`", wire::SUBJECT_SUBMIT);
     swarm
+        .swarm
         .js
         .publish_with_headers(wire::SUBJECT_SUBMIT, headers, payload.into())
         .await
@@ -244,7 +243,7 @@ async fn send(swarm: &Swarm, s: &mut Submission) -> Result<bool, String> {
 /// Follows the run to its end, then prints and writes its report as `run`
 /// does.
 async fn wait(
-    swarm: &Swarm,
+    swarm: &Client,
     run: &RunId,
     a: &SubmitArgs,
     leaves: &[String],
@@ -287,12 +286,13 @@ async fn wait(
 /// The report of a run whose record is final. The driver writes it before
 /// the final record; should it lag, wait for it on a watch.
 async fn await_report(
-    swarm: &Swarm,
+    swarm: &Client,
     run: &RunId,
     cancel: &CancellationToken,
 ) -> Result<Value, String> {
     use futures::StreamExt;
     let mut watch = swarm
+        .swarm
         .reports
         .watch(wire::token(run.as_str()))
         .await
@@ -303,7 +303,7 @@ async fn await_report(
             )
         })?;
     loop {
-        if let Some(r) = swarm::report(swarm, run).await? {
+        if let Some(r) = swarm::report(swarm, run).await.map_err(|e| e.to_string())? {
             return Ok(r);
         }
         tokio::select! {
@@ -325,7 +325,7 @@ fn submitted_by() -> String {
     }
 }
 
-fn fail(e: &str) -> u8 {
+fn fail(e: &dyn std::fmt::Display) -> u8 {
     eprintln!("error: {e}");
     EXIT_RUN_FAILED
 }

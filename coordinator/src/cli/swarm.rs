@@ -1,204 +1,99 @@
 //! What the swarm client commands share: connecting (with every stream and
-//! bucket verified), reading a run's record and its final report, and
-//! following a run's record as it changes.
-//!
-//! Keys and encodings (the contract with `coordinator serve`):
-//! - `cascade-runs` / `token(run)`: a msgpack [`RunRecord`];
-//! - `cascade-submissions` / `token(run)`: a msgpack [`Submission`];
-//! - `cascade-idempotency` / `token(key)`: the run id, UTF-8;
-//! - `cascade-reports` / `token(run)`: the report (the JSON `run --output`
-//!   writes) as a msgpack `serde_json::Value`, or `{"$ref": NAME}` naming an
-//!   object of `cascade-objects` holding that report as JSON text.
+//! bucket verified), reading a run's record, submission and final report,
+//! and following a run's record as it changes. The keys, encodings and
+//! compare-and-set rules are the typed stores' (`cascade_swarm::store`).
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::kv::{Entry, Operation};
-use cascade_proto::wire::{self, RunRecord, Submission};
-use cascade_proto::{RunId, decode};
-use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_proto::RunId;
+use cascade_proto::wire::{RunRecord, Submission};
+use cascade_swarm::store::{StoreError, Stores};
+use cascade_swarm::{NatsArgs, NatsError, QueueSettings, Swarm, connect};
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use cascade_core::engine::StageStatus;
 
+/// Why a client command could not talk to the swarm.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("interrupted: stopped following run `{0}` (the run goes on)")]
+    Interrupted(RunId),
+    #[error("run `{0}`: its record was deleted")]
+    Deleted(RunId),
+    #[error("run `{0}`: the watch ended")]
+    WatchEnded(RunId),
+}
+
+/// A connected client: the swarm's handles and its typed stores.
+pub struct Client {
+    pub swarm: Swarm,
+    pub stores: Stores,
+}
+
 /// Connects and makes sure every stream and bucket exists (idempotent).
-pub async fn open(args: &NatsArgs) -> Result<Swarm, String> {
-    let client = connect(args, "cascade-cli")
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn open(args: &NatsArgs) -> Result<Client, ClientError> {
+    let client = connect(args, "cascade-cli").await?;
     // A client never changes the settings of a running swarm.
-    Swarm::setup(
+    let swarm = Swarm::setup(
         client,
         QueueSettings {
             align_existing: false,
             ..QueueSettings::default()
         },
     )
-    .await
-    .map_err(|e| e.to_string())
+    .await?;
+    let stores = swarm.stores();
+    Ok(Client { swarm, stores })
 }
 
-/// A live value of a bucket (deletes and purges read as absent).
-fn live(entry: Option<Entry>) -> Option<Entry> {
-    entry.filter(|e| e.operation == Operation::Put)
-}
-
-/// The run's record and its revision; `None` when there is none.
-pub async fn run_record(swarm: &Swarm, run: &RunId) -> Result<Option<(RunRecord, u64)>, String> {
-    let entry = swarm
-        .runs
-        .entry(wire::token(run.as_str()))
-        .await
-        .map_err(|e| {
-            format!(
-                "run `{run}`: cannot read bucket `{}`: {e}",
-                wire::BUCKET_RUNS
-            )
-        })?;
-    let Some(entry) = live(entry) else {
-        return Ok(None);
-    };
-    let record = decode_record(run, &entry)?;
-    Ok(Some((record, entry.revision)))
-}
-
-fn decode_record(run: &RunId, entry: &Entry) -> Result<RunRecord, String> {
-    decode(&entry.value).map_err(|e| {
-        format!(
-            "run `{run}`: the record in bucket `{}` (revision {}) is not a run record: {e}",
-            wire::BUCKET_RUNS,
-            entry.revision
-        )
-    })
+/// The run's record; `None` when there is none.
+pub async fn run_record(c: &Client, run: &RunId) -> Result<Option<RunRecord>, ClientError> {
+    Ok(c.stores.runs.get(run).await?)
 }
 
 /// The run's submission, when it was submitted.
-pub async fn submission(swarm: &Swarm, run: &RunId) -> Result<Option<Submission>, String> {
-    let entry = swarm
-        .submissions
-        .entry(wire::token(run.as_str()))
-        .await
-        .map_err(|e| {
-            format!(
-                "run `{run}`: cannot read bucket `{}`: {e}",
-                wire::BUCKET_SUBMISSIONS
-            )
-        })?;
-    let Some(entry) = live(entry) else {
-        return Ok(None);
-    };
-    decode(&entry.value).map(Some).map_err(|e| {
-        format!(
-            "run `{run}`: the value in bucket `{}` is not a submission: {e}",
-            wire::BUCKET_SUBMISSIONS
-        )
-    })
+pub async fn submission(c: &Client, run: &RunId) -> Result<Option<Submission>, ClientError> {
+    Ok(c.stores.submissions.get(run).await?)
 }
 
-/// The run's final report (the JSON `run --output` writes), following a
-/// `{"$ref": NAME}` stub into the object store; `None` while there is none.
-pub async fn report(swarm: &Swarm, run: &RunId) -> Result<Option<Value>, String> {
-    let entry = swarm
-        .reports
-        .entry(wire::token(run.as_str()))
-        .await
-        .map_err(|e| {
-            format!(
-                "run `{run}`: cannot read bucket `{}`: {e}",
-                wire::BUCKET_REPORTS
-            )
-        })?;
-    let Some(entry) = live(entry) else {
-        return Ok(None);
-    };
-    let value: Value = decode(&entry.value).map_err(|e| {
-        format!(
-            "run `{run}`: the report in bucket `{}` cannot be decoded: {e}",
-            wire::BUCKET_REPORTS
-        )
-    })?;
-    let Some(name) = object_ref(&value) else {
-        return Ok(Some(value));
-    };
-    let what = || {
-        format!(
-            "run `{run}`: report object `{name}` in `{}`",
-            wire::OBJECT_STORE
-        )
-    };
-    let mut object = swarm
-        .objects
-        .get(name)
-        .await
-        .map_err(|e| format!("{}: {e}", what()))?;
-    let mut bytes = Vec::new();
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("{}: {e}", what()))?;
-    // Objects hold JSON text. JSON first: MessagePack would read JSON's
-    // opening `{` as the integer 123 and "succeed".
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => decode::<Value>(&bytes)
-            .map(Some)
-            .map_err(|_| format!("{} cannot be decoded: {e}", what())),
-    }
-}
-
-/// The object name of a `{"$ref": NAME}` stub.
-fn object_ref(v: &Value) -> Option<&str> {
-    let m = v.as_object().filter(|m| m.len() == 1)?;
-    m.get("$ref")?.as_str()
+/// The run's final report (the JSON `run --output` writes); `None` while
+/// there is none.
+pub async fn report(c: &Client, run: &RunId) -> Result<Option<Value>, ClientError> {
+    Ok(c.stores.reports.get(run).await?)
 }
 
 /// Follows the run's record (its current value first, then each change)
 /// until its state is final; `on_change` sees every revision. Returns the
 /// final record. A record that does not decode is reported and skipped.
 pub async fn follow(
-    swarm: &Swarm,
+    c: &Client,
     run: &RunId,
     cancel: &CancellationToken,
     mut on_change: impl FnMut(&RunRecord),
-) -> Result<RunRecord, String> {
-    let mut watch = swarm
-        .runs
-        .watch_with_history(wire::token(run.as_str()))
-        .await
-        .map_err(|e| {
-            format!(
-                "run `{run}`: cannot watch bucket `{}`: {e}",
-                wire::BUCKET_RUNS
-            )
-        })?;
+) -> Result<RunRecord, ClientError> {
+    let mut watch = c.stores.runs.watch(run).await?;
     loop {
         let next = tokio::select! {
-            () = cancel.cancelled() => {
-                return Err(format!("interrupted: stopped following run `{run}` (the run goes on)"));
-            }
+            () = cancel.cancelled() => return Err(ClientError::Interrupted(run.clone())),
             next = watch.next() => next,
         };
-        let entry = match next {
-            Some(Ok(entry)) => entry,
-            Some(Err(e)) => return Err(format!("run `{run}`: the watch failed: {e}")),
-            None => return Err(format!("run `{run}`: the watch ended")),
-        };
-        if entry.operation != Operation::Put {
-            return Err(format!(
-                "run `{run}`: its record was deleted from bucket `{}`",
-                wire::BUCKET_RUNS
-            ));
-        }
-        match decode_record(run, &entry) {
-            Ok(record) => {
+        match next {
+            Some(Ok(record)) => {
                 on_change(&record);
                 if record.state.is_final() {
                     return Ok(record);
                 }
             }
-            Err(e) => eprintln!("warning: {e}"),
+            Some(Err(StoreError::Missing { .. })) => return Err(ClientError::Deleted(run.clone())),
+            Some(Err(e @ StoreError::Decode { .. })) => eprintln!("warning: {e}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ClientError::WatchEnded(run.clone())),
         }
     }
 }
@@ -291,7 +186,7 @@ mod tests {
             v: 1,
             run_id: RunId::new("r"),
             cascade: "c".into(),
-            state: wire::RunState::Running,
+            state: cascade_proto::wire::RunState::Running,
             created_at: 0,
             updated_at: 0,
             owner: None,
@@ -319,14 +214,12 @@ mod tests {
     }
 
     #[test]
-    fn tables_align_and_refs_are_recognised() {
+    fn tables_align_and_ages_read() {
         let t = table(&[
             vec!["A".into(), "BB".into(), "C".into()],
             vec!["long".into(), "x".into(), "".into()],
         ]);
         assert_eq!(t, "A     BB  C\nlong  x\n");
-        assert_eq!(object_ref(&serde_json::json!({"$ref": "o1"})), Some("o1"));
-        assert_eq!(object_ref(&serde_json::json!({"$ref": "o1", "x": 1})), None);
         assert_eq!(age(0, 125_000), "2m ago");
     }
 }

@@ -2,11 +2,9 @@
 //! heartbeat in `cascade-workers` (the bucket's age limit removes a worker
 //! that stopped beating).
 
-use cascade_proto::decode;
-use cascade_proto::wire::{self, WorkerInfo, WorkerRole};
+use cascade_proto::wire::{WorkerInfo, WorkerRole};
 use cascade_swarm::NatsArgs;
 use clap::Args;
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::swarm::{self, table};
@@ -31,32 +29,9 @@ pub async fn workers(a: WorkersArgs) -> u8 {
     }
 }
 
-async fn list(a: &WorkersArgs) -> Result<(), String> {
+async fn list(a: &WorkersArgs) -> Result<(), swarm::ClientError> {
     let swarm = swarm::open(&a.nats).await?;
-    let bucket = wire::BUCKET_WORKERS;
-    let keys: Vec<String> = swarm
-        .workers
-        .keys()
-        .await
-        .map_err(|e| format!("cannot list bucket `{bucket}`: {e}"))?
-        .filter_map(|k| async move { k.ok() })
-        .collect()
-        .await;
-    let mut workers = Vec::new();
-    for key in keys {
-        let value = swarm
-            .workers
-            .get(&key)
-            .await
-            .map_err(|e| format!("cannot read `{key}` in bucket `{bucket}`: {e}"))?;
-        let Some(value) = value else { continue };
-        match decode::<WorkerInfo>(&value) {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                eprintln!("warning: `{key}` in bucket `{bucket}` is not a worker record: {e}")
-            }
-        }
-    }
+    let mut workers = swarm.stores.registry.list().await?;
     workers.sort_by(|a, b| a.name.cmp(&b.name));
     let now = cascade_swarm::clock::now_ms();
     let since = |w: &WorkerInfo| now.saturating_sub(w.heartbeat_at) as f64 / 1000.0;
@@ -78,7 +53,10 @@ async fn list(a: &WorkersArgs) -> Result<(), String> {
         return Ok(());
     }
     if workers.is_empty() {
-        eprintln!("no live workers (bucket `{bucket}` is empty)");
+        eprintln!(
+            "no live workers (bucket `{}` is empty)",
+            cascade_proto::wire::BUCKET_WORKERS
+        );
         return Ok(());
     }
     let mut rows = vec![

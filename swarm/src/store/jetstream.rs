@@ -17,14 +17,16 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, LogEntry,
-    Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError,
-    Stores, Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld,
+    Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results,
+    Runs, StoreError, Stores, Submissions, TaskBus, Watch, WorkerChange,
 };
 use crate::Swarm;
 
 /// Compare-and-set rounds on a run record before giving up (each re-reads).
 const RECORD_RETRIES: usize = 10;
+/// Compare-and-set rounds of a cancel request against a busy owner.
+const CANCEL_RETRIES: usize = 100;
 
 impl Swarm {
     /// The typed stores over this connection.
@@ -611,10 +613,15 @@ impl Runs for JsRuns {
                 .await;
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                if let Ok(Some(bytes)) = self.0.get(&k).await
-                    && let Ok(r) = decode::<RunRecord>(&bytes)
-                {
-                    out.push(r);
+                let Ok(Some(bytes)) = self.0.get(&k).await else {
+                    continue;
+                };
+                match decode::<RunRecord>(&bytes) {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::warn!(
+                        "`{k}` in bucket `{}` is not a run record: {e}",
+                        wire::BUCKET_RUNS
+                    ),
                 }
             }
             Ok(out)
@@ -635,11 +642,53 @@ impl Runs for JsRuns {
                     Ok(e) if e.operation == kv::Operation::Put => {
                         Some(decode_record(&e.key, &e.value))
                     }
-                    Ok(_) => None,
+                    Ok(e) => Some(Err(StoreError::Missing {
+                        what: "run record",
+                        key: e.key,
+                    })),
                     Err(e) => Some(Err(StoreError::nats("watch run record", key.clone(), e))),
                 })
             });
             Ok(stream.boxed())
+        }
+        .boxed()
+    }
+
+    fn request_cancel<'a>(&'a self, run: &'a RunId, reason: &'a str) -> Fut<'a, CancelOutcome> {
+        async move {
+            let key = run_key(run);
+            // A conflict means the owner is writing the record: re-read
+            // and retry, bounded so a broken bucket cannot spin for ever.
+            for _ in 0..CANCEL_RETRIES {
+                let entry = self
+                    .0
+                    .entry(&key)
+                    .await
+                    .map_err(|e| StoreError::nats("read run record", &key, e))?;
+                let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                    return Ok(CancelOutcome::NoRecord);
+                };
+                let mut r = decode_record(&key, &entry.value)?;
+                if r.state.is_final() {
+                    return Ok(CancelOutcome::AlreadyOver(r.state));
+                }
+                if r.cancel_requested.is_some() {
+                    return Ok(CancelOutcome::AlreadyRequested(r.state));
+                }
+                r.cancel_requested = Some(reason.to_owned());
+                r.updated_at = crate::clock::now_ms();
+                let bytes = enc("run record", &key, &r)?;
+                match self.0.update(&key, bytes, entry.revision).await {
+                    Ok(_) => return Ok(CancelOutcome::Requested(r.state)),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                    Err(e) => return Err(StoreError::nats("request a cancel on", &key, e)),
+                }
+            }
+            Err(StoreError::Contended {
+                what: "run record",
+                key,
+                tries: CANCEL_RETRIES,
+            })
         }
         .boxed()
     }
@@ -866,7 +915,12 @@ impl Objects for JsObjects {
                     class: super::Class::Retryable,
                     source: Box::new(e),
                 })?;
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::decode("object", name, e))
+            // JSON first: MessagePack would read JSON's opening `{` as the
+            // integer 123 and "succeed". Objects written as MessagePack (by
+            // older versions) still read.
+            serde_json::from_slice(&bytes).or_else(|e| {
+                decode::<Value>(&bytes).map_err(|_| StoreError::decode("object", name, e))
+            })
         }
         .boxed()
     }
@@ -912,10 +966,15 @@ impl Registry for JsRegistry {
             while let Some(key) = keys.next().await {
                 let key =
                     key.map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
-                if let Ok(Some(value)) = self.0.get(key.as_str()).await
-                    && let Ok(info) = decode::<WorkerInfo>(&value)
-                {
-                    out.push(info);
+                let Ok(Some(value)) = self.0.get(key.as_str()).await else {
+                    continue;
+                };
+                match decode::<WorkerInfo>(&value) {
+                    Ok(info) => out.push(info),
+                    Err(e) => tracing::warn!(
+                        "`{key}` in bucket `{}` is not a worker record: {e}",
+                        wire::BUCKET_WORKERS
+                    ),
                 }
             }
             Ok(out)

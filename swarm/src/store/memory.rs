@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    AckFuture, Appended, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld, Leases, LogEntry,
-    Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results, Runs, StoreError,
-    Stores, Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld,
+    Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results,
+    Runs, StoreError, Stores, Submissions, TaskBus, Watch, WorkerChange,
 };
 use crate::setup::QueueSettings;
 
@@ -526,6 +526,26 @@ impl Runs for InMemory {
             .collect();
         let run = run.clone();
         ready(Ok(tail(history, rx, move |r: &RunRecord| r.run_id == run)))
+    }
+
+    fn request_cancel<'a>(&'a self, run: &'a RunId, reason: &'a str) -> Fut<'a, CancelOutcome> {
+        let mut st = self.lock();
+        let Some((record, _)) = st.runs.get(run) else {
+            return ready(Ok(CancelOutcome::NoRecord));
+        };
+        let mut r = record.clone();
+        if r.state.is_final() {
+            return ready(Ok(CancelOutcome::AlreadyOver(r.state)));
+        }
+        if r.cancel_requested.is_some() {
+            return ready(Ok(CancelOutcome::AlreadyRequested(r.state)));
+        }
+        r.cancel_requested = Some(reason.to_owned());
+        st.revision += 1;
+        let rev = st.revision;
+        st.runs.insert(run.clone(), (r.clone(), rev));
+        let _ = self.runs_tx.send(r.clone());
+        ready(Ok(CancelOutcome::Requested(r.state)))
     }
 }
 

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, DeadLetter, ResultRecord, RunRecord, Submission,
-    TaskMessage, WorkerInfo,
+    self, BatchMessage, CancelRequest, Claim, DeadLetter, ResultRecord, RunRecord, RunState,
+    Submission, TaskMessage, WorkerInfo,
 };
 use cascade_proto::{Attempt, EventRecord, Millis, RunId, TaskId};
 use futures::future::BoxFuture;
@@ -239,8 +239,27 @@ pub trait Runs: Send + Sync {
     fn write<'a>(&'a self, record: &'a RunRecord) -> Fut<'a, ()>;
     /// Every record (undecodable ones skipped).
     fn list(&self) -> Fut<'_, Vec<RunRecord>>;
-    /// The run's record now, then every change.
+    /// The run's record now, then every change; a deleted record ends the
+    /// watch with `Err(Missing)`.
     fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<RunRecord>>;
+    /// Sets `cancel_requested` on the run's record by compare-and-set (a
+    /// request is never lost to a concurrent write of the owner, and never
+    /// overwrites an earlier one).
+    fn request_cancel<'a>(&'a self, run: &'a RunId, reason: &'a str) -> Fut<'a, CancelOutcome>;
+}
+
+/// What [`Runs::request_cancel`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run has no record (yet): a submitted run that no coordinator
+    /// took; create a queued record carrying the request.
+    NoRecord,
+    /// The run is over.
+    AlreadyOver(RunState),
+    /// A cancel was requested before; nothing changed.
+    AlreadyRequested(RunState),
+    /// The request is on the record now.
+    Requested(RunState),
 }
 
 /// The files of submitted runs, written once.
