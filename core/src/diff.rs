@@ -17,6 +17,8 @@ pub enum DiffError {
     HunkBeforeHeader,
     #[error("unreadable hunk header `{0}`")]
     HunkHeader(String),
+    #[error("`{0}`: a hunk has more lines than its `@@` header counts")]
+    HunkLength(String),
     #[error("`{path}`: cannot read the diff: {source}")]
     Syntax {
         path: String,
@@ -77,13 +79,14 @@ impl FilePatch {
 /// Splits a unified diff into files. Hunk line counts are followed, so a
 /// removed line starting with `-- ` is never taken for a header.
 pub fn split(diff: &str) -> Result<Vec<FilePatch>, DiffError> {
-    if diff.contains("GIT binary patch") || diff.contains("\nBinary files ") {
-        return Err(DiffError::Binary);
-    }
     let mut files: Vec<FilePatch> = Vec::new();
     let mut current: Option<FilePatch> = None;
     let mut mode: Option<String> = None;
     let (mut old_left, mut new_left) = (0usize, 0usize);
+    // Right after a hunk's last counted line: a further `+`, `-` or context
+    // line means the header's counts are short (a hand- or model-written
+    // diff), and applying the counted part alone would be a partial change.
+    let mut hunk_just_ended = false;
     let lines: Vec<&str> = diff.split_inclusive('\n').collect();
     let mut i = 0;
     while i < lines.len() {
@@ -101,8 +104,25 @@ pub fn split(diff: &str) -> Result<Vec<FilePatch>, DiffError> {
             if let Some(c) = current.as_mut() {
                 c.text.push_str(line);
             }
+            hunk_just_ended = old_left == 0 && new_left == 0;
             i += 1;
             continue;
+        }
+        let is_header =
+            line.starts_with("--- ") && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "));
+        if hunk_just_ended
+            && !is_header
+            && matches!(line.as_bytes().first(), Some(b'+' | b'-' | b' '))
+        {
+            let path = current
+                .as_ref()
+                .map(|c| c.path().to_owned())
+                .unwrap_or_default();
+            return Err(DiffError::HunkLength(path));
+        }
+        hunk_just_ended = hunk_just_ended && line.starts_with('\\');
+        if line.starts_with("GIT binary patch") || line.starts_with("Binary files ") {
+            return Err(DiffError::Binary);
         }
         if line.starts_with('\\') {
             // `\ No newline at end of file` after a hunk's last line.
@@ -117,9 +137,7 @@ pub fn split(diff: &str) -> Result<Vec<FilePatch>, DiffError> {
             .or_else(|| line.strip_prefix("new mode "))
         {
             mode = Some(m.trim().to_owned());
-        } else if line.starts_with("--- ")
-            && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
-        {
+        } else if is_header {
             files.extend(current.take());
             let old = path_of(&line[4..]);
             let new = path_of(&lines[i + 1][4..]);
@@ -237,6 +255,24 @@ deleted file mode 100644
             .apply("something else\n")
             .expect_err("does not apply");
         assert!(err.to_string().contains("does not apply"), "{err}");
+    }
+
+    #[test]
+    fn a_hunk_longer_than_its_header_is_refused() {
+        let short = "--- a/x\n+++ b/x\n@@ -1,1 +1,1 @@\n-a\n+b\n+c\n";
+        assert!(matches!(split(short), Err(DiffError::HunkLength(p)) if p == "x"));
+        // Prose after a blank line is not part of the diff.
+        let prose = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n\n- changed a to b\n";
+        assert_eq!(split(prose).expect("splits").len(), 1);
+        // The no-newline marker, then the next file's header.
+        let two = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n\\ No newline at end of file\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-c\n+d\n";
+        assert_eq!(split(two).expect("splits").len(), 2);
+    }
+
+    #[test]
+    fn binary_markers_count_only_as_lines_of_their_own() {
+        let text = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-GIT binary patch\n+Binary files differ\n";
+        assert_eq!(split(text).expect("a text change").len(), 1);
     }
 
     #[test]

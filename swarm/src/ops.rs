@@ -492,6 +492,9 @@ pub mod otlp {
         if !configured {
             return Some(filter);
         }
+        // reqwest is built without a crypto provider of its own: the one
+        // stack is rustls with ring (an Err means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let exporter = match opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .build()

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use cascade_proto::wire::{self, CancelRequest, RunRecord, RunState};
 use cascade_proto::{PROTOCOL_VERSION, RunId};
 use cascade_swarm::NatsArgs;
-use cascade_swarm::store::{CancelOutcome, Created};
+use cascade_swarm::store::{CancelOutcome, Created, StoreError};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -326,7 +326,13 @@ enum Cancel {
 async fn request_cancel(c: &Client, run: &RunId, reason: &str) -> Result<Cancel, ClientError> {
     // A record may appear between the two steps: then ask again (bounded).
     for _ in 0..100 {
-        match c.stores.runs.request_cancel(run, reason).await? {
+        let outcome = match c.stores.runs.request_cancel(run, reason).await {
+            Err(StoreError::Contended { .. }) => {
+                return Err(ClientError::CancelContended(run.clone()));
+            }
+            other => other?,
+        };
+        match outcome {
             CancelOutcome::AlreadyOver(state) => return Ok(Cancel::AlreadyOver(state)),
             CancelOutcome::AlreadyRequested(_) => return Ok(Cancel::Requested { queued: false }),
             CancelOutcome::Requested(state) => {
@@ -358,12 +364,7 @@ async fn request_cancel(c: &Client, run: &RunId, reason: &str) -> Result<Cancel,
             return Ok(Cancel::Requested { queued: true });
         }
     }
-    Err(cascade_swarm::store::StoreError::Contended {
-        what: "run record",
-        key: run.as_str().to_owned(),
-        tries: 100,
-    }
-    .into())
+    Err(ClientError::CancelContended(run.clone()))
 }
 
 pub async fn results(a: ResultsArgs) -> u8 {

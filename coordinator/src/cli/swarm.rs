@@ -28,6 +28,8 @@ pub enum ClientError {
     Deleted(RunId),
     #[error("run `{0}`: the watch ended")]
     WatchEnded(RunId),
+    #[error("run `{0}`: its record kept changing; cancel not recorded, try again")]
+    CancelContended(RunId),
 }
 
 /// A connected client: the swarm's handles and its typed stores.

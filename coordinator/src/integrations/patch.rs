@@ -1,11 +1,28 @@
 //! GitHub's blob encoding. A run's patch is split and applied with
 //! `cascade_core::diff`.
 
-/// Decodes standard base64 (GitHub's blob encoding: with line breaks).
+/// Decodes base64 as GitHub sends blobs: standard alphabet with line
+/// breaks; also URL-safe characters, missing padding and stray trailing
+/// bits, as the hand-written decoder this replaced took them.
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(compact)
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    LENIENT.decode(compact)
 }
 
 #[cfg(test)]
@@ -19,6 +36,8 @@ mod tests {
             b"hello world\n"
         );
         assert_eq!(base64_decode("YQ==").expect("decodes"), b"a");
+        assert_eq!(base64_decode("YQ").expect("no padding"), b"a");
+        assert_eq!(base64_decode("-_8=").expect("URL-safe"), [0xfb, 0xff]);
         assert_eq!(base64_decode("").expect("empty"), b"");
         assert!(base64_decode("a$b").is_err());
     }
