@@ -247,7 +247,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn usage_error(msg: &str) -> u8 {
+fn usage_error(msg: &dyn std::fmt::Display) -> u8 {
     eprintln!("error: {msg}");
     EXIT_INVALID
 }
@@ -426,34 +426,51 @@ fn default_data_dir() -> PathBuf {
     dirs::data_dir().map_or_else(|| PathBuf::from(".cascade"), |d| d.join("cascade"))
 }
 
-fn check_writable(path: &Path) -> Result<(), String> {
+/// Why a results file cannot be written.
+#[derive(Debug, thiserror::Error)]
+enum ResultsFileError {
+    #[error("cannot write results to `{}`: directory `{}` does not exist", .path.display(), .dir.display())]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("cannot write results to `{}`: it is a directory", .0.display())]
+    IsDirectory(PathBuf),
+    #[error("cannot encode the results: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot write `{}`: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn check_writable(path: &Path) -> Result<(), ResultsFileError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(format!(
-            "cannot write results to `{}`: directory `{}` does not exist",
-            path.display(),
-            dir.display()
-        ));
+        return Err(ResultsFileError::NoDirectory {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+        });
     }
     if path.is_dir() {
-        return Err(format!(
-            "cannot write results to `{}`: it is a directory",
-            path.display()
-        ));
+        return Err(ResultsFileError::IsDirectory(path.to_owned()));
     }
     Ok(())
 }
 
 /// Writes JSON through a temporary file and a rename, so a crash never
 /// leaves half a results file.
-fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
+fn write_atomically(path: &Path, value: &Value) -> Result<(), ResultsFileError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ResultsFileError::Write { path, source }
+    };
+    std::fs::write(&tmp, text).map_err(write_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(write_err(path))
 }
 
 fn schema_cmd(a: &args::SchemaArgs) -> u8 {

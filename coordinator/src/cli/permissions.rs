@@ -79,8 +79,23 @@ pub fn permissions_cmd(a: &PermissionsArgs) -> u8 {
     }
 }
 
+/// A `coordinator permissions` call that asks for something impossible.
+#[derive(Debug, thiserror::Error)]
+pub enum PermissionsError {
+    #[error("--role worker needs --name (the worker names the user runs as)")]
+    WorkerNeedsName,
+    #[error("--role worker needs --skills (the skills it takes)")]
+    WorkerNeedsSkills,
+    #[error("--name, --skills and --lead are for --role worker")]
+    OnlyForWorkers,
+    #[error("--password-env `{0}` is not a variable name")]
+    BadVariable(String),
+    #[error("cannot encode the permissions: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// The text to print, or a usage error.
-pub fn render(a: &PermissionsArgs) -> Result<String, String> {
+pub fn render(a: &PermissionsArgs) -> Result<String, PermissionsError> {
     let names: Vec<String> = a
         .name
         .iter()
@@ -96,12 +111,10 @@ pub fn render(a: &PermissionsArgs) -> Result<String, String> {
     let (perms, default_user) = match a.role {
         Role::Worker => {
             let Some(first) = names.first() else {
-                return Err(
-                    "--role worker needs --name (the worker names the user runs as)".into(),
-                );
+                return Err(PermissionsError::WorkerNeedsName);
             };
             if skills.is_empty() {
-                return Err("--role worker needs --skills (the skills it takes)".into());
+                return Err(PermissionsError::WorkerNeedsSkills);
             }
             (
                 worker_permissions(&names, &skills, a.lead),
@@ -110,7 +123,7 @@ pub fn render(a: &PermissionsArgs) -> Result<String, String> {
         }
         Role::Coordinator | Role::Client => {
             if !names.is_empty() || !skills.is_empty() || a.lead {
-                return Err("--name, --skills and --lead are for --role worker".into());
+                return Err(PermissionsError::OnlyForWorkers);
             }
             if a.role == Role::Coordinator {
                 (coordinator_permissions(), "cascade-coordinator".to_owned())
@@ -125,7 +138,7 @@ pub fn render(a: &PermissionsArgs) -> Result<String, String> {
         .clone()
         .unwrap_or_else(|| password_var(&user));
     if !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || var.is_empty() {
-        return Err(format!("--password-env `{var}` is not a variable name"));
+        return Err(PermissionsError::BadVariable(var));
     }
     Ok(match a.format {
         PermFormat::Json => {
@@ -133,7 +146,7 @@ pub fn render(a: &PermissionsArgs) -> Result<String, String> {
                 "user": user,
                 "permissions": allow_lists(&perms),
             });
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n"
+            serde_json::to_string_pretty(&v)? + "\n"
         }
         PermFormat::NatsConf => nats_conf(&perms, &user, &var),
         PermFormat::HelmValues => helm_values(&perms, &user, &var),
@@ -286,11 +299,11 @@ mod tests {
     #[test]
     fn worker_flags_are_checked() {
         let e = render(&args(Role::Worker, PermFormat::Json)).expect_err("no name");
-        assert!(e.contains("--name"), "{e}");
+        assert!(e.to_string().contains("--name"), "{e}");
         let mut a = args(Role::Worker, PermFormat::Json);
         a.name = vec!["w".into()];
         let e = render(&a).expect_err("no skills");
-        assert!(e.contains("--skills"), "{e}");
+        assert!(e.to_string().contains("--skills"), "{e}");
         let mut a = args(Role::Coordinator, PermFormat::Json);
         a.skills = vec!["echo".into()];
         assert!(render(&a).is_err());

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::args::{InputArgs, SourceArgs};
-use super::swarm::{self, Client, StageChanges, Status};
+use super::swarm::{self, Client, ClientError, StageChanges, Status};
 use super::{
     EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED, check_writable, final_stages, inputs, prepare,
     print_answer, progress, usage_error, write_atomically,
@@ -161,9 +161,56 @@ pub async fn submit(a: SubmitArgs, cancel: CancellationToken) -> u8 {
     wait(&swarm, &run, &a, &leaves, &cancel).await
 }
 
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a submission was not sent.
+#[derive(Debug, thiserror::Error)]
+enum SubmitError {
+    #[error("idempotency key `{key}`: cannot {op} bucket `{bucket}`: {source}", bucket = wire::BUCKET_IDEMPOTENCY)]
+    Idempotency {
+        key: String,
+        op: &'static str,
+        #[source]
+        source: Cause,
+    },
+    #[error("idempotency key `{0}`: the value in bucket `{bucket}` is not a run id", bucket = wire::BUCKET_IDEMPOTENCY)]
+    NotARunId(String),
+    #[error("run `{run}`: {source}")]
+    Encode {
+        run: RunId,
+        #[source]
+        source: cascade_proto::CodecError,
+    },
+    #[error(
+        "run `{run}`: the submission is {size} bytes, over the server's max payload of {max} bytes \
+         (large data belongs in inputs files the skills read, not in the cascade)"
+    )]
+    TooLarge { run: RunId, size: usize, max: usize },
+    #[error("run `{run}`: cannot publish to `{subject}`: {source}", subject = wire::SUBJECT_SUBMIT)]
+    Publish {
+        run: RunId,
+        #[source]
+        source: Cause,
+    },
+    #[error("run `{run}`: cannot watch bucket `{bucket}`: {source}", bucket = wire::BUCKET_REPORTS)]
+    WatchReports {
+        run: RunId,
+        #[source]
+        source: Cause,
+    },
+    #[error("interrupted: run `{0}` ended but its report has not arrived")]
+    ReportInterrupted(RunId),
+    #[error("run `{0}`: no report in bucket `{bucket}`", bucket = wire::BUCKET_REPORTS)]
+    NoReport(RunId),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] cascade_swarm::store::StoreError),
+}
+
 /// Records and publishes `s`; returns whether its idempotency key had
 /// already been used (`s.run_id` is then the earlier run's).
-async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, String> {
+async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, SubmitError> {
     let mut duplicate = false;
     if let Some(key) = &s.idempotency_key {
         let k = wire::token(key);
@@ -176,67 +223,61 @@ async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, String> {
             Ok(_) => {}
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                 let existing = swarm.swarm.idempotency.get(&k).await.map_err(|e| {
-                    format!(
-                        "idempotency key `{key}`: cannot read bucket `{}`: {e}",
-                        wire::BUCKET_IDEMPOTENCY
-                    )
+                    SubmitError::Idempotency {
+                        key: key.clone(),
+                        op: "read",
+                        source: Box::new(e),
+                    }
                 })?;
                 let id = existing
                     .and_then(|b| String::from_utf8(b.to_vec()).ok())
                     .filter(|id| !id.is_empty())
-                    .ok_or_else(|| {
-                        format!(
-                            "idempotency key `{key}`: the value in bucket `{}` is not a run id",
-                            wire::BUCKET_IDEMPOTENCY
-                        )
-                    })?;
+                    .ok_or_else(|| SubmitError::NotARunId(key.clone()))?;
                 s.run_id = RunId::new(id);
                 duplicate = true;
                 // Published already, unless its submitter died half-way.
-                if swarm::submission(swarm, &s.run_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_some()
-                {
+                if swarm::submission(swarm, &s.run_id).await?.is_some() {
                     return Ok(true);
                 }
             }
             Err(e) => {
-                return Err(format!(
-                    "idempotency key `{key}`: cannot write bucket `{}`: {e}",
-                    wire::BUCKET_IDEMPOTENCY
-                ));
+                return Err(SubmitError::Idempotency {
+                    key: key.clone(),
+                    op: "write",
+                    source: Box::new(e),
+                });
             }
         }
     }
     let run = s.run_id.clone();
-    let payload = encode(&*s).map_err(|e| format!("run `{run}`: {e}"))?;
+    let payload = encode(&*s).map_err(|source| SubmitError::Encode {
+        run: run.clone(),
+        source,
+    })?;
     let max = swarm.swarm.client.server_info().max_payload;
     if max > 0 && payload.len() > max {
-        return Err(format!(
-            "run `{run}`: the submission is {} bytes, over the server's max payload of {max} bytes \
-             (large data belongs in inputs files the skills read, not in the cascade)",
-            payload.len()
-        ));
+        return Err(SubmitError::TooLarge {
+            run,
+            size: payload.len(),
+            max,
+        });
     }
     // A second submitter of the same key finds it written: fine.
-    swarm
-        .stores
-        .submissions
-        .create(s)
-        .await
-        .map_err(|e| e.to_string())?;
+    swarm.stores.submissions.create(s).await?;
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", run.as_str());
-    let what = || format!("run `{run}`: cannot publish to `{}`", wire::SUBJECT_SUBMIT);
+    let publish = |source: Cause| SubmitError::Publish {
+        run: run.clone(),
+        source,
+    };
     swarm
         .swarm
         .js
         .publish_with_headers(wire::SUBJECT_SUBMIT, headers, payload.into())
         .await
-        .map_err(|e| format!("{}: {e}", what()))?
+        .map_err(|e| publish(Box::new(e)))?
         .await
-        .map_err(|e| format!("{}: {e}", what()))?;
+        .map_err(|e| publish(Box::new(e)))?;
     Ok(duplicate)
 }
 
@@ -289,27 +330,25 @@ async fn await_report(
     swarm: &Client,
     run: &RunId,
     cancel: &CancellationToken,
-) -> Result<Value, String> {
+) -> Result<Value, SubmitError> {
     use futures::StreamExt;
     let mut watch = swarm
         .swarm
         .reports
         .watch(wire::token(run.as_str()))
         .await
-        .map_err(|e| {
-            format!(
-                "run `{run}`: cannot watch bucket `{}`: {e}",
-                wire::BUCKET_REPORTS
-            )
+        .map_err(|e| SubmitError::WatchReports {
+            run: run.clone(),
+            source: Box::new(e),
         })?;
     loop {
-        if let Some(r) = swarm::report(swarm, run).await.map_err(|e| e.to_string())? {
+        if let Some(r) = swarm::report(swarm, run).await? {
             return Ok(r);
         }
         tokio::select! {
-            () = cancel.cancelled() => return Err(format!("interrupted: run `{run}` ended but its report has not arrived")),
+            () = cancel.cancelled() => return Err(SubmitError::ReportInterrupted(run.clone())),
             next = watch.next() => if next.is_none() {
-                return Err(format!("run `{run}`: no report in bucket `{}`", wire::BUCKET_REPORTS));
+                return Err(SubmitError::NoReport(run.clone()));
             },
         }
     }
