@@ -39,9 +39,6 @@ pub struct Executor {
     registry: Arc<SkillRegistry>,
     worker_name: String,
     models: ModelClient,
-    /// Hooks for tasks whose spec carries none (the embedded runner's
-    /// cascade); a task's own `hooks` win.
-    hooks: Option<Arc<TaskHooks>>,
 }
 
 impl Executor {
@@ -51,15 +48,7 @@ impl Executor {
             registry,
             worker_name: worker_name.into(),
             models: ModelClient::new(Arc::new(ModelCatalog::builtin())),
-            hooks: None,
         }
-    }
-
-    /// Runs these `pre_task` / `post_task` hooks around every attempt whose
-    /// spec brings none.
-    pub fn with_task_hooks(mut self, hooks: TaskHooks) -> Self {
-        self.hooks = (!hooks.is_empty()).then(|| Arc::new(hooks));
-        self
     }
 
     /// Model skills call models through this client (its models file, keys,
@@ -79,13 +68,14 @@ impl Executor {
 
     /// Runs one attempt. Never panics; every problem becomes a Failed outcome.
     ///
-    /// With hooks: each `pre_task` hook runs first (one that fails fails the
+    /// With hooks (the task's own: drivers put the cascade's on every
+    /// task): each `pre_task` hook runs first (one that fails fails the
     /// attempt, retryably, with its stderr, and the skill does not run),
     /// then the skill, then each `post_task` hook (a failure is logged and
     /// noted in the result; a cancelled attempt runs none).
     pub async fn execute(&self, task: &TaskSpec, cancel: &CancellationToken) -> TaskResult {
         let started = Instant::now();
-        let hooks = task.hooks.as_ref().or(self.hooks.as_deref());
+        let hooks = task.hooks.as_ref();
         let pre = match hooks {
             Some(h) => pre_task(h, task, cancel).await,
             None => Ok(()),

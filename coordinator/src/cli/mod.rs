@@ -314,11 +314,8 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     let client = cascade_exec::model::ModelClient::new(plan.models.clone());
     let executor = Executor::new(Arc::new(registry), "local").with_models(client);
     let plan = Arc::new(plan);
-    let mut ops = integrations_of(&p.loaded, &plan, &run_id, &inputs);
-    let executor = Arc::new(match ops.task_hooks() {
-        Some(hooks) => executor.with_task_hooks(hooks.clone()),
-        None => executor,
-    });
+    let ops = integrations_of(&p.loaded, &plan, &run_id, &inputs);
+    let executor = Arc::new(executor);
     let opts = LocalOptions {
         run_id: run_id.clone(),
         inputs,
@@ -331,12 +328,10 @@ async fn run_cmd(a: RunArgs, cancel: CancellationToken) -> u8 {
     let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = progress::Progress::new(show);
     progress.started(&plan.name, run_id.as_str());
-    let report = run_local_with(plan, executor, opts, &mut ops, cancel, |fx, engine| {
+    let value = run_local_with(plan, executor, opts, ops, cancel, |fx, engine| {
         progress.effect(fx, engine)
     })
     .await;
-    let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
-    ops.finish(&mut value).await;
     if let Some(out) = &a.output
         && let Err(e) = write_atomically(out, &value)
     {

@@ -1,20 +1,31 @@
-//! What both drivers share around the engine: the timers, and the one
-//! interpreter of effects. A driver says how to dispatch, cancel and
-//! write memory ([`Effects`]); [`interpret`] decides which effect needs
-//! what, for live events and for replay alike.
+//! What both drivers share around the engine: the run core (engine,
+//! timers, integrations) and the one interpreter of effects. A driver says
+//! how to dispatch, cancel and write memory ([`Effects`]) and where events
+//! come from; [`RunCore::step`] does the rest, for live events and for
+//! replay alike.
 //!
 //! ```text
-//!  engine.apply(event, now) ─▶ Vec<Effect> ─▶ interpret(mode) ─┬─ StartTimer ─▶ Timers
-//!                                                              ├─ DispatchTask / CancelTask ─▶ driver (live only)
-//!                                                              ├─ memory ─▶ driver (replay: the run's own only)
-//!                                                              └─ StageChanged ─▶ driver
+//!  event ─▶ RunCore::step(mode) ─▶ integrations see results
+//!                              ─▶ engine.apply(event, at) ─▶ Vec<Effect>
+//!                              ─▶ integrations observe (live): a failed gate raises CancelRequested
+//!                              ─▶ interpret(mode) ─┬─ StartTimer ─▶ Timers
+//!                                                  ├─ DispatchTask (hooks put on) / CancelTask ─▶ driver (live only)
+//!                                                  ├─ memory ─▶ driver (replay: the run's own only)
+//!                                                  └─ StageChanged ─▶ driver
 //! ```
+//! The two drivers differ only in their event sources and in what they do
+//! before a step: the embedded one applies an event as it arrives, the
+//! swarm one appends it to the run's log first (and replays the log
+//! through the same step at takeover).
 
 use std::collections::BTreeMap;
 
-use cascade_core::engine::{Effect, Millis, StageStatus, TimerId};
+use cascade_core::engine::{Effect, Engine, Event, Millis, StageStatus, TimerId};
 use cascade_core::spec::MemoryScope;
 use cascade_proto::{Attempt, TaskId, TaskSpec};
+use serde_json::Value;
+
+use crate::integrations::RunIntegrations;
 
 /// Pending timers, keyed by (due time, sequence) so equal times keep
 /// their order.
@@ -67,12 +78,93 @@ pub enum Mode {
 
 /// What a driver does for the effects that need I/O.
 pub trait Effects {
-    fn timers(&mut self) -> &mut Timers;
-    fn dispatch(&mut self, spec: TaskSpec);
+    /// A task to send, its hooks already on it; `engine` is the run's
+    /// (its plan says how to route).
+    fn dispatch(&mut self, spec: TaskSpec, engine: &Engine);
     fn cancel(&mut self, task: TaskId, attempt: Attempt);
     /// `PutMemory`, `DeleteMemory` or `ClearRunMemory`.
     fn memory(&mut self, effect: Effect);
     fn stage_changed(&mut self, _stage: String, _status: StageStatus, _mode: Mode) {}
+    /// Every effect of a live step, before any is performed (progress).
+    fn observe(&mut self, _fx: &[Effect], _engine: &Engine) {}
+}
+
+/// One run as both drivers hold it: the engine, its timers and the
+/// cascade's integrations (GitHub, notifications, quality gates, hooks).
+pub struct RunCore {
+    pub engine: Engine,
+    pub timers: Timers,
+    pub ops: RunIntegrations,
+    /// Events the integrations raised (a failed gate stops the run),
+    /// waiting for the driver to take them as its next events.
+    raised: Vec<Event>,
+}
+
+impl RunCore {
+    pub fn new(engine: Engine, ops: RunIntegrations) -> Self {
+        RunCore {
+            engine,
+            timers: Timers::default(),
+            ops,
+            raised: Vec::new(),
+        }
+    }
+
+    /// A run with no history starts: the integrations see it (a `pending`
+    /// status, `started` notifications). Its `RunStarted` is then stepped.
+    pub fn started(&mut self) {
+        self.ops.started();
+    }
+
+    /// Takes one event: the integrations see a result, the engine applies
+    /// the event, the integrations look at its effects (live only: replay
+    /// must not notify twice) and the effects are interpreted.
+    pub fn step(&mut self, event: Event, at: Millis, mode: Mode, host: &mut impl Effects) {
+        match &event {
+            Event::TaskFinished(r) => self.ops.result(r),
+            // Replayed: it fired already; live: it was taken off when due.
+            Event::TimerFired(t) if mode == Mode::Replay => self.timers.forget(t),
+            _ => {}
+        }
+        let fx = self.engine.apply(event, at);
+        if mode == Mode::Live {
+            let raised = self.ops.observe(&fx, &self.engine);
+            self.raised.extend(raised);
+            host.observe(&fx, &self.engine);
+        }
+        interpret(fx, mode, self, host);
+    }
+
+    /// Effects the driver made itself (a re-send after takeover), live.
+    pub fn perform(&mut self, fx: Vec<Effect>, host: &mut impl Effects) {
+        interpret(fx, Mode::Live, self, host);
+    }
+
+    /// Events the integrations raised since last asked, in order.
+    pub fn take_raised(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// The timers due at `now`, as events.
+    pub fn due(&mut self, now: Millis) -> Vec<Event> {
+        self.timers
+            .take_due(now)
+            .into_iter()
+            .map(Event::TimerFired)
+            .collect()
+    }
+
+    /// The run's report with what the end actions did (gates, GitHub,
+    /// notifications, `on_run_end` hooks, hook notes). `stored` is a report
+    /// a previous owner wrote after running them: kept, so they run once.
+    pub async fn finish(&mut self, stored: Option<Value>) -> Value {
+        if let Some(stored) = stored.filter(|s| s.get("integrations").is_some()) {
+            return stored;
+        }
+        let mut value = serde_json::to_value(self.engine.report()).unwrap_or(Value::Null);
+        self.ops.finish(&mut value).await;
+        value
+    }
 }
 
 /// Interprets effects in order. Replay rebuilds state, timers and the
@@ -80,11 +172,11 @@ pub trait Effects {
 /// re-sent by the driver, only if they need it) and leaves global memory
 /// alone (other runs may have written since: replaying this run's old
 /// writes would undo theirs).
-pub fn interpret(fx: Vec<Effect>, mode: Mode, host: &mut impl Effects) {
+fn interpret(fx: Vec<Effect>, mode: Mode, core: &mut RunCore, host: &mut impl Effects) {
     let replay = mode == Mode::Replay;
     for effect in fx {
         match effect {
-            Effect::StartTimer { timer, at } => host.timers().add(timer, at),
+            Effect::StartTimer { timer, at } => core.timers.add(timer, at),
             Effect::StageChanged { stage, status, .. } => host.stage_changed(stage, status, mode),
             Effect::PutMemory {
                 scope: MemoryScope::Global,
@@ -98,7 +190,10 @@ pub fn interpret(fx: Vec<Effect>, mode: Mode, host: &mut impl Effects) {
                 host.memory(effect)
             }
             Effect::DispatchTask(_) | Effect::CancelTask { .. } if replay => {}
-            Effect::DispatchTask(spec) => host.dispatch(*spec),
+            Effect::DispatchTask(mut spec) => {
+                core.ops.prepare(&mut spec);
+                host.dispatch(*spec, &core.engine);
+            }
             Effect::CancelTask { task_id, attempt } => host.cancel(task_id, attempt),
             Effect::FinishRun { .. } => {}
         }
@@ -107,20 +202,87 @@ pub fn interpret(fx: Vec<Effect>, mode: Mode, host: &mut impl Effects) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     use super::*;
     use cascade_core::engine::StageStatus;
+    use cascade_core::plan::{self, PlanOptions};
+    use cascade_proto::RunId;
 
     #[derive(Default)]
     struct Seen {
-        timers: Timers,
         log: Vec<String>,
     }
 
-    impl Effects for Seen {
-        fn timers(&mut self) -> &mut Timers {
-            &mut self.timers
+    const HOOKED: &str = "\
+name: t
+stages:
+  - {stage_id: a, skill: echo}
+hooks:
+  pre_task: 'true'
+";
+
+    fn core_of(yaml: &str) -> RunCore {
+        let files = BTreeMap::from([("main.yaml".to_owned(), yaml.to_owned())]);
+        let loaded = cascade_core::spec::load_bundle("main.yaml", &files);
+        let cascade = loaded.cascade.expect("loads");
+        let plan = Arc::new(plan::compile(&cascade, &PlanOptions::default()));
+        let setup = crate::integrations::RunSetup {
+            operations: cascade.operations,
+            run_id: RunId::new("r"),
+            inputs: Default::default(),
+            dir: std::env::temp_dir(),
+            env: crate::integrations::Env::fixed([]),
+        };
+        let ops = RunIntegrations::new(plan.clone(), setup);
+        RunCore::new(Engine::new(plan), ops)
+    }
+
+    fn core() -> RunCore {
+        core_of("name: t\nstages:\n  - {stage_id: a, skill: echo}\n")
+    }
+
+    #[derive(Default)]
+    struct Sent(Vec<TaskSpec>);
+
+    impl Effects for Sent {
+        fn dispatch(&mut self, spec: TaskSpec, _engine: &Engine) {
+            self.0.push(spec);
         }
-        fn dispatch(&mut self, spec: TaskSpec) {
+        fn cancel(&mut self, _task: TaskId, _attempt: Attempt) {}
+        fn memory(&mut self, _effect: Effect) {}
+    }
+
+    fn started() -> Event {
+        Event::RunStarted {
+            run_id: RunId::new("r"),
+            inputs: Default::default(),
+            memory: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_step_sends_tasks_with_the_cascades_hooks_and_a_replayed_one_sends_nothing() {
+        let (mut live, mut sent) = (core_of(HOOKED), Sent::default());
+        live.step(started(), 10, Mode::Live, &mut sent);
+        assert_eq!(sent.0.len(), 1);
+        let hooks = sent.0[0]
+            .hooks
+            .as_ref()
+            .expect("the cascade's hooks travel on the task");
+        assert_eq!(hooks.pre_task.len(), 1);
+        let (mut replay, mut none) = (core_of(HOOKED), Sent::default());
+        replay.step(started(), 10, Mode::Replay, &mut none);
+        assert!(none.0.is_empty());
+        assert!(replay.take_raised().is_empty());
+        // Both engines are in the same state: the replayed one waits for
+        // the same attempt.
+        assert_eq!(replay.engine.in_flight_keys(), live.engine.in_flight_keys());
+    }
+
+    impl Effects for Seen {
+        fn dispatch(&mut self, spec: TaskSpec, _engine: &Engine) {
             self.log.push(format!("dispatch {}", spec.task_id));
         }
         fn cancel(&mut self, task: TaskId, _attempt: Attempt) {
@@ -160,20 +322,23 @@ mod tests {
 
     #[test]
     fn replay_rebuilds_timers_and_own_memory_and_sends_nothing() {
-        let mut live = Seen::default();
-        interpret(effects(), Mode::Live, &mut live);
+        let (mut live, mut live_core) = (Seen::default(), core());
+        interpret(effects(), Mode::Live, &mut live_core, &mut live);
         assert_eq!(live.log.len(), 3, "{:?}", live.log);
-        assert_eq!(live.timers.next_at(), Some(5));
-        let mut replay = Seen::default();
-        interpret(effects(), Mode::Replay, &mut replay);
+        assert_eq!(live_core.timers.next_at(), Some(5));
+        let (mut replay, mut replay_core) = (Seen::default(), core());
+        interpret(effects(), Mode::Replay, &mut replay_core, &mut replay);
         assert_eq!(
             replay.log.len(),
             1,
             "only the run's own memory: {:?}",
             replay.log
         );
-        assert_eq!(replay.timers.next_at(), Some(5));
-        assert_eq!(replay.timers.take_due(4), Vec::new());
-        assert_eq!(replay.timers.take_due(5), vec![TimerId::RunTimeout]);
+        assert_eq!(replay_core.timers.next_at(), Some(5));
+        assert_eq!(replay_core.due(4), Vec::new());
+        assert_eq!(
+            replay_core.due(5),
+            vec![Event::TimerFired(TimerId::RunTimeout)]
+        );
     }
 }

@@ -9,7 +9,7 @@
 //!            └── cancel token (Ctrl-C) ──▶ CancelRequested
 //! ```
 //! The loop owns the engine; tasks only ever send results back. Timers and
-//! the effect interpreter are shared with the swarm driver (`effects`). When the
+//! the effect interpreter are shared with the swarm driver (`effects::RunCore`). When the
 //! run finishes, in-flight attempts are cancelled and awaited before
 //! returning, so no process outlives the run.
 
@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::effects::{self, Effects, Mode, Timers};
+use super::effects::{Effects, Mode, RunCore};
 use super::store::MemoryStore;
 use crate::integrations::RunIntegrations;
 use cascade_core::engine::{Effect, Engine, Event, Millis, RunReport};
@@ -68,9 +68,9 @@ impl Clock {
     }
 }
 
-/// Runs `plan` to completion. `observe` sees every effect as it is
-/// performed (progress display). Cancelling `cancel` stops the run: the
-/// result is then a failed report saying so.
+/// Runs `plan` to completion, with no integrations. `observe` sees every
+/// effect as it is performed (progress display). Cancelling `cancel` stops
+/// the run: the result is then a failed report saying so.
 pub async fn run_local(
     plan: Arc<Plan>,
     executor: Arc<Executor>,
@@ -78,23 +78,36 @@ pub async fn run_local(
     cancel: CancellationToken,
     observe: impl FnMut(&Effect, &Engine),
 ) -> RunReport {
-    let mut none = RunIntegrations::none(plan.clone(), &opts.run_id);
-    run_local_with(plan, executor, opts, &mut none, cancel, observe).await
+    let none = RunIntegrations::none(plan.clone(), &opts.run_id);
+    let core = drive(plan, executor, opts, none, cancel, observe).await;
+    core.engine.report()
 }
 
 /// [`run_local`] with the cascade's integrations: they see the run start,
-/// every effect and result, and may stop the run (a quality gate). The
-/// caller runs [`RunIntegrations::finish`] on the report. The executor runs
-/// the task hooks (`Executor::with_task_hooks`).
+/// every effect and result, may stop the run (a quality gate) and run the
+/// end actions; the task hooks travel on each task. Returns the report with
+/// what the end actions did.
 pub async fn run_local_with(
     plan: Arc<Plan>,
     executor: Arc<Executor>,
     opts: LocalOptions,
-    ops: &mut RunIntegrations,
+    ops: RunIntegrations,
     cancel: CancellationToken,
-    mut observe: impl FnMut(&Effect, &Engine),
-) -> RunReport {
-    let mut engine = Engine::new(plan.clone());
+    observe: impl FnMut(&Effect, &Engine),
+) -> Value {
+    let mut core = drive(plan, executor, opts, ops, cancel, observe).await;
+    core.finish(None).await
+}
+
+async fn drive<F: FnMut(&Effect, &Engine)>(
+    plan: Arc<Plan>,
+    executor: Arc<Executor>,
+    opts: LocalOptions,
+    ops: RunIntegrations,
+    cancel: CancellationToken,
+    observe: F,
+) -> RunCore {
+    let mut core = RunCore::new(Engine::new(plan.clone()), ops);
     let mut io = Io {
         clock: Clock::new(),
         executor,
@@ -102,9 +115,9 @@ pub async fn run_local_with(
         tracker: TaskTracker::new(),
         results: mpsc::channel(RESULT_CHANNEL_CAPACITY),
         running: HashMap::new(),
-        timers: Timers::default(),
         store: opts.store,
         run_id: opts.run_id.clone(),
+        observe,
     };
     let memory = match plan.memory.scope {
         MemoryScope::Global if plan.memory.enabled => {
@@ -128,29 +141,28 @@ pub async fn run_local_with(
         inputs: opts.inputs,
         memory,
     };
-    let fx = engine.apply(start, io.clock.now());
-    ops.started();
-    // Events the integrations raise (a failed gate stops the run).
-    let mut raised = ops.observe(&fx, &engine);
-    io.perform(fx, &engine, &mut observe);
+    core.started();
+    core.step(start, io.clock.now(), Mode::Live, &mut io);
 
     let mut cancel_sent = false;
-    while !engine.is_finished() {
-        if let Some(e) = raised.pop() {
-            let fx = engine.apply(e, io.clock.now());
-            raised.extend(ops.observe(&fx, &engine));
-            io.perform(fx, &engine, &mut observe);
+    while !core.engine.is_finished() {
+        // Events the integrations raised (a failed gate stops the run)
+        // come before anything new.
+        let raised = core.take_raised();
+        if !raised.is_empty() {
+            for e in raised {
+                core.step(e, io.clock.now(), Mode::Live, &mut io);
+            }
             continue;
         }
-        let next_timer = io.timers.next_at();
+        let next_timer = core.timers.next_at();
         let event = tokio::select! {
             Some(result) = io.results.1.recv() => {
                 io.running.remove(&(result.task_id.clone(), result.attempt));
-                ops.result(&result);
                 Event::TaskFinished(result)
             }
             () = sleep_until(&io.clock, next_timer), if next_timer.is_some() => {
-                let Some(timer) = io.timers.pop_first() else { continue };
+                let Some(timer) = core.timers.pop_first() else { continue };
                 Event::TimerFired(timer)
             }
             () = cancel.cancelled(), if !cancel_sent => {
@@ -158,12 +170,10 @@ pub async fn run_local_with(
                 Event::CancelRequested { reason: "interrupted".into() }
             }
         };
-        let fx = engine.apply(event, io.clock.now());
-        raised.extend(ops.observe(&fx, &engine));
-        io.perform(fx, &engine, &mut observe);
+        core.step(event, io.clock.now(), Mode::Live, &mut io);
     }
     io.shutdown().await;
-    engine.report()
+    core
 }
 
 async fn sleep_until(clock: &Clock, at: Option<Millis>) {
@@ -172,31 +182,20 @@ async fn sleep_until(clock: &Clock, at: Option<Millis>) {
     }
 }
 
-struct Io {
+struct Io<F> {
     clock: Clock,
     executor: Arc<Executor>,
     semaphore: Arc<Semaphore>,
     tracker: TaskTracker,
     results: (mpsc::Sender<TaskResult>, mpsc::Receiver<TaskResult>),
     running: HashMap<(TaskId, Attempt), CancellationToken>,
-    timers: Timers,
     store: Arc<dyn MemoryStore>,
     run_id: RunId,
+    /// Sees every effect (progress display).
+    observe: F,
 }
 
-impl Io {
-    fn perform(
-        &mut self,
-        fx: Vec<Effect>,
-        engine: &Engine,
-        observe: &mut impl FnMut(&Effect, &Engine),
-    ) {
-        for effect in &fx {
-            observe(effect, engine);
-        }
-        effects::interpret(fx, Mode::Live, self);
-    }
-
+impl<F> Io<F> {
     /// Cancels whatever still runs and waits for it to end.
     async fn shutdown(self) {
         for token in self.running.values() {
@@ -208,12 +207,14 @@ impl Io {
     }
 }
 
-impl Effects for Io {
-    fn timers(&mut self) -> &mut Timers {
-        &mut self.timers
+impl<F: FnMut(&Effect, &Engine)> Effects for Io<F> {
+    fn observe(&mut self, fx: &[Effect], engine: &Engine) {
+        for effect in fx {
+            (self.observe)(effect, engine);
+        }
     }
 
-    fn dispatch(&mut self, spec: TaskSpec) {
+    fn dispatch(&mut self, spec: TaskSpec, _engine: &Engine) {
         let token = CancellationToken::new();
         self.running
             .insert((spec.task_id.clone(), spec.attempt), token.clone());

@@ -183,11 +183,6 @@ impl RunIntegrations {
         self.ops.is_empty()
     }
 
-    /// The `pre_task` / `post_task` hooks every task carries.
-    pub fn task_hooks(&self) -> Option<&TaskHooks> {
-        self.task_hooks.as_ref()
-    }
-
     /// Puts the cascade's task hooks on a task about to be sent.
     pub fn prepare(&self, spec: &mut TaskSpec) {
         if spec.hooks.is_none() {

@@ -1,8 +1,8 @@
-//! Effects into I/O: the one interpreter of the engine's effects, for
-//! live events and for replay alike, and the sends it plans.
+//! Effects into I/O: what the swarm driver does for the effects of a step
+//! (routing, bookkeeping), and the sends it plans.
 //!
 //! ```text
-//!  effects ─▶ interpret (sync: timers, stage changes, routing, bookkeeping)
+//!  effects ─▶ RunCore::step ─▶ Out (sync: stage changes, routing, bookkeeping)
 //!                 ─▶ Vec<Send> ─▶ send_all (a future the run loop polls:
 //!                                 publishes pipelined, acks awaited in a window)
 //! ```
@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cascade_core::engine::{Effect, StageStatus};
+use cascade_core::engine::{Effect, Engine, StageStatus};
 use cascade_core::spec::{ErrorStrategy, Strategy, Topology};
 use cascade_proto::wire::{self, BatchMessage, CancelRequest, Route, TaskMessage};
-use cascade_proto::{Attempt, Event, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskSpec};
+use cascade_proto::{Attempt, Millis, PROTOCOL_VERSION, RunId, TaskId, TaskSpec};
 use cascade_swarm::store::{AckFuture, ResultKey, StoreError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use super::Shared;
 use super::route::{Target, Want};
-use super::state::{Driver, Send, Sent};
-use crate::driver::effects::{self, Effects, Mode, Timers};
+use super::state::{Out, Send, Sent};
+use crate::driver::effects::{Effects, Mode};
 
 /// Task publishes awaiting their PubAck at once. async-nats allows 5,000
 /// unconfirmed publishes; going past that without collecting deadlocks.
@@ -36,17 +36,10 @@ const PUBLISH_WINDOW: usize = 1024;
 /// Most tasks in one batch for a lead.
 const BATCH_TASKS: usize = 64;
 
-impl Driver {
-    /// Interprets effects (the interpreter both drivers share): what needs
-    /// no I/O is done now, what does joins `self.sends`, in order. Events
-    /// raised by the integrations (a failed quality gate stops the run)
-    /// join the next log entry.
-    pub(super) fn interpret(&mut self, fx: Vec<Effect>, mode: Mode) {
-        if mode == Mode::Live {
-            let raised: Vec<Event> = self.ops.observe(&fx, &self.engine);
-            self.pending.extend(raised);
-        }
-        effects::interpret(fx, mode, self);
+impl Out {
+    /// Turns the tasks gathered for team leads by the last steps into batch
+    /// sends, after the sends those steps queued.
+    pub(super) fn gather_batches(&mut self) {
         let batches = std::mem::take(&mut self.batches);
         for ((lead, stage), tasks) in batches {
             for chunk in chunk_batch(tasks) {
@@ -71,9 +64,8 @@ impl Driver {
 
     /// Routes one task where its topology sends it (or adds it to a lead's
     /// batch) and notes it as sent.
-    fn route(&mut self, mut spec: TaskSpec) -> Option<Send> {
-        self.ops.prepare(&mut spec);
-        let plan = self.engine.plan().clone();
+    fn route(&mut self, spec: TaskSpec, engine: &Engine) -> Option<Send> {
+        let plan = engine.plan();
         let node = plan
             .node_by_id(spec.stage_id.as_str())
             .map(|n| &plan.nodes[n]);
@@ -148,13 +140,9 @@ impl Driver {
     }
 }
 
-impl Effects for Driver {
-    fn timers(&mut self) -> &mut Timers {
-        &mut self.timers
-    }
-
-    fn dispatch(&mut self, spec: TaskSpec) {
-        if let Some(send) = self.route(spec) {
+impl Effects for Out {
+    fn dispatch(&mut self, spec: TaskSpec, engine: &Engine) {
+        if let Some(send) = self.route(spec, engine) {
             self.sends.push(send);
         }
     }

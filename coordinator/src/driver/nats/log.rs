@@ -36,15 +36,8 @@ impl Driver {
             self.last_seq = seq;
             count += 1;
             for event in rec.events {
-                if let Event::TimerFired(t) = &event {
-                    self.timers.forget(t);
-                }
-                if let Event::TaskFinished(r) = &event {
-                    self.ops.result(r);
-                }
-                let fx = self.engine.apply(event, rec.at);
-                self.interpret(fx, Mode::Replay);
-                let sends = std::mem::take(&mut self.sends);
+                self.core.step(event, rec.at, Mode::Replay, &mut self.out);
+                let sends = std::mem::take(&mut self.out.sends);
                 if !sends.is_empty() {
                     // The run's own memory writes, again and in order.
                     let sent = dispatch::send_all(self.shared.clone(), self.run_id.clone(), sends);
@@ -66,7 +59,7 @@ impl Driver {
     pub(super) async fn resend_in_flight(&mut self) -> Result<(), RunError> {
         let mut fx = Vec::new();
         let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
-        for (task_id, attempt) in self.engine.in_flight_keys() {
+        for (task_id, attempt) in self.core.engine.in_flight_keys() {
             let key = ResultKey::new(&self.run_id, &task_id, attempt);
             if matches!(self.shared.stores.results.get(&key).await, Ok(Some(_))) {
                 continue; // the watch will deliver it
@@ -90,23 +83,25 @@ impl Driver {
                     .is_some_and(|w| now.saturating_sub(w.heartbeat_at) <= ttl_ms)
             });
             if held {
-                self.dispatched
+                self.out
+                    .dispatched
                     .insert((task_id, attempt), Sent { at: now, to: None });
                 continue;
             }
-            if let Some(spec) = self.engine.spec_of(&task_id) {
+            if let Some(spec) = self.core.engine.spec_of(&task_id) {
                 fx.push(Effect::DispatchTask(Box::new(spec)));
             }
         }
-        self.interpret(fx, Mode::Live);
+        self.core.perform(fx, &mut self.out);
+        self.out.gather_batches();
         Ok(())
     }
 
     /// The next write, if there is one to start: sends first (they belong
     /// to entries already written), then the pending events as one entry.
     pub(super) fn next_io(&mut self) -> Option<Io> {
-        if !self.sends.is_empty() {
-            let sends = std::mem::take(&mut self.sends);
+        if !self.out.sends.is_empty() {
+            let sends = std::mem::take(&mut self.out.sends);
             let sent = dispatch::send_all(self.shared.clone(), self.run_id.clone(), sends);
             return Some(sent.map(Done::Sent).boxed());
         }
@@ -152,11 +147,12 @@ impl Driver {
                 match result.map_err(|e| err(&self.run_id, e))? {
                     Appended::At(seq) => {
                         self.last_seq = seq;
-                        let mut fx = Vec::new();
                         for event in events {
-                            fx.extend(self.engine.apply(event, at));
+                            self.core.step(event, at, Mode::Live, &mut self.out);
                         }
-                        self.interpret(fx, Mode::Live);
+                        self.out.gather_batches();
+                        // A failed quality gate stops the run: logged next.
+                        self.pending.extend(self.core.take_raised());
                         Ok(None)
                     }
                     Appended::Superseded => Err(RunError::Superseded(self.run_id.clone())),

@@ -30,31 +30,26 @@ impl Driver {
     /// The record as it stands, to write: a future the run loop polls
     /// (a compare-and-set write may take several rounds).
     pub(super) fn flush_future(&mut self) -> BoxFuture<'static, ()> {
-        self.record.updated_at = self.shared.now();
-        self.record_dirty = false;
-        let (shared, record) = (self.shared.clone(), self.record.clone());
+        self.out.record.updated_at = self.shared.now();
+        self.out.record_dirty = false;
+        let (shared, record) = (self.shared.clone(), self.out.record.clone());
         async move { update_record(&shared, &record).await }.boxed()
     }
 
     pub(super) async fn flush_record(&mut self) {
-        if self.record_dirty {
+        if self.out.record_dirty {
             self.flush_future().await;
         }
     }
 
     pub(super) async fn finish(&mut self) {
-        let report = self.engine.report();
-        let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
-        if !self.ops.is_empty() {
-            // The end actions (gates, GitHub, notifications, on_run_end) run
-            // once: a coordinator that takes over a run whose stored report
-            // records them (`integrations`) keeps that report. They run again
-            // only if the owner died between acting and writing the report.
-            match self.stored_report().await {
-                Some(stored) if stored.get("integrations").is_some() => value = stored,
-                _ => self.ops.finish(&mut value).await,
-            }
-        }
+        let report = self.core.engine.report();
+        // The end actions (gates, GitHub, notifications, on_run_end) run
+        // once: a coordinator that takes over a run whose stored report
+        // records them (`integrations`) keeps that report. They run again
+        // only if the owner died between acting and writing the report.
+        let stored = self.stored_report().await;
+        let value = self.core.finish(stored).await;
         write(&self.shared, &self.run_id, &value).await;
         // Gates may have failed the run: the record follows the report.
         let status = value
@@ -62,19 +57,19 @@ impl Driver {
             .and_then(Value::as_str)
             .unwrap_or(report.status.as_str())
             .to_owned();
-        self.record.state = match status.as_str() {
+        self.out.record.state = match status.as_str() {
             "success" => RunState::Success,
             "partial" => RunState::Partial,
             _ => RunState::Failed,
         };
-        self.record.error = value
+        self.out.record.error = value
             .get("error")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        self.record_dirty = true;
+        self.out.record_dirty = true;
         self.flush_record().await;
         tracing::info!(run_id = %self.run_id, status = %status, "run finished");
-        crate::driver::metrics::run_finished(&self.run_id, self.record.created_at, &status);
+        crate::driver::metrics::run_finished(&self.run_id, self.out.record.created_at, &status);
     }
 
     /// The report a previous owner stored for this run, if any.

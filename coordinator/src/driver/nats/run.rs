@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::route::StageAgents;
-use super::state::{Driver, Io, MAX_BATCH, RunError, Sweep, err};
-use crate::driver::effects::Timers;
+use super::state::{Driver, Io, MAX_BATCH, Out, RunError, Sweep, err};
+use crate::driver::effects::RunCore;
 use crate::integrations::{Env, RunIntegrations, RunSetup};
 
 /// The run record is rewritten at most this often while the run goes.
@@ -152,34 +152,38 @@ pub async fn drive(
     let mut d = Driver {
         shared: shared.clone(),
         run_id: run_id.clone(),
-        engine: Engine::new(plan),
-        ops,
+        core: RunCore::new(Engine::new(plan), ops),
         last_seq: 0,
-        timers: Timers::default(),
-        record,
-        record_dirty: true,
-        agents: StageAgents::default(),
-        failed_on: HashMap::new(),
-        dispatched: HashMap::new(),
         cancel_sent: false,
         pending: Vec::new(),
-        sends: Vec::new(),
-        batches: BTreeMap::new(),
+        out: Out {
+            shared: shared.clone(),
+            run_id: run_id.clone(),
+            record,
+            record_dirty: true,
+            agents: StageAgents::default(),
+            failed_on: HashMap::new(),
+            dispatched: HashMap::new(),
+            sends: Vec::new(),
+            batches: BTreeMap::new(),
+        },
     };
-    d.record.owner = Some(shared.opts.name.clone());
-    d.record.state = RunState::Running;
+    d.out.record.owner = Some(shared.opts.name.clone());
+    d.out.record.state = RunState::Running;
     let result = async {
         let replayed = d.replay().await?;
         if replayed == 0 {
             crate::driver::metrics::run_started();
-            d.ops.started();
-            let scope = d.engine.plan().memory.scope;
+            let scope = d.core.engine.plan().memory.scope;
             let memory = super::memory::load(&shared, &run_id, scope).await;
             let start = Event::RunStarted {
                 run_id: run_id.clone(),
                 inputs: sub.inputs.clone(),
                 memory,
             };
+            // Logged before it is applied, like every event; the
+            // integrations see the start now (it has no history).
+            d.core.started();
             d.pending.push(start);
         } else {
             d.resend_in_flight().await?;
@@ -203,7 +207,7 @@ pub async fn drive(
         // message the server refuses): fail the run, visibly.
         Err(e) if !e.is_retryable() && matches!(e, RunError::Store { .. }) => {
             tracing::error!(run_id = %run_id, error = %e, "run failed on an error retrying cannot fix");
-            fail_run(&shared, &run_id, d.record.clone(), e.to_string()).await;
+            fail_run(&shared, &run_id, d.out.record.clone(), e.to_string()).await;
             lease.finish(true).await;
             Err(e)
         }
@@ -295,19 +299,19 @@ impl Driver {
         let mut last_flush = tokio::time::Instant::now();
         self.flush_record().await;
         loop {
-            if self.engine.is_finished() {
+            if self.core.engine.is_finished() {
                 // Nothing more is logged; what the last entries need is sent.
                 self.pending.clear();
-                if io.is_none() && self.sends.is_empty() {
+                if io.is_none() && self.out.sends.is_empty() {
                     break;
                 }
             }
             if io.is_none() {
                 io = self.next_io();
             }
-            let next_timer = self.timers.next_at();
+            let next_timer = self.core.timers.next_at();
             let flush_at =
-                (self.record_dirty && flush.is_none()).then_some(last_flush + RECORD_FLUSH);
+                (self.out.record_dirty && flush.is_none()).then_some(last_flush + RECORD_FLUSH);
             tokio::select! {
                 done = poll_slot(&mut io) => {
                     io = self.on_io(done)?;
@@ -339,15 +343,15 @@ impl Driver {
                     self.pending.extend(batch);
                 }
                 () = sleep_until_ms(next_timer, self.shared.now()), if next_timer.is_some() => {
-                    let due = self.timers.take_due(self.shared.now());
-                    self.pending.extend(due.into_iter().map(Event::TimerFired));
+                    let due = self.core.due(self.shared.now());
+                    self.pending.extend(due);
                 }
                 update = run_watch.next() => {
                     let Some(update) = update else { return Err(watch_ended(&self.run_id, "the run record")) };
                     if let Ok(r) = update
                         && let (Some(reason), false) = (r.cancel_requested.clone(), self.cancel_sent) {
                             self.cancel_sent = true;
-                            self.record.cancel_requested = Some(reason.clone());
+                            self.out.record.cancel_requested = Some(reason.clone());
                             self.pending.push(Event::CancelRequested { reason });
                         }
                 }
@@ -369,7 +373,7 @@ impl Driver {
     /// A result from the bucket, as an event if the engine wants it.
     async fn take_result(&mut self, rec: ResultRecord, batch: &mut Vec<Event>) {
         let mut result = rec.result;
-        if !self.engine.accepts(&result) {
+        if !self.core.engine.accepts(&result) {
             return;
         }
         if let (Some(name), TaskOutcome::Succeeded { outputs }) =
@@ -391,12 +395,12 @@ impl Driver {
                 .registry
                 .record(&result.worker, ok, result.duration_ms);
             if !ok {
-                self.failed_on
+                self.out
+                    .failed_on
                     .insert(result.task_id.clone(), result.worker.clone());
             }
         }
         crate::driver::metrics::result_taken(&result);
-        self.ops.result(&result);
         batch.push(Event::TaskFinished(result));
     }
 }

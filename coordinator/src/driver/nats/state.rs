@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use cascade_core::engine::{Effect, Engine};
+use cascade_core::engine::Effect;
 use cascade_proto::wire::{BatchMessage, CancelRequest, Route, RunRecord};
 use cascade_proto::{Attempt, Event, Millis, RunId, TaskId, TaskSpec};
 use cascade_swarm::store::{Appended, StoreError};
@@ -15,8 +15,7 @@ use futures::future::BoxFuture;
 
 use super::Shared;
 use super::route::StageAgents;
-use crate::driver::effects::Timers;
-use crate::integrations::RunIntegrations;
+use crate::driver::effects::RunCore;
 
 /// An attempt as sent: when, and to which worker if to one only.
 #[derive(Debug)]
@@ -58,27 +57,34 @@ pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
     }
 }
 
-/// One driven run: the engine and what the effects need around it. Its
-/// methods live by concern: `log` (replay, group commits), `dispatch`
-/// (the effect interpreter and sends), `sweep`, `record` (record, report).
+/// One driven run: the run core both drivers share (engine, timers,
+/// integrations), the log position, and what its effects write ([`Out`]).
+/// Its methods live by concern: `log` (replay, group commits), `dispatch`
+/// (routing and sends), `sweep`, `record` (record, report).
 pub(super) struct Driver {
     pub(super) shared: Arc<Shared>,
     pub(super) run_id: RunId,
-    pub(super) engine: Engine,
+    pub(super) core: RunCore,
     pub(super) last_seq: u64,
-    pub(super) timers: Timers,
+    pub(super) cancel_sent: bool,
+    /// Events waiting for the next log entry.
+    pub(super) pending: Vec<Event>,
+    pub(super) out: Out,
+}
+
+/// What the effects of a step write to: the run record, the routing
+/// state and the sends they queue (the [`Effects`](crate::driver::effects::Effects)
+/// of this driver).
+pub(super) struct Out {
+    pub(super) shared: Arc<Shared>,
+    pub(super) run_id: RunId,
     pub(super) record: RunRecord,
     pub(super) record_dirty: bool,
     pub(super) agents: StageAgents,
     /// Where each task's last attempt failed (swarm-recovery avoids it).
     pub(super) failed_on: HashMap<TaskId, String>,
-    /// GitHub, notifications, quality gates, hooks (see `integrations`).
-    pub(super) ops: RunIntegrations,
     /// When each attempt in flight was sent (for the sweeper).
     pub(super) dispatched: HashMap<(TaskId, Attempt), Sent>,
-    pub(super) cancel_sent: bool,
-    /// Events waiting for the next log entry.
-    pub(super) pending: Vec<Event>,
     /// Writes that effects of entries already logged still need.
     pub(super) sends: Vec<Send>,
     /// Tasks for team leads, gathered while effects are interpreted.

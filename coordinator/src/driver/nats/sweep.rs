@@ -33,10 +33,10 @@ impl Driver {
         // Keys only: rendering every attempt in flight each sweep would cost
         // the whole fan-out every ack window.
         let in_flight: HashSet<(TaskId, Attempt)> =
-            self.engine.in_flight_keys().into_iter().collect();
-        self.dispatched.retain(|k, _| in_flight.contains(k));
+            self.core.engine.in_flight_keys().into_iter().collect();
+        self.out.dispatched.retain(|k, _| in_flight.contains(k));
         let mut old = Vec::new();
-        for (key, sent) in self.dispatched.iter_mut() {
+        for (key, sent) in self.out.dispatched.iter_mut() {
             if old.len() >= SWEEP_BATCH {
                 break;
             }
@@ -52,23 +52,23 @@ impl Driver {
     /// Re-sends what the sweep found lost and the engine still waits for.
     pub(super) fn on_swept(&mut self, lost: Vec<(TaskId, Attempt)>, t: Millis) {
         let in_flight: HashSet<(TaskId, Attempt)> =
-            self.engine.in_flight_keys().into_iter().collect();
+            self.core.engine.in_flight_keys().into_iter().collect();
         for key in lost {
             if !in_flight.contains(&key) {
                 continue;
             }
             // Rendered only now, for the few that are re-sent.
-            let Some(mut spec) = self.engine.spec_of(&key.0) else {
+            let Some(mut spec) = self.core.engine.spec_of(&key.0) else {
                 continue;
             };
             crate::driver::metrics::task_reenqueued(spec.skill.as_str());
-            self.ops.prepare(&mut spec);
+            self.core.ops.prepare(&mut spec);
             let msg_id = format!(
                 "{}:{}:{}:swept{}",
                 self.run_id, spec.task_id, spec.attempt, t
             );
             let subject = wire::subject_task_skill(spec.skill.as_str());
-            self.sends.push(Send::Task {
+            self.out.sends.push(Send::Task {
                 spec: Box::new(spec),
                 subject,
                 route: Route::Mesh,
