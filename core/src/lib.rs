@@ -17,6 +17,7 @@ pub mod models;
 pub mod plan;
 pub mod routing;
 pub mod spec;
-pub mod suggest;
+/// Did-you-mean: in `eval`, the lowest crate with names to misspell.
+pub use cascade_eval::suggest;
 
 pub use error::Error;

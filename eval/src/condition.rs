@@ -238,7 +238,7 @@ fn from_object(map: &Map<String, Value>) -> Result<Condition, EvalError> {
         .find(|(name, _)| name.eq_ignore_ascii_case(ty.trim()))
     else {
         let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-        let hint = suggest(ty, names.iter().copied())
+        let hint = crate::suggest::did_you_mean(ty, names.iter().copied())
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
         return Err(EvalError::Invalid {
@@ -347,7 +347,7 @@ fn check_fields(
         if key == "type" && ty.is_some() || allowed.contains(&key.as_str()) {
             continue;
         }
-        let suggestion = suggest(key, allowed.iter().copied())
+        let suggestion = crate::suggest::did_you_mean(key, allowed.iter().copied())
             .map(str::to_owned)
             .or_else(|| {
                 let other = TYPES
@@ -361,19 +361,6 @@ fn check_fields(
         });
     }
     Ok(())
-}
-
-/// The candidate closest to `word` by edit distance, if close enough to be a typo.
-pub(crate) fn suggest<'a>(
-    word: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let word = word.to_ascii_lowercase();
-    candidates
-        .map(|c| (strsim::levenshtein(&word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
 }
 
 #[cfg(test)]

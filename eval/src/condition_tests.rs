@@ -225,7 +225,10 @@ fn references_for_load_time_checks() {
 #[test]
 fn suggestions() {
     let fields = ["left", "operator", "right"];
-    assert_eq!(suggest("oprator", fields.into_iter()), Some("operator"));
-    assert_eq!(suggest("Left", fields.into_iter()), Some("left"));
-    assert_eq!(suggest("banana", fields.into_iter()), None);
+    assert_eq!(
+        crate::suggest::did_you_mean("oprator", fields),
+        Some("operator")
+    );
+    assert_eq!(crate::suggest::did_you_mean("Left", fields), Some("left"));
+    assert_eq!(crate::suggest::did_you_mean("banana", fields), None);
 }

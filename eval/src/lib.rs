@@ -25,6 +25,7 @@ mod jq;
 mod jsonpath;
 mod lexer;
 mod reference;
+pub mod suggest;
 mod template;
 mod value;
 

@@ -107,5 +107,5 @@ pub struct CompletionsArgs {
 fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Format::NAMES)
-        .map(|name| Format::from_name(&name).unwrap_or(Format::Text))
+        .try_map(|name| Format::from_name(&name).ok_or(format!("unknown format `{name}`")))
 }
