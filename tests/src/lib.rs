@@ -393,7 +393,15 @@ impl TestSwarm {
 
     /// Starts `coordinator serve` and waits until it serves.
     pub fn start_coordinator(&mut self, name: &str) -> usize {
+        self.start_coordinator_with(name, &[])
+    }
+
+    /// [`Self::start_coordinator`] with extra environment variables (e.g.
+    /// libfaketime's `LD_PRELOAD` and `FAKETIME`: a wrapper process would
+    /// be what a test kills).
+    pub fn start_coordinator_with(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
         let mut cmd = self.coordinator_cmd();
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--name", name, "--lease-ttl", TEST_LEASE_TTL]);
         let mut p = Proc::spawn(name, cmd, self.logs.path());
         p.await_output("serving", Duration::from_secs(30));

@@ -17,9 +17,10 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    AckFuture, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld,
-    Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results,
-    Runs, StoreError, Stores, Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut,
+    LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry,
+    Reports, ResultKey, Results, Runs, StoreError, Stores, Submissions, TaskBus, Watch,
+    WorkerChange,
 };
 use crate::Swarm;
 
@@ -456,18 +457,20 @@ impl Leases for JsLeases {
         &'a self,
         run: &'a RunId,
         owner: &'a str,
-        now: Millis,
-        ttl: std::time::Duration,
-    ) -> Fut<'a, Option<LeaseHeld>> {
+        stale: Option<u64>,
+        expires_at: Millis,
+    ) -> Fut<'a, Acquired> {
         async move {
             let key = run_key(run);
-            let value = lease_bytes(&key, owner, now + ttl.as_millis() as u64)?;
-            let held = |revision| LeaseHeld {
-                run: run.clone(),
-                revision,
+            let value = lease_bytes(&key, owner, expires_at)?;
+            let held = |revision| {
+                Acquired::Held(LeaseHeld {
+                    run: run.clone(),
+                    revision,
+                })
             };
             match self.0.create(&key, value.clone()).await {
-                Ok(revision) => return Ok(Some(held(revision))),
+                Ok(revision) => return Ok(held(revision)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::nats("create lease", &key, e)),
             }
@@ -477,19 +480,28 @@ impl Leases for JsLeases {
                 .await
                 .map_err(|e| StoreError::nats("read lease", &key, e))?
             else {
-                return Ok(None);
+                // Removed between the two calls.
+                return Ok(Acquired::Contended);
             };
-            let current: Option<Lease> = decode(&entry.value).ok();
+            let current: Option<Lease> = match entry.operation {
+                kv::Operation::Put => decode(&entry.value).ok(),
+                _ => None, // released
+            };
             let free = match &current {
-                None => true, // deleted (released) or unreadable
-                Some(l) => l.expires_at < now || l.owner == owner,
+                None => true, // released or unreadable
+                Some(l) => l.owner == owner || stale == Some(entry.revision),
             };
             if !free {
-                return Ok(None);
+                return Ok(Acquired::Busy {
+                    owner: current.map(|l| l.owner).unwrap_or_default(),
+                    revision: entry.revision,
+                });
             }
             match self.0.update(&key, value, entry.revision).await {
-                Ok(revision) => Ok(Some(held(revision))),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Ok(revision) => Ok(held(revision)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    Ok(Acquired::Contended)
+                }
                 Err(e) => Err(StoreError::nats("take lease", &key, e)),
             }
         }
@@ -524,6 +536,37 @@ impl Leases for JsLeases {
                 .delete_expect_revision(&key, Some(held.revision))
                 .await
                 .map_err(|e| StoreError::nats("release lease", &key, e))
+        }
+        .boxed()
+    }
+
+    fn watch(&self) -> Fut<'_, Watch<LeaseChange>> {
+        async move {
+            let watch = self
+                .0
+                .watch_with_history(">")
+                .await
+                .map_err(|e| StoreError::nats("watch leases", ">", e))?;
+            let stream = watch.filter_map(|entry| async move {
+                match entry {
+                    Err(e) => Some(Err(StoreError::nats("watch leases", ">", e))),
+                    Ok(e) => {
+                        let run = RunId::new(wire::untoken(&e.key)?);
+                        let lease = (e.operation == kv::Operation::Put)
+                            .then(|| decode::<Lease>(&e.value).ok())
+                            .flatten();
+                        Some(Ok(match lease {
+                            Some(l) => LeaseChange::Written {
+                                run,
+                                owner: l.owner,
+                                revision: e.revision,
+                            },
+                            None => LeaseChange::Gone(run),
+                        }))
+                    }
+                }
+            });
+            Ok(stream.boxed())
         }
         .boxed()
     }

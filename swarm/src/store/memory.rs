@@ -21,9 +21,10 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    AckFuture, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut, LeaseHeld,
-    Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry, Reports, ResultKey, Results,
-    Runs, StoreError, Stores, Submissions, TaskBus, Watch, WorkerChange,
+    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut,
+    LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry,
+    Reports, ResultKey, Results, Runs, StoreError, Stores, Submissions, TaskBus, Watch,
+    WorkerChange,
 };
 use crate::setup::QueueSettings;
 
@@ -66,6 +67,8 @@ struct State {
     claims_delay: Option<Duration>,
     /// Log entries that read back as undecodable.
     corrupt: HashSet<u64>,
+    /// Lease writes fail as a server that cannot be reached does.
+    leases_down: bool,
 }
 
 /// A whole swarm's storage in one process.
@@ -74,11 +77,22 @@ pub struct InMemory {
     results_tx: broadcast::Sender<ResultRecord>,
     runs_tx: broadcast::Sender<RunRecord>,
     workers_tx: broadcast::Sender<WorkerChange>,
+    leases_tx: broadcast::Sender<LeaseChange>,
 }
 
 impl std::fmt::Debug for InMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InMemory").finish_non_exhaustive()
+    }
+}
+
+/// What a write to a server that does not answer fails with.
+fn unreachable(op: &'static str, run: &RunId) -> StoreError {
+    StoreError::Nats {
+        op,
+        key: run.to_string(),
+        class: super::error::Class::Retryable,
+        source: "timed out (the in-memory server is made unreachable)".into(),
     }
 }
 
@@ -107,6 +121,7 @@ impl InMemory {
             results_tx: broadcast::channel(WATCH_BUFFER).0,
             runs_tx: broadcast::channel(WATCH_BUFFER).0,
             workers_tx: broadcast::channel(WATCH_BUFFER).0,
+            leases_tx: broadcast::channel(WATCH_BUFFER).0,
         })
     }
 
@@ -188,6 +203,11 @@ impl InMemory {
     /// Makes the log entry at `seq` read back as undecodable.
     pub fn corrupt_entry(&self, seq: u64) {
         self.lock().corrupt.insert(seq);
+    }
+
+    /// Lease writes fail (retryably, like timeouts) until called with false.
+    pub fn leases_unreachable(&self, down: bool) {
+        self.lock().leases_down = down;
     }
 
     /// Makes every claims read take this long.
@@ -421,26 +441,36 @@ impl Leases for InMemory {
         &'a self,
         run: &'a RunId,
         owner: &'a str,
-        now: Millis,
-        ttl: Duration,
-    ) -> Fut<'a, Option<LeaseHeld>> {
+        stale: Option<u64>,
+        expires_at: Millis,
+    ) -> Fut<'a, Acquired> {
         let mut st = self.lock();
-        let free = st
-            .leases
-            .get(run)
-            .is_none_or(|(l, _)| l.expires_at < now || l.owner == owner);
-        if !free {
-            return ready(Ok(None));
+        if st.leases_down {
+            return ready(Err(unreachable("take lease", run)));
+        }
+        if let Some((l, revision)) = st.leases.get(run)
+            && l.owner != owner
+            && stale != Some(*revision)
+        {
+            return ready(Ok(Acquired::Busy {
+                owner: l.owner.clone(),
+                revision: *revision,
+            }));
         }
         st.revision += 1;
         let revision = st.revision;
         let lease = Lease {
             v: PROTOCOL_VERSION,
             owner: owner.to_owned(),
-            expires_at: now + ttl.as_millis() as u64,
+            expires_at,
         };
         st.leases.insert(run.clone(), (lease, revision));
-        ready(Ok(Some(LeaseHeld {
+        let _ = self.leases_tx.send(LeaseChange::Written {
+            run: run.clone(),
+            owner: owner.to_owned(),
+            revision,
+        });
+        ready(Ok(Acquired::Held(LeaseHeld {
             run: run.clone(),
             revision,
         })))
@@ -453,6 +483,9 @@ impl Leases for InMemory {
         expires_at: Millis,
     ) -> Fut<'a, bool> {
         let mut st = self.lock();
+        if st.leases_down {
+            return ready(Err(unreachable("renew lease", &held.run)));
+        }
         if st.leases.get(&held.run).map(|(_, r)| *r) != Some(held.revision) {
             return ready(Ok(false));
         }
@@ -464,6 +497,11 @@ impl Leases for InMemory {
             expires_at,
         };
         st.leases.insert(held.run.clone(), (lease, held.revision));
+        let _ = self.leases_tx.send(LeaseChange::Written {
+            run: held.run.clone(),
+            owner: owner.to_owned(),
+            revision: held.revision,
+        });
         ready(Ok(true))
     }
 
@@ -471,8 +509,24 @@ impl Leases for InMemory {
         let mut st = self.lock();
         if st.leases.get(&held.run).map(|(_, r)| *r) == Some(held.revision) {
             st.leases.remove(&held.run);
+            let _ = self.leases_tx.send(LeaseChange::Gone(held.run.clone()));
         }
         ready(Ok(()))
+    }
+
+    fn watch(&self) -> Fut<'_, Watch<LeaseChange>> {
+        let st = self.lock();
+        let rx = self.leases_tx.subscribe();
+        let history: Vec<LeaseChange> = st
+            .leases
+            .iter()
+            .map(|(run, (l, revision))| LeaseChange::Written {
+                run: run.clone(),
+                owner: l.owner.clone(),
+                revision: *revision,
+            })
+            .collect();
+        ready(Ok(tail(history, rx, |_| true)))
     }
 }
 

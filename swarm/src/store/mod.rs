@@ -207,17 +207,46 @@ pub struct LeaseHeld {
     pub revision: u64,
 }
 
-/// Who drives a run, renewed by compare-and-set.
+/// What `acquire` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    Held(LeaseHeld),
+    /// Someone holds it: its owner and the revision of its last write.
+    Busy {
+        owner: String,
+        revision: u64,
+    },
+    /// Someone else wrote or removed it meanwhile: look again later.
+    Contended,
+}
+
+/// What a lease watcher sees: a run's lease written, at a revision, or gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseChange {
+    Written {
+        run: RunId,
+        owner: String,
+        revision: u64,
+    },
+    Gone(RunId),
+}
+
+/// Who drives a run, renewed by compare-and-set. Expiry compares no wall
+/// clocks: a holder renews (a new revision) well within its TTL, and a
+/// lease is taken over only by a caller that watched the *same revision*
+/// stay unchanged for a whole TTL on its own monotonic clock. The value's
+/// `expires_at` is the holder's own clock, for people reading it.
 pub trait Leases: Send + Sync {
-    /// Takes the lease until `now + ttl` if it is free, expired at `now`
-    /// or already `owner`'s.
+    /// Takes the lease if it is free (none, released or unreadable),
+    /// already `owner`'s, or still at revision `stale` (the caller saw that
+    /// revision unchanged for a TTL: its holder stopped renewing).
     fn acquire<'a>(
         &'a self,
         run: &'a RunId,
         owner: &'a str,
-        now: Millis,
-        ttl: std::time::Duration,
-    ) -> Fut<'a, Option<LeaseHeld>>;
+        stale: Option<u64>,
+        expires_at: Millis,
+    ) -> Fut<'a, Acquired>;
     /// Extends a held lease; false when someone else wrote it since.
     fn renew<'a>(
         &'a self,
@@ -227,6 +256,8 @@ pub trait Leases: Send + Sync {
     ) -> Fut<'a, bool>;
     /// Gives the run up, if the lease is still ours.
     fn release<'a>(&'a self, held: &'a LeaseHeld) -> Fut<'a, ()>;
+    /// Every lease as it stands, then every write and release.
+    fn watch(&self) -> Fut<'_, Watch<LeaseChange>>;
 }
 
 /// Run records.

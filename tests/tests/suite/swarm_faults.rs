@@ -573,3 +573,144 @@ fn a_cancelled_run_leaves_its_queued_tasks_unrun() {
         "queued tasks never started"
     );
 }
+
+/// libfaketime, preloaded into a coordinator to skew its clock, or None
+/// with a note: the test is skipped.
+fn faketime() -> Option<&'static str> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    if found.is_none() {
+        eprintln!("skipped: libfaketime is not installed (scripts/test installs it as root)");
+    }
+    found
+}
+
+/// Submits without waiting; the run id.
+fn submit_run(swarm: &TestSwarm, file: &Path) -> String {
+    let o = swarm
+        .coordinator_cmd()
+        .arg("submit")
+        .arg(file)
+        .output()
+        .expect("submit");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn status(swarm: &TestSwarm, run: &str) -> Value {
+    let o = swarm
+        .coordinator_cmd()
+        .args(["status", run, "--json"])
+        .output()
+        .expect("status");
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+/// A three-stage cascade whose middle stage waits for a `go` file; each
+/// stage appends its name to `log` when it runs.
+fn gated_cascade(dir: &Path) -> (std::path::PathBuf, String) {
+    let d = dir.display().to_string();
+    write_tree(
+        dir,
+        &[
+            (
+                "skills/mark.yaml",
+                &format!("run: |\n  echo \"$CASCADE_STAGE_ID\" >> {d}/log\n  echo '{{}}'\n"),
+            ),
+            (
+                "skills/gate.yaml",
+                &format!(
+                    "run: |\n  touch {d}/gate-started\n  i=0; while [ ! -e {d}/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n  echo gate >> {d}/log\n  echo '{{\"passed\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: skewed\nstages:\n  - stage: one\n    skill: mark\n  - stage: two\n    skill: gate\n  - stage: three\n    skill: mark\n",
+            ),
+        ],
+    );
+    (dir.join("c.yaml"), dir.join("skills").display().to_string())
+}
+
+#[test]
+fn a_coordinator_an_hour_fast_that_dies_is_taken_over_within_a_lease_ttl() {
+    let Some(lib) = faketime() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, skills_dir) = gated_cascade(dir.path());
+    let mut swarm = TestSwarm::new();
+    let fast = swarm.start_coordinator_with("c-fast", &[("LD_PRELOAD", lib), ("FAKETIME", "+1h")]);
+    swarm.start_worker("w1", "mark,gate", &["--skills-dir", &skills_dir]);
+    let run = submit_run(&swarm, &file);
+    await_condition("stage two to start", Duration::from_secs(30), || {
+        dir.path().join("gate-started").exists().then_some(())
+    });
+    assert_eq!(status(&swarm, &run)["owner"], "c-fast");
+    let normal = swarm.start_coordinator("c-normal");
+    swarm.coordinators[fast].kill();
+    let killed = std::time::Instant::now();
+    // Its leases said "expires in an hour" by its own clock; the survivor
+    // must not believe them. The bound is generous for a loaded machine,
+    // and far from the hour the old rule waited.
+    let ttl = cascade_core::duration::parse_duration(cascade_tests::TEST_LEASE_TTL).expect("ttl");
+    while status(&swarm, &run)["owner"] != "c-normal" {
+        assert!(
+            killed.elapsed() < 3 * ttl,
+            "c-normal did not take the run over within {:?}; its log:\n{}\nstatus: {}",
+            3 * ttl,
+            swarm.coordinators[normal].stderr(),
+            status(&swarm, &run)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    std::fs::write(dir.path().join("go"), b"").expect("open the gate");
+    await_condition("the run to succeed", Duration::from_secs(30), || {
+        (status(&swarm, &run)["state"] == "success").then_some(())
+    });
+    assert_eq!(
+        lines(&dir.path().join("log")),
+        vec!["one", "gate", "three"],
+        "each stage ran exactly once (taken over after {took:?})"
+    );
+}
+
+#[test]
+fn a_skewed_coordinator_never_steals_a_live_lease() {
+    let Some(lib) = faketime() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, skills_dir) = gated_cascade(dir.path());
+    let mut swarm = TestSwarm::new();
+    // The owner's clock is five minutes slow: by the other's clock (an
+    // hour fast) its every lease expired long ago.
+    swarm.start_coordinator_with("c-slow", &[("LD_PRELOAD", lib), ("FAKETIME", "-5m")]);
+    swarm.start_worker("w1", "mark,gate", &["--skills-dir", &skills_dir]);
+    let run = submit_run(&swarm, &file);
+    await_condition("stage two to start", Duration::from_secs(30), || {
+        dir.path().join("gate-started").exists().then_some(())
+    });
+    let fast = swarm.start_coordinator_with("c-fast", &[("LD_PRELOAD", lib), ("FAKETIME", "+1h")]);
+    // Several lease TTLs pass while the owner renews; the other one must
+    // never drive the run (it would say so in its log).
+    let ttl = cascade_core::duration::parse_duration(cascade_tests::TEST_LEASE_TTL).expect("ttl");
+    let watch_until = std::time::Instant::now() + 4 * ttl;
+    while std::time::Instant::now() < watch_until {
+        assert!(
+            !swarm.coordinators[fast].stderr().contains("driving run"),
+            "the fast coordinator took a live lease:\n{}",
+            swarm.coordinators[fast].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(&swarm, &run)["owner"], "c-slow");
+    std::fs::write(dir.path().join("go"), b"").expect("open the gate");
+    await_condition("the run to succeed", Duration::from_secs(30), || {
+        (status(&swarm, &run)["state"] == "success").then_some(())
+    });
+    assert_eq!(status(&swarm, &run)["owner"], "c-slow");
+    assert_eq!(lines(&dir.path().join("log")), vec!["one", "gate", "three"]);
+}

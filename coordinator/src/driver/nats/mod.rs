@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  serve ─┬─ intake      submissions ─▶ run records ─▶ own them
-//!         ├─ owner       every lease_ttl/3: runs not final and not owned ─▶ try the lease
+//!         ├─ owner       every lease_ttl/3: runs not final and not owned ─▶ try the lease;
+//!         │              lease watch: a revision unchanged for a TTL (monotonic) ─▶ take it over
 //!         │     └─ run driver per owned run (run.rs): replay, then events ⇄ engine ⇄ effects
 //!         ├─ registry    watch of the workers bucket (routing, sweeping)
 //!         └─ dlq         max-deliveries advisories ─▶ dead-letter stream + terminal result
@@ -29,13 +30,13 @@ mod tests;
 pub use run::PlanError;
 pub(crate) use run::plan_of;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cascade_proto::{Millis, RunId};
 use cascade_swarm::Swarm;
-use cascade_swarm::store::{StoreError, Stores, WorkerChange};
+use cascade_swarm::store::{Acquired, LeaseChange, StoreError, Stores, WorkerChange};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -153,7 +154,11 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
         };
         let Some(Ok(change)) = change else { continue };
         match change {
-            WorkerChange::Up(info) => {
+            WorkerChange::Up(mut info) => {
+                // Liveness is judged on this process's clock: when the
+                // heartbeat was heard, not the worker's own stamp (another
+                // machine's clock may be off by an hour).
+                info.heartbeat_at = shared.now();
                 shared.registry.workers.insert(info.name.clone(), info);
                 // Expiry in the bucket tells watchers nothing: forget workers
                 // silent for many TTLs here, or names that come and go
@@ -180,51 +185,93 @@ async fn watch_registry(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
 }
 
 /// Tries to own runs: new ones from intake at once, and every lease_ttl/3
-/// every run that is not final, so orphans of a dead coordinator are
-/// picked up once their lease expires.
+/// every run that is not final (a released or never-written lease is
+/// free). A lease someone else holds is taken over only once its holder
+/// stopped renewing: the lease watch shows each revision as it is written,
+/// and one unchanged for a whole TTL on this process's monotonic clock is
+/// stale. No wall clock of another machine is ever compared, so a
+/// coordinator whose clock is off neither steals live leases nor waits an
+/// hour to take over a dead one.
 async fn own_runs(
     shared: Arc<Shared>,
     mut new_runs: mpsc::Receiver<RunId>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), StoreError> {
-    let mut tick = tokio::time::interval(shared.opts.lease_ttl / 3);
+    let ttl = shared.opts.lease_ttl;
+    let mut tick = tokio::time::interval(ttl / 3);
+    let mut watch = shared.stores.leases.watch().await?;
+    let mut seen = Observed::default();
     let driving: Arc<dashmap::DashSet<RunId>> = Arc::new(dashmap::DashSet::new());
     loop {
-        let candidates: BTreeSet<RunId> = tokio::select! {
-            Some(id) = new_runs.recv() => BTreeSet::from([id]),
-            _ = tick.tick() => open_runs(&shared).await,
+        let stale_at = seen.next_stale(ttl);
+        let candidates: Vec<(RunId, Option<u64>)> = tokio::select! {
+            Some(id) = new_runs.recv() => vec![(id, None)],
+            _ = tick.tick() => open_runs(&shared).await.into_iter().map(|r| (r, None)).collect(),
+            change = watch.next() => {
+                match change {
+                    Some(Ok(LeaseChange::Written { run, owner, revision })) => {
+                        if owner == shared.opts.name {
+                            seen.forget(&run);
+                        } else {
+                            seen.saw(run, revision);
+                        }
+                    }
+                    Some(Ok(LeaseChange::Gone(run))) => seen.forget(&run),
+                    Some(Err(e)) => tracing::warn!(error = %e, "lease watch error"),
+                    None => {
+                        return Err(StoreError::WatchEnded {
+                            what: "leases".into(),
+                        });
+                    }
+                }
+                continue;
+            }
+            () = sleep_until(stale_at), if stale_at.is_some() => seen.stale(ttl),
             () = cancel.cancelled() => return Ok(()),
         };
-        for run_id in candidates {
+        for (run_id, stale) in candidates {
             if driving.contains(&run_id) {
                 continue;
             }
-            let held = shared
+            let expires_at = shared.now() + ttl.as_millis() as u64;
+            let sent = tokio::time::Instant::now();
+            let acquired = shared
                 .stores
                 .leases
-                .acquire(
-                    &run_id,
-                    &shared.opts.name,
-                    shared.now(),
-                    shared.opts.lease_ttl,
-                )
+                .acquire(&run_id, &shared.opts.name, stale, expires_at)
                 .await;
-            let held = match held {
-                Ok(Some(held)) => held,
-                Ok(None) => continue,
+            let held = match acquired {
+                Ok(Acquired::Held(held)) => held,
+                Ok(Acquired::Busy { owner, revision }) => {
+                    if owner != shared.opts.name {
+                        seen.saw(run_id, revision);
+                    }
+                    continue;
+                }
+                // Looked at again when the watch or the scan sees it (a
+                // stale entry left here would be tried again at once).
+                Ok(Acquired::Contended) => {
+                    seen.forget(&run_id);
+                    continue;
+                }
                 Err(e) => {
+                    seen.forget(&run_id);
                     tracing::warn!(run_id = %run_id, error = %e, "cannot take the lease; trying again later");
                     continue;
                 }
             };
+            seen.forget(&run_id);
+            if stale.is_some() {
+                tracing::info!(run_id = %run_id, "taking the run over: its lease was not renewed for {ttl:?}");
+            }
             tracing::info!(run_id = %run_id, "driving run");
             driving.insert(run_id.clone());
             crate::driver::metrics::runs_driven(driving.len());
             let (shared, driving, cancel) = (shared.clone(), driving.clone(), cancel.clone());
             tracker.spawn(async move {
                 let id = held.run.clone();
-                match run::drive(shared, held, cancel).await {
+                match run::drive(shared, held, sent, cancel).await {
                     Ok(()) => {}
                     Err(state::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
                     Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
@@ -233,6 +280,48 @@ async fn own_runs(
                 crate::driver::metrics::runs_driven(driving.len());
             });
         }
+    }
+}
+
+/// Other holders' leases: the revision last seen of each, and when (on
+/// the monotonic clock) it was first seen.
+#[derive(Debug, Default)]
+struct Observed(HashMap<RunId, (u64, tokio::time::Instant)>);
+
+impl Observed {
+    /// A revision seen now; the clock restarts only when it changed.
+    fn saw(&mut self, run: RunId, revision: u64) {
+        let now = tokio::time::Instant::now();
+        let e = self.0.entry(run).or_insert((revision, now));
+        if e.0 != revision {
+            *e = (revision, now);
+        }
+    }
+
+    fn forget(&mut self, run: &RunId) {
+        self.0.remove(run);
+    }
+
+    /// When the oldest revision becomes stale.
+    fn next_stale(&self, ttl: Duration) -> Option<tokio::time::Instant> {
+        self.0.values().map(|(_, at)| *at + ttl).min()
+    }
+
+    /// The runs whose revision has not changed for `ttl`, with it.
+    fn stale(&self, ttl: Duration) -> Vec<(RunId, Option<u64>)> {
+        let now = tokio::time::Instant::now();
+        self.0
+            .iter()
+            .filter(|(_, (_, at))| now >= *at + ttl)
+            .map(|(run, (revision, _))| (run.clone(), Some(*revision)))
+            .collect()
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -94,15 +94,18 @@ pub(crate) fn plan_of(
     Ok((plan, cascade.operations))
 }
 
+/// Drives a run whose lease is held; `sent`: when the write that took the
+/// lease was sent (the lease is ours for a TTL from then, unless renewed).
 pub async fn drive(
     shared: Arc<Shared>,
     lease: LeaseHeld,
+    sent: tokio::time::Instant,
     cancel: CancellationToken,
 ) -> Result<(), RunError> {
     let run_id = lease.run.clone();
     // Renewed from now on, whatever the driver is busy with (a long replay
     // must not let the lease lapse).
-    let lease = super::lease::Keeper::start(shared.clone(), lease);
+    let lease = super::lease::Keeper::start(shared.clone(), lease, sent);
     let sub = match load_submission(&shared, &run_id).await? {
         Ok(sub) => sub,
         Err(msg) => {

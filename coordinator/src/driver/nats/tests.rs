@@ -11,7 +11,7 @@ use cascade_proto::wire::{Claim, ResultRecord, RunRecord, RunState, Submission, 
 use cascade_proto::{Event, EventRecord, Millis, PROTOCOL_VERSION, RunId, TaskOutcome, TaskResult};
 use cascade_swarm::QueueSettings;
 use cascade_swarm::store::memory::InMemory;
-use cascade_swarm::store::{ClaimKey, ResultKey};
+use cascade_swarm::store::{Acquired, ClaimKey, ResultKey};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -93,15 +93,19 @@ async fn drive(
     shared: &Arc<Shared>,
     run: &RunId,
 ) -> (JoinHandle<Result<(), RunError>>, CancellationToken) {
-    let held = shared
+    let sent = tokio::time::Instant::now();
+    let expires_at = shared.now() + LEASE_TTL.as_millis() as u64;
+    let acquired = shared
         .stores
         .leases
-        .acquire(run, &shared.opts.name, shared.now(), LEASE_TTL)
+        .acquire(run, &shared.opts.name, None, expires_at)
         .await
-        .expect("lease store")
-        .expect("the lease is free");
+        .expect("lease store");
+    let Acquired::Held(held) = acquired else {
+        panic!("the lease is not free: {acquired:?}")
+    };
     let cancel = CancellationToken::new();
-    let handle = tokio::spawn(run::drive(shared.clone(), held, cancel.clone()));
+    let handle = tokio::spawn(run::drive(shared.clone(), held, sent, cancel.clone()));
     (handle, cancel)
 }
 
@@ -457,4 +461,105 @@ async fn a_log_that_cannot_be_read_fails_the_run_visibly() {
         "{record:?}"
     );
     assert!(mem.lease(&run).is_none(), "given up at once");
+}
+
+/// A coordinator serving ownership only (the owner loop), as `serve` runs it.
+fn own(shared: &Arc<Shared>) -> (JoinHandle<()>, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let (s, c) = (shared.clone(), cancel.clone());
+    let handle = tokio::spawn(async move {
+        // The sender stays alive: only the scan and the watch feed it.
+        let _tx = _tx;
+        let _ = super::own_runs(s, rx, tracker.clone(), c).await;
+        tracker.close();
+        tracker.wait().await;
+    });
+    (handle, cancel)
+}
+
+/// A coordinator whose wall clock is an hour fast, and one five minutes slow.
+fn fast_clock() -> Millis {
+    test_clock() + 3_600_000
+}
+
+fn slow_clock() -> Millis {
+    test_clock() - 300_000
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_owners_lease_is_taken_over_within_a_ttl_whatever_its_clock_said() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", TWO_STAGES).await;
+    // The owner's clock was an hour fast: its lease "expires" in an hour.
+    // It died right after writing it.
+    mem.steal_lease(&run, "dead", fast_clock() + LEASE_TTL.as_millis() as u64);
+    let second = coordinator(&mem, "c2");
+    let start = tokio::time::Instant::now();
+    let (owner, cancel) = own(&second);
+    until("c2 drives the run", || {
+        mem.lease(&run).is_some_and(|l| l.owner == "c2")
+    })
+    .await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= LEASE_TTL && waited <= LEASE_TTL + LEASE_TTL / 2,
+        "taken over after {waited:?}, the TTL is {LEASE_TTL:?}"
+    );
+    cancel.cancel();
+    owner.await.expect("owner loop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewed_lease_is_never_taken_whatever_the_owners_clock_says() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", TWO_STAGES).await;
+    // The owner's clock is five minutes slow: every lease it writes
+    // "expired" long ago by the other coordinator's clock.
+    let slow = Arc::new(Shared {
+        clock: slow_clock,
+        ..Arc::into_inner(coordinator(&mem, "slow")).expect("one reference")
+    });
+    let (driver, _stop) = drive(&slow, &run).await;
+    until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    let fast = Arc::new(Shared {
+        clock: fast_clock,
+        ..Arc::into_inner(coordinator(&mem, "fast")).expect("one reference")
+    });
+    let (owner, cancel) = own(&fast);
+    tokio::time::sleep(10 * LEASE_TTL).await;
+    assert_eq!(mem.lease(&run).map(|l| l.owner).as_deref(), Some("slow"));
+    assert!(!driver.is_finished(), "the owner still drives the run");
+    complete(&mem, &sent_for_stage(&mem, "a")[0], json!({"out": 1})).await;
+    until("stage b is sent", || !sent_for_stage(&mem, "b").is_empty()).await;
+    complete(&mem, &sent_for_stage(&mem, "b")[0], json!({})).await;
+    assert!(driver.await.expect("driver task").is_ok());
+    assert_eq!(finished(&mem, &run), Some(RunState::Success));
+    cancel.cancel();
+    owner.await.expect("owner loop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_owner_that_cannot_renew_gives_the_run_up_before_anyone_may_take_it() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", TWO_STAGES).await;
+    let first = coordinator(&mem, "c1");
+    let (driver, _stop) = drive(&first, &run).await;
+    until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    let cut = tokio::time::Instant::now();
+    mem.leases_unreachable(true);
+    let outcome = driver.await.expect("driver task");
+    assert!(
+        matches!(outcome, Err(RunError::LeaseLost(_))),
+        "{outcome:?}"
+    );
+    // Its last renewal was sent at most a third of a TTL before the cut;
+    // an observer counts a whole TTL from seeing it.
+    assert!(
+        cut.elapsed() <= LEASE_TTL,
+        "gave the run up {:?} after the cut",
+        cut.elapsed()
+    );
+    mem.leases_unreachable(false);
 }
