@@ -154,6 +154,11 @@ impl InMemory {
         self.lock().sent.clone()
     }
 
+    /// Dead letters stored so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.lock().dead_letters.clone()
+    }
+
     /// Messages in the queue, by stream sequence.
     pub fn queued(&self) -> BTreeMap<u64, Queued> {
         self.lock().queue.clone()

@@ -714,3 +714,78 @@ fn a_skewed_coordinator_never_steals_a_live_lease() {
     assert_eq!(status(&swarm, &run)["owner"], "c-slow");
     assert_eq!(lines(&dir.path().join("log")), vec!["one", "gate", "three"]);
 }
+
+#[test]
+fn a_task_whose_limit_is_announced_while_no_coordinator_runs_still_fails_its_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[
+            // Kills the worker that runs it (its parent), every time.
+            ("skills/crash.yaml", "run: kill -9 $PPID; sleep 5\n"),
+            (
+                "c.yaml",
+                "name: poison\nstages:\n  - stage: poison\n    skill: crash\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let worker_args = ["--skills-dir", skills_dir.as_str()];
+    let mut swarm = TestSwarm::new();
+    swarm.env.push(("CASCADE_MAX_DELIVER".into(), "2".into()));
+    // The test hears the server's announcement itself.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut advisories = rt.block_on(async {
+        let client = async_nats::connect(&swarm.nats.client_url)
+            .await
+            .expect("connect");
+        client
+            .subscribe(cascade_proto::wire::advisory_max_deliveries("*"))
+            .await
+            .expect("subscribe")
+    });
+    let c1 = swarm.start_coordinator("c1");
+    let w0 = swarm.start_worker("w0", "crash", &worker_args);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    let died = |swarm: &mut TestSwarm, i: usize| {
+        await_condition(
+            "the task to kill its worker",
+            Duration::from_secs(30),
+            || matches!(swarm.workers[i].child.try_wait(), Ok(Some(_))).then_some(()),
+        )
+    };
+    died(&mut swarm, w0);
+    // No coordinator while the last delivery is made and announced.
+    swarm.coordinators[c1].kill();
+    let w1 = swarm.start_worker("w1", "crash", &worker_args);
+    died(&mut swarm, w1);
+    // The server announces the limit when it would deliver once more: to a
+    // worker asking for work.
+    swarm.start_worker("w2", "crash", &worker_args);
+    let heard = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            futures::StreamExt::next(&mut advisories),
+        )
+        .await
+    });
+    assert!(
+        matches!(heard, Ok(Some(_))),
+        "the server announced the limit"
+    );
+    // A coordinator comes back: it must find the message at its limit
+    // (within a sweep: two ack windows of 2 s) instead of waiting for ever.
+    swarm.start_coordinator("c2");
+    await_condition(
+        "the run to end (not stuck)",
+        Duration::from_secs(60),
+        || waiter.is_finished().then_some(()),
+    );
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 1, "the run fails: {stderr}");
+    let r = results(&out);
+    assert_eq!(r["stages"]["poison"]["status"], "failed");
+    let err = r["stages"]["poison"]["error"].as_str().unwrap_or("");
+    assert!(err.contains("dead-lettered"), "{err}");
+}

@@ -75,6 +75,18 @@ impl Driver {
                 .flatten()
                 .map(|(c, _)| c);
             let now = self.shared.now();
+            // At its delivery limit with its holder gone: the advisory that
+            // dead-letters it was missed (this run had no coordinator).
+            if let Some(c) = &claim
+                && let (true, Some(seq)) =
+                    (super::sweep::at_limit(&self.shared, c).await, c.stream_seq)
+            {
+                super::dlq::dead_letter(&self.shared, seq, c.delivered).await;
+                self.out
+                    .dispatched
+                    .insert((task_id, attempt), Sent { at: now, to: None });
+                continue;
+            }
             let held = claim.is_some_and(|c| {
                 self.shared
                     .registry

@@ -87,14 +87,7 @@ async fn check(
     t: Millis,
 ) -> (Vec<(TaskId, Attempt)>, Millis) {
     let stores = &shared.stores;
-    let ttl_ms = stores.settings.worker_ttl.as_millis() as u64;
-    let alive = |name: &str| {
-        shared
-            .registry
-            .workers
-            .get(name)
-            .is_some_and(|w| !w.draining && t.saturating_sub(w.heartbeat_at) <= ttl_ms)
-    };
+    let alive = |name: &str| worker_alive(&shared, name);
     let mut lost = Vec::new();
     for ((task_id, attempt), sent_to) in old {
         let result_key = ResultKey::new(&run_id, &task_id, attempt);
@@ -113,6 +106,19 @@ async fn check(
         // is gone or draining: only its consumer could ever take it.
         let stranded = sent_to.as_deref().is_some_and(|w| !alive(w))
             && claim.as_ref().is_none_or(|c| !alive(&c.worker));
+        // Claimed by its last allowed delivery, still queued, and its
+        // holder dead: the server will never deliver it again, and the
+        // advisory that would dead-letter it may have gone unheard (no
+        // coordinator was up). Dead-letter it now.
+        if let Some(c) = &claim
+            && at_limit(&shared, c).await
+        {
+            if let Some(seq) = c.stream_seq {
+                tracing::warn!(run_id = %run_id, task_id = %task_id, %attempt, stream_seq = seq, "a task at its delivery limit was never dead-lettered; doing it now");
+                super::dlq::dead_letter(&shared, seq, c.delivered).await;
+            }
+            continue;
+        }
         // Claimed, its message gone (a late ack deleted a redelivery),
         // and its holder dead: nobody will finish it.
         let orphaned = match &claim {
@@ -132,4 +138,31 @@ async fn check(
         }
     }
     (lost, t)
+}
+
+/// Whether a claimed attempt's message sits at its delivery limit for
+/// good: claimed by the last delivery the consumer allows, still queued,
+/// and its holder gone. A read error says no: never act on doubt.
+pub(super) async fn at_limit(shared: &Shared, claim: &cascade_proto::wire::Claim) -> bool {
+    let stores = &shared.stores;
+    let limit = u64::try_from(stores.settings.max_deliver).unwrap_or(u64::MAX);
+    if claim.delivered < limit || worker_alive(shared, &claim.worker) {
+        return false;
+    }
+    match claim.stream_seq {
+        Some(seq) => matches!(stores.tasks.queued(seq).await, Ok(Some(_))),
+        None => false,
+    }
+}
+
+/// Whether a worker is heartbeating (as this coordinator heard it) and not
+/// draining.
+pub(super) fn worker_alive(shared: &Shared, name: &str) -> bool {
+    let ttl_ms = shared.stores.settings.worker_ttl.as_millis() as u64;
+    let now = shared.now();
+    shared
+        .registry
+        .workers
+        .get(name)
+        .is_some_and(|w| !w.draining && now.saturating_sub(w.heartbeat_at) <= ttl_ms)
 }

@@ -563,3 +563,39 @@ async fn an_owner_that_cannot_renew_gives_the_run_up_before_anyone_may_take_it()
     );
     mem.leases_unreachable(false);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_dead_letters_a_task_at_its_limit_whose_advisory_was_missed() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", TWO_STAGES).await;
+    let c = coordinator(&mem, "c1");
+    let (handle, _cancel) = drive(&c, &run).await;
+    until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    let task = sent_for_stage(&mem, "a")[0].clone();
+    // Its last allowed delivery was claimed by a worker that died; the
+    // server announced the limit while no coordinator listened. The
+    // message stays queued for ever.
+    let (seq, _) = mem.queued().into_iter().next().expect("queued");
+    let key = ClaimKey::attempt(&run, &task.spec.task_id, task.spec.attempt);
+    let limit = u64::try_from(c.stores.settings.max_deliver).expect("limit");
+    let claim = Claim {
+        v: PROTOCOL_VERSION,
+        worker: "gone".into(),
+        delivered: limit,
+        at: test_clock(),
+        stream_seq: Some(seq),
+    };
+    c.stores.claims.create(&key, &claim).await.expect("claim");
+    let outcome = handle.await.expect("driver task");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(finished(&mem, &run), Some(RunState::Failed));
+    let report = mem.report(&run).expect("report");
+    let error = report["stages"]["a"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("dead-lettered"), "{report}");
+    assert!(mem.queued().is_empty(), "taken out of the queue");
+    assert_eq!(mem.dead_letters().len(), 1);
+    assert!(
+        !mem.sent().iter().any(|s| s.msg_id.contains(":swept")),
+        "not re-sent: it would only reach its limit again"
+    );
+}
