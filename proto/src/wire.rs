@@ -241,6 +241,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     #[serde(default)]
     pub cancel_requested: Option<String>,
+    /// Stage id -> what its tasks wait for, while they cannot start (no
+    /// worker offers the skill): said instead of waiting silently.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting: BTreeMap<String, String>,
 }
 
 /// Who drives a run, until when. Renewed by compare-and-set.

@@ -359,6 +359,7 @@ async fn request_cancel(c: &Client, run: &RunId, reason: &str) -> Result<Cancel,
             stages: Default::default(),
             error: None,
             cancel_requested: Some(reason.to_owned()),
+            waiting: Default::default(),
         };
         if c.stores.runs.create(&r).await? == Created::Written {
             return Ok(Cancel::Requested { queued: true });

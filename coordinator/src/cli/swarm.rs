@@ -198,6 +198,7 @@ mod tests {
             ]),
             error: None,
             cancel_requested: None,
+            waiting: Default::default(),
         };
         let mut ch = StageChanges::default();
         assert_eq!(

@@ -138,6 +138,7 @@ fn record(run: &str, state: RunState, stages: &[(&str, &str)]) -> RunRecord {
             .collect(),
         error: None,
         cancel_requested: None,
+        waiting: Default::default(),
     }
 }
 

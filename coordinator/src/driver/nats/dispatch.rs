@@ -104,6 +104,9 @@ impl Out {
             // inputs by reference.
             target = Target::Mesh;
         }
+        if matches!(target, Target::Mesh) {
+            self.note_unserved(spec.stage_id.as_str(), spec.skill.as_str(), now, ttl_ms);
+        }
         let (subject, route) = match target {
             Target::Mesh => (wire::subject_task_skill(spec.skill.as_str()), Route::Mesh),
             Target::Worker(w) => (wire::subject_task_worker(&w), Route::Direct { worker: w }),
@@ -140,6 +143,42 @@ impl Out {
     }
 }
 
+impl Out {
+    /// Says in the record that a stage's tasks wait for a worker, when no
+    /// live one offers the skill (the task waits in the queue for one).
+    fn note_unserved(&mut self, stage: &str, skill: &str, now: Millis, ttl_ms: u64) {
+        if self.unserved.contains_key(stage) || self.shared.registry.offers(skill, now, ttl_ms) {
+            return;
+        }
+        let why = format!("a worker with skill `{skill}`: none is registered");
+        tracing::warn!(run_id = %self.run_id, stage, skill, "queued, waiting for {why}");
+        self.unserved.insert(stage.to_owned(), skill.to_owned());
+        self.record.waiting.insert(stage.to_owned(), why);
+        self.record_dirty = true;
+    }
+
+    /// Forgets what stages no longer wait for: a worker offers the skill
+    /// now, or the stage is no longer running.
+    pub(super) fn recheck_unserved(&mut self, now: Millis) {
+        let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
+        let before = self.unserved.len();
+        let (registry, stages) = (&self.shared.registry, &self.record.stages);
+        self.unserved.retain(|stage, skill| {
+            stages
+                .get(stage)
+                .is_some_and(|s| s == StageStatus::Running.as_str())
+                && !registry.offers(skill, now, ttl_ms)
+        });
+        if self.unserved.len() != before {
+            let unserved = &self.unserved;
+            self.record
+                .waiting
+                .retain(|stage, _| unserved.contains_key(stage));
+            self.record_dirty = true;
+        }
+    }
+}
+
 impl Effects for Out {
     fn dispatch(&mut self, spec: TaskSpec, engine: &Engine) {
         if let Some(send) = self.route(spec, engine) {
@@ -163,6 +202,9 @@ impl Effects for Out {
     fn stage_changed(&mut self, stage: String, status: StageStatus, mode: Mode) {
         if mode == Mode::Live {
             crate::driver::metrics::stage_changed(status);
+        }
+        if status != StageStatus::Running && self.unserved.remove(&stage).is_some() {
+            self.record.waiting.remove(&stage);
         }
         self.record.stages.insert(stage, status.as_str().to_owned());
         self.record_dirty = true;

@@ -133,6 +133,7 @@ async fn record(shared: &Shared, sub: &Submission) -> Result<(), StoreError> {
         stages: Default::default(),
         error: None,
         cancel_requested: None,
+        waiting: Default::default(),
     };
     shared.stores.runs.create(&rec).await?;
     Ok(())

@@ -95,6 +95,15 @@ impl Registry {
         out
     }
 
+    /// Whether any live worker offers the skill (draining ones do not).
+    pub fn offers(&self, skill: &str, now: Millis, ttl_ms: u64) -> bool {
+        self.workers.iter().any(|w| {
+            !w.draining
+                && now.saturating_sub(w.heartbeat_at) <= ttl_ms
+                && w.skills.iter().any(|s| s == skill)
+        })
+    }
+
     pub fn live_leads(&self, skill: &str, now: Millis, ttl_ms: u64) -> Vec<String> {
         self.candidates(skill, Some(WorkerRole::Lead), now, ttl_ms)
             .into_iter()

@@ -122,6 +122,7 @@ pub async fn drive(
                 stages: BTreeMap::new(),
                 error: None,
                 cancel_requested: None,
+                waiting: Default::default(),
             };
             if let Ok(Some(r)) = shared.stores.runs.get(&run_id).await {
                 record = r;
@@ -169,6 +170,7 @@ pub async fn drive(
             dispatched: HashMap::new(),
             sends: Vec::new(),
             batches: BTreeMap::new(),
+            unserved: BTreeMap::new(),
         },
     };
     d.out.record.owner = Some(shared.opts.name.clone());
@@ -253,6 +255,7 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
         stages: BTreeMap::new(),
         error: None,
         cancel_requested: None,
+        waiting: Default::default(),
     }
 }
 

@@ -89,6 +89,9 @@ pub(super) struct Out {
     pub(super) sends: Vec<Send>,
     /// Tasks for team leads, gathered while effects are interpreted.
     pub(super) batches: BTreeMap<(String, String), Vec<TaskSpec>>,
+    /// Stages whose tasks no live worker can take, with the skill: said in
+    /// the record (`waiting`) until a worker offers it or the stage ends.
+    pub(super) unserved: BTreeMap<String, String>,
 }
 
 /// One write an effect needs, in the order the effects came.

@@ -29,6 +29,7 @@ impl Driver {
     /// Picks the stragglers and starts looking at them.
     pub(super) fn start_sweep(&mut self) -> Sweep {
         let t = self.shared.now();
+        self.out.recheck_unserved(t);
         let stale_after = 2 * self.shared.stores.settings.ack_wait.as_millis() as u64;
         // Keys only: rendering every attempt in flight each sweep would cost
         // the whole fan-out every ack window.
