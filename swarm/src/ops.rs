@@ -409,11 +409,11 @@ pub mod trace {
         msg
     }
 
-    /// Makes `span` a child of the context the message carries (or of the
-    /// run's trace when it carries none).
+    /// Makes `span` a child of the context the delivered message carries
+    /// (or of the run's trace when it carries none).
     #[cfg(not(feature = "otlp"))]
     #[inline]
-    pub fn set_parent(_span: &tracing::Span, _msg: &async_nats::Message, _run: &RunId) {}
+    pub fn set_parent(_span: &tracing::Span, _delivery: &crate::store::Delivery, _run: &RunId) {}
 
     /// Emits the run's root span (from `started_ms` to now).
     #[cfg(not(feature = "otlp"))]
@@ -610,13 +610,13 @@ pub mod otlp {
         msg
     }
 
-    pub fn set_parent(span: &tracing::Span, msg: &async_nats::Message, run: &RunId) {
+    pub fn set_parent(span: &tracing::Span, delivery: &crate::store::Delivery, run: &RunId) {
         if PROVIDER.get().is_none() {
             return;
         }
-        let carried = msg
-            .headers
-            .as_ref()
+        let carried = delivery
+            .message()
+            .and_then(|m| m.headers.as_ref())
             .map(|h| TraceContextPropagator::new().extract(&Carried(h)))
             .filter(|cx| cx.span().span_context().is_valid());
         let _ = span.set_parent(carried.unwrap_or_else(|| run_context(run)));
