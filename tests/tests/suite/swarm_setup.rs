@@ -29,7 +29,7 @@ async fn setup_is_idempotent_and_safe_to_race() {
     let sc = Swarm::setup(c, QueueSettings::default())
         .await
         .expect("setup c");
-    let mut info = sc.tasks.clone();
+    let mut info = sc.raw().tasks.clone();
     let cfg = info.info().await.expect("stream info").config.clone();
     assert_eq!(cfg.name, wire::STREAM_TASKS);
     sa.task_consumer(
