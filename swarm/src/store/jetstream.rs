@@ -122,11 +122,13 @@ struct JsEventLog {
 
 impl JsEventLog {
     /// Publishes an entry with the expected last sequence and a message id
-    /// naming the run, the expected sequence, the writer and the payload:
-    /// an append tried again after its acknowledgement was lost is then a
-    /// duplicate the server answers with the first one's sequence, not a
-    /// wrong last sequence. A timed-out try is tried again in place (within
-    /// the stream's duplicate window), a bounded number of times.
+    /// naming the run, the expected sequence, the writer and the payload.
+    /// A try whose acknowledgement was lost may have been written: tried
+    /// again, it fails the expected-sequence check (the server checks that
+    /// before duplicates), and the entry last on the subject carries our
+    /// message id, so it is reported as written at its sequence, not as
+    /// another writer's. A timed-out (retryable) try is tried again in
+    /// place, a bounded number of times.
     async fn append_bytes(
         &self,
         run: &RunId,
@@ -173,7 +175,7 @@ impl JsEventLog {
                 // Under R3 load this can be spurious: look before giving up.
                 match self.stream.get_last_raw_message_by_subject(subject).await {
                     // Our own entry, written by an earlier try whose
-                    // acknowledgement was lost (and no longer deduplicated).
+                    // acknowledgement was lost.
                     Ok(m)
                         if m.headers
                             .get(async_nats::header::NATS_MESSAGE_ID)
@@ -195,10 +197,9 @@ impl JsEventLog {
 const APPEND_TRIES: usize = 3;
 
 /// The message id of an append: one writer's one entry after `expected`.
-/// The writer is in it so that another coordinator's append after the same
-/// sequence is never taken for a duplicate of ours (it must fail the
-/// expected-sequence check), and a hash of the payload so that a different
-/// entry is never either.
+/// The writer is in it so that another coordinator's entry after the same
+/// sequence is never taken for ours (nor deduplicated against it), and a
+/// hash of the payload so that another entry of ours is never either.
 fn append_msg_id(run: &RunId, expected: u64, writer: &str, payload: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in payload {
@@ -496,21 +497,29 @@ impl TaskQueue for JsTaskQueue {
                 .await
                 .map_err(|e| nats_other("pull from", &self.name, e))?;
             let name = self.name.clone();
-            let stream = batch.map(move |item| {
-                let msg = item.map_err(|e| nats_other("pull from", &name, e))?;
-                let info = msg
-                    .info()
-                    .map_err(|e| nats_other("message info", msg.subject.as_str(), e))?;
-                let position = Position {
-                    stream_seq: info.stream_sequence,
-                    delivered: u64::try_from(info.delivered).unwrap_or(0),
+            let stream = batch.filter_map(move |item| {
+                let msg = match item {
+                    Ok(msg) => msg,
+                    Err(e) => return std::future::ready(Some(Err(nats_other("pull from", &name, e)))),
                 };
-                Ok(Delivery::new(
+                let position = match msg.info() {
+                    Ok(info) => Position {
+                        stream_seq: info.stream_sequence,
+                        delivered: u64::try_from(info.delivered).unwrap_or(0),
+                    },
+                    Err(e) => {
+                        // Not a JetStream delivery: left alone (unacked),
+                        // it comes back after the ack window.
+                        tracing::warn!(subject = %msg.subject, "delivery without its info skipped: {e}");
+                        return std::future::ready(None);
+                    }
+                };
+                std::future::ready(Some(Ok(Delivery::new(
                     msg.subject.to_string(),
                     msg.payload.clone(),
                     position,
                     Box::new(JsDelivered(msg)),
-                ))
+                ))))
             });
             Ok(stream.boxed())
         }

@@ -82,6 +82,9 @@ struct State {
     claims_delay: Option<Duration>,
     /// Log entries that read back as undecodable.
     corrupt: HashSet<u64>,
+    /// Who appended each log entry, after which sequence, what (as the
+    /// JetStream log's message ids): an append tried again finds its own.
+    append_ids: BTreeMap<u64, String>,
 }
 
 /// A whole swarm's storage in one process.
@@ -258,9 +261,16 @@ impl EventLog for InMemory {
         run: &'a RunId,
         record: &'a EventRecord,
         expected: u64,
-        _writer: &'a str,
+        writer: &'a str,
     ) -> Fut<'a, Appended> {
-        let size = encode(record).map_or(0, |b| b.len());
+        let bytes = encode(record).unwrap_or_default();
+        let size = bytes.len();
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!("{expected}.{writer}.{:016x}", h.finish())
+        };
         let mut st = self.lock();
         let last = st
             .events
@@ -268,6 +278,10 @@ impl EventLog for InMemory {
             .and_then(|l| l.last())
             .map_or(0, |(s, _)| *s);
         if last != expected {
+            // Our own entry, from a try whose answer was lost.
+            if st.append_ids.get(&last) == Some(&id) {
+                return ready(Ok(Appended::At(last)));
+            }
             return ready(Ok(Appended::Superseded));
         }
         if size > wire::INLINE_LIMIT && record.events.len() > 1 {
@@ -279,6 +293,7 @@ impl EventLog for InMemory {
             .entry(run.clone())
             .or_default()
             .push((seq, record.clone()));
+        st.append_ids.insert(seq, id);
         ready(Ok(Appended::At(seq)))
     }
 
@@ -929,6 +944,16 @@ mod tests {
         assert!(matches!(first, Ok(Appended::At(1))));
         let stale = stores.events.append(&run, &rec, 0, "b").await;
         assert!(matches!(stale, Ok(Appended::Superseded)));
+        // The same append again (its answer was lost): written once.
+        let again = stores.events.append(&run, &rec, 0, "a").await;
+        assert!(matches!(again, Ok(Appended::At(1))), "{again:?}");
+        assert_eq!(mem.log(&run).len(), 1);
+        let other = EventRecord {
+            at: 2,
+            ..rec.clone()
+        };
+        let changed = stores.events.append(&run, &other, 0, "a").await;
+        assert!(matches!(changed, Ok(Appended::Superseded)), "{changed:?}");
         let claim = Claim {
             v: PROTOCOL_VERSION,
             worker: "w".into(),

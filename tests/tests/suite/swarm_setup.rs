@@ -103,10 +103,9 @@ async fn an_unreachable_server_is_a_clear_error() {
 
 /// An append sent again after its acknowledgement was lost (what the
 /// event log's retry in place sends: the same entry, the same expected
-/// sequence, the same writer) is a duplicate the server answers with the
-/// first one's sequence: one entry in the log, and not `Superseded`.
-/// Another writer after the same sequence, or another entry of ours, is
-/// still refused.
+/// sequence, the same writer) is reported written at the first one's
+/// sequence: one entry in the log, and not `Superseded`. Another writer
+/// after the same sequence, or another entry of ours, is still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_sent_again_is_written_once_and_not_superseded() {
     use cascade_proto::{EventRecord, PROTOCOL_VERSION, RunId};
