@@ -245,6 +245,38 @@ pub fn worker_ready(client: &async_nats::Client, concurrency: usize) {
     health().ready(client);
 }
 
+/// What a process does with its connection around readiness and exit.
+impl crate::Swarm {
+    /// Readiness (`/readyz`) follows this connection from now on.
+    pub fn report_ready(&self) {
+        health().ready(&self.client);
+    }
+
+    /// A worker with `concurrency` task slots is ready (readiness follows
+    /// this connection).
+    pub fn report_worker_ready(&self, concurrency: usize) {
+        worker_ready(&self.client, concurrency);
+    }
+
+    /// Warns when the server is a single node (see [`crate::warn_if_single_node`]).
+    pub fn warn_if_single_node(&self) {
+        crate::warn_if_single_node(&self.client);
+    }
+
+    /// Sends everything still buffered and closes the connection.
+    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
+        self.client
+            .drain()
+            .await
+            .map_err(|e| crate::store::StoreError::Nats {
+                op: "drain",
+                key: "the NATS connection".into(),
+                class: crate::store::Class::Retryable,
+                source: Box::new(e),
+            })
+    }
+}
+
 /// `/metrics`, `/healthz` and `/readyz`.
 pub fn router() -> Router {
     Router::new()

@@ -66,6 +66,8 @@ pub struct Swarm {
     /// Still read by the coordinator's intake (its pull consumer of
     /// submissions), which has no store operation yet.
     pub submit: stream::Stream,
+    /// Dead letters are published by subject; the handle is for tests.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) dlq: stream::Stream,
     pub(crate) runs: kv::Store,
     pub(crate) submissions: kv::Store,
@@ -143,35 +145,6 @@ fn setup_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
 }
 
 impl Swarm {
-    /// Readiness (`/readyz`) follows this connection from now on.
-    pub fn report_ready(&self) {
-        crate::ops::health().ready(&self.client);
-    }
-
-    /// A worker with `concurrency` task slots is ready (readiness follows
-    /// this connection).
-    pub fn report_worker_ready(&self, concurrency: usize) {
-        crate::ops::worker_ready(&self.client, concurrency);
-    }
-
-    /// Warns when the server is a single node (see [`crate::warn_if_single_node`]).
-    pub fn warn_if_single_node(&self) {
-        crate::warn_if_single_node(&self.client);
-    }
-
-    /// Sends everything still buffered and closes the connection.
-    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
-        self.client
-            .drain()
-            .await
-            .map_err(|e| crate::store::StoreError::Nats {
-                op: "drain",
-                key: "the NATS connection".into(),
-                class: crate::store::Class::Retryable,
-                source: Box::new(e),
-            })
-    }
-
     /// Creates (or verifies) everything; safe to call from every process,
     /// concurrently.
     pub async fn setup(
