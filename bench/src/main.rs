@@ -29,9 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use async_nats::HeaderMap;
-use cascade_proto::wire::{self, RunState, Submission};
-use cascade_proto::{PROTOCOL_VERSION, RunId, encode};
+use cascade_proto::wire::{RunState, Submission};
+use cascade_proto::{PROTOCOL_VERSION, RunId};
 use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
 use clap::Parser;
 use futures::StreamExt;
@@ -423,7 +422,6 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
     let (main, files) = cascade_core::spec::collect_bundle(&w.file)
         .map_err(|l| anyhow!("{}", l.render_diagnostics().join("\n")))?;
     let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
-    let key = wire::token(run_id.as_str());
     // Watch first (a real client also has it before the run ends); the
     // watch gives the current value, so nothing is missed.
     let stores = swarm.stores();
@@ -439,18 +437,7 @@ async fn swarm_run_for(swarm: &Swarm, w: &Workload, limit: Duration) -> Result<(
         submitted_at: cascade_swarm::clock::now_ms(),
         submitted_by: "cascade-bench".into(),
     };
-    let payload = encode(&sub)?;
-    swarm
-        .submissions
-        .create(key.clone(), payload.clone().into())
-        .await?;
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", run_id.as_str());
-    swarm
-        .js
-        .publish_with_headers(wire::SUBJECT_SUBMIT, headers, payload.into())
-        .await?
-        .await?;
+    stores.submissions.send(&sub).await?;
     let submitted = t0.elapsed().as_secs_f64();
     loop {
         let left = limit.saturating_sub(t0.elapsed());

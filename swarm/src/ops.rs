@@ -245,6 +245,38 @@ pub fn worker_ready(client: &async_nats::Client, concurrency: usize) {
     health().ready(client);
 }
 
+/// What a process does with its connection around readiness and exit.
+impl crate::Swarm {
+    /// Readiness (`/readyz`) follows this connection from now on.
+    pub fn report_ready(&self) {
+        health().ready(&self.client);
+    }
+
+    /// A worker with `concurrency` task slots is ready (readiness follows
+    /// this connection).
+    pub fn report_worker_ready(&self, concurrency: usize) {
+        worker_ready(&self.client, concurrency);
+    }
+
+    /// Warns when the server is a single node (see [`crate::warn_if_single_node`]).
+    pub fn warn_if_single_node(&self) {
+        crate::warn_if_single_node(&self.client);
+    }
+
+    /// Sends everything still buffered and closes the connection.
+    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
+        self.client
+            .drain()
+            .await
+            .map_err(|e| crate::store::StoreError::Nats {
+                op: "drain",
+                key: "the NATS connection".into(),
+                class: crate::store::Class::Retryable,
+                source: Box::new(e),
+            })
+    }
+}
+
 /// `/metrics`, `/healthz` and `/readyz`.
 pub fn router() -> Router {
     Router::new()
@@ -409,11 +441,11 @@ pub mod trace {
         msg
     }
 
-    /// Makes `span` a child of the context the message carries (or of the
-    /// run's trace when it carries none).
+    /// Makes `span` a child of the context the delivered message carries
+    /// (or of the run's trace when it carries none).
     #[cfg(not(feature = "otlp"))]
     #[inline]
-    pub fn set_parent(_span: &tracing::Span, _msg: &async_nats::Message, _run: &RunId) {}
+    pub fn set_parent(_span: &tracing::Span, _delivery: &crate::store::Delivery, _run: &RunId) {}
 
     /// Emits the run's root span (from `started_ms` to now).
     #[cfg(not(feature = "otlp"))]
@@ -610,13 +642,13 @@ pub mod otlp {
         msg
     }
 
-    pub fn set_parent(span: &tracing::Span, msg: &async_nats::Message, run: &RunId) {
+    pub fn set_parent(span: &tracing::Span, delivery: &crate::store::Delivery, run: &RunId) {
         if PROVIDER.get().is_none() {
             return;
         }
-        let carried = msg
-            .headers
-            .as_ref()
+        let carried = delivery
+            .message()
+            .and_then(|m| m.headers.as_ref())
             .map(|h| TraceContextPropagator::new().extract(&Carried(h)))
             .filter(|cx| cx.span().span_context().is_valid());
         let _ = span.set_parent(carried.unwrap_or_else(|| run_context(run)));

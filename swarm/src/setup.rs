@@ -53,12 +53,41 @@ impl Default for QueueSettings {
     }
 }
 
-/// A connection with every stream and bucket of the swarm at hand.
+/// A connection with every stream and bucket of the swarm at hand. Other
+/// crates read and write them through the typed stores ([`Swarm::stores`],
+/// [`Swarm::task_queue`]); the handles are this crate's.
 #[derive(Clone)]
 pub struct Swarm {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub settings: QueueSettings,
+    pub(crate) tasks: stream::Stream,
+    pub(crate) events: stream::Stream,
+    /// Still read by the coordinator's intake (its pull consumer of
+    /// submissions), which has no store operation yet.
+    pub submit: stream::Stream,
+    /// Dead letters are published by subject; the handle is for tests.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) dlq: stream::Stream,
+    pub(crate) runs: kv::Store,
+    pub(crate) submissions: kv::Store,
+    pub(crate) idempotency: kv::Store,
+    pub(crate) leases: kv::Store,
+    pub(crate) workers: kv::Store,
+    pub(crate) claims: kv::Store,
+    pub(crate) results: kv::Store,
+    pub(crate) memory: kv::Store,
+    pub(crate) reports: kv::Store,
+    pub(crate) objects: object_store::ObjectStore,
+}
+
+/// Every raw handle of a [`Swarm`], for tests that play the server or a
+/// broken process (feature `testing`): nothing else may bypass the stores.
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct Raw {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
-    pub settings: QueueSettings,
     pub tasks: stream::Stream,
     pub events: stream::Stream,
     pub submit: stream::Stream,
@@ -73,6 +102,31 @@ pub struct Swarm {
     pub memory: kv::Store,
     pub reports: kv::Store,
     pub objects: object_store::ObjectStore,
+}
+
+#[cfg(feature = "testing")]
+impl Swarm {
+    /// The raw handles (tests only).
+    pub fn raw(&self) -> Raw {
+        Raw {
+            client: self.client.clone(),
+            js: self.js.clone(),
+            tasks: self.tasks.clone(),
+            events: self.events.clone(),
+            submit: self.submit.clone(),
+            dlq: self.dlq.clone(),
+            runs: self.runs.clone(),
+            submissions: self.submissions.clone(),
+            idempotency: self.idempotency.clone(),
+            leases: self.leases.clone(),
+            workers: self.workers.clone(),
+            claims: self.claims.clone(),
+            results: self.results.clone(),
+            memory: self.memory.clone(),
+            reports: self.reports.clone(),
+            objects: self.objects.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Swarm {

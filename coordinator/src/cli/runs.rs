@@ -299,7 +299,7 @@ pub async fn cancel(a: CancelArgs) -> u8 {
         if let Err(e) = swarm.stores.tasks.cancel(&req).await {
             eprintln!("warning: run {run}: the cancel hint to workers was not sent: {e}");
         }
-        let _ = swarm.swarm.client.flush().await;
+        let _ = swarm.stores.tasks.flush().await;
         if a.json {
             println!(
                 "{}",

@@ -14,11 +14,10 @@
 
 use std::path::PathBuf;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::kv::CreateErrorKind;
 use cascade_proto::wire::{self, Submission};
-use cascade_proto::{PROTOCOL_VERSION, RunId, encode};
+use cascade_proto::{PROTOCOL_VERSION, RunId};
 use cascade_swarm::NatsArgs;
+use cascade_swarm::store::{KeyClaim, StoreError};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -161,42 +160,33 @@ pub async fn submit(a: SubmitArgs, cancel: CancellationToken) -> u8 {
     wait(&swarm, &run, &a, &leaves, &cancel).await
 }
 
-type Cause = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why a submission was not sent.
 #[derive(Debug, thiserror::Error)]
 enum SubmitError {
-    #[error("idempotency key `{key}`: cannot {op} bucket `{bucket}`: {source}", bucket = wire::BUCKET_IDEMPOTENCY)]
+    #[error("idempotency key `{key}`: {source}")]
     Idempotency {
         key: String,
-        op: &'static str,
         #[source]
-        source: Cause,
+        source: StoreError,
     },
     #[error("idempotency key `{0}`: the value in bucket `{bucket}` is not a run id", bucket = wire::BUCKET_IDEMPOTENCY)]
     NotARunId(String),
-    #[error("run `{run}`: {source}")]
-    Encode {
-        run: RunId,
-        #[source]
-        source: cascade_proto::CodecError,
-    },
     #[error(
         "run `{run}`: the submission is {size} bytes, over the server's max payload of {max} bytes \
          (large data belongs in inputs files the skills read, not in the cascade)"
     )]
     TooLarge { run: RunId, size: usize, max: usize },
-    #[error("run `{run}`: cannot publish to `{subject}`: {source}", subject = wire::SUBJECT_SUBMIT)]
-    Publish {
+    #[error("run `{run}`: {source}")]
+    Send {
         run: RunId,
         #[source]
-        source: Cause,
+        source: StoreError,
     },
     #[error("run `{run}`: cannot watch bucket `{bucket}`: {source}", bucket = wire::BUCKET_REPORTS)]
     WatchReports {
         run: RunId,
         #[source]
-        source: Cause,
+        source: StoreError,
     },
     #[error("interrupted: run `{0}` ended but its report has not arrived")]
     ReportInterrupted(RunId),
@@ -204,8 +194,6 @@ enum SubmitError {
     NoReport(RunId),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error(transparent)]
-    Store(#[from] cascade_swarm::store::StoreError),
 }
 
 /// Records and publishes `s`; returns whether its idempotency key had
@@ -213,72 +201,38 @@ enum SubmitError {
 async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, SubmitError> {
     let mut duplicate = false;
     if let Some(key) = &s.idempotency_key {
-        let k = wire::token(key);
-        match swarm
-            .swarm
-            .idempotency
-            .create(&k, s.run_id.as_str().to_owned().into())
+        let claim = swarm
+            .stores
+            .submissions
+            .claim_key(key, &s.run_id)
             .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let existing = swarm.swarm.idempotency.get(&k).await.map_err(|e| {
-                    SubmitError::Idempotency {
-                        key: key.clone(),
-                        op: "read",
-                        source: Box::new(e),
-                    }
-                })?;
-                let id = existing
-                    .and_then(|b| String::from_utf8(b.to_vec()).ok())
-                    .filter(|id| !id.is_empty())
-                    .ok_or_else(|| SubmitError::NotARunId(key.clone()))?;
-                s.run_id = RunId::new(id);
+            .map_err(|source| SubmitError::Idempotency {
+                key: key.clone(),
+                source,
+            })?;
+        match claim {
+            KeyClaim::Claimed => {}
+            KeyClaim::NotARunId => return Err(SubmitError::NotARunId(key.clone())),
+            KeyClaim::Taken(id) => {
+                s.run_id = id;
                 duplicate = true;
                 // Published already, unless its submitter died half-way.
                 if swarm::submission(swarm, &s.run_id).await?.is_some() {
                     return Ok(true);
                 }
             }
-            Err(e) => {
-                return Err(SubmitError::Idempotency {
-                    key: key.clone(),
-                    op: "write",
-                    source: Box::new(e),
-                });
-            }
         }
     }
     let run = s.run_id.clone();
-    let payload = encode(&*s).map_err(|source| SubmitError::Encode {
-        run: run.clone(),
-        source,
-    })?;
-    let max = swarm.swarm.client.server_info().max_payload;
-    if max > 0 && payload.len() > max {
-        return Err(SubmitError::TooLarge {
+    match swarm.stores.submissions.send(s).await {
+        Ok(()) => Ok(duplicate),
+        Err(StoreError::TooLarge { size, limit, .. }) => Err(SubmitError::TooLarge {
             run,
-            size: payload.len(),
-            max,
-        });
+            size,
+            max: limit,
+        }),
+        Err(source) => Err(SubmitError::Send { run, source }),
     }
-    // A second submitter of the same key finds it written: fine.
-    swarm.stores.submissions.create(s).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", run.as_str());
-    let publish = |source: Cause| SubmitError::Publish {
-        run: run.clone(),
-        source,
-    };
-    swarm
-        .swarm
-        .js
-        .publish_with_headers(wire::SUBJECT_SUBMIT, headers, payload.into())
-        .await
-        .map_err(|e| publish(Box::new(e)))?
-        .await
-        .map_err(|e| publish(Box::new(e)))?;
-    Ok(duplicate)
 }
 
 /// Follows the run to its end, then prints and writes its report as `run`
@@ -332,23 +286,27 @@ async fn await_report(
     cancel: &CancellationToken,
 ) -> Result<Value, SubmitError> {
     use futures::StreamExt;
-    let mut watch = swarm
-        .swarm
-        .reports
-        .watch(wire::token(run.as_str()))
-        .await
-        .map_err(|e| SubmitError::WatchReports {
-            run: run.clone(),
-            source: Box::new(e),
-        })?;
+    let mut watch =
+        swarm
+            .stores
+            .reports
+            .watch(run)
+            .await
+            .map_err(|source| SubmitError::WatchReports {
+                run: run.clone(),
+                source,
+            })?;
     loop {
         if let Some(r) = swarm::report(swarm, run).await? {
             return Ok(r);
         }
         tokio::select! {
             () = cancel.cancelled() => return Err(SubmitError::ReportInterrupted(run.clone())),
-            next = watch.next() => if next.is_none() {
-                return Err(SubmitError::NoReport(run.clone()));
+            next = watch.next() => match next {
+                None => return Err(SubmitError::NoReport(run.clone())),
+                Some(Ok(report)) => return Ok(report),
+                // Read again: the error is the read's to report.
+                Some(Err(_)) => {}
             },
         }
     }

@@ -32,9 +32,8 @@ pub enum ClientError {
     CancelContended(RunId),
 }
 
-/// A connected client: the swarm's handles and its typed stores.
+/// A connected client: the swarm's typed stores.
 pub struct Client {
-    pub swarm: Swarm,
     pub stores: Stores,
 }
 
@@ -50,8 +49,9 @@ pub async fn open(args: &NatsArgs) -> Result<Client, ClientError> {
         },
     )
     .await?;
-    let stores = swarm.stores();
-    Ok(Client { swarm, stores })
+    Ok(Client {
+        stores: swarm.stores(),
+    })
 }
 
 /// The run's record; `None` when there is none.

@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use cascade_proto::wire::{self, RunState};
-use futures::StreamExt;
+use cascade_proto::wire::RunState;
 use metrics::gauge;
 
 use super::App;
@@ -123,14 +122,12 @@ async fn collect(app: &App) {
         gauge!("cascade_runs", "state" => state).set(n as f64);
     }
 
-    let mut consumers = swarm.tasks.consumers();
-    while let Some(info) = consumers.next().await {
-        let Ok(info) = info else { break };
-        let Some(skill) = info.name.strip_prefix("skill-").and_then(wire::untoken) else {
-            continue;
-        };
-        gauge!("cascade_queue_depth", "skill" => skill.clone()).set(info.num_pending as f64);
-        gauge!("cascade_queue_unacked", "skill" => skill).set(info.num_ack_pending as f64);
+    // A listing that fails sets nothing (the gauges keep their values).
+    if let Ok(depths) = swarm.stores().tasks.queue_depths().await {
+        for d in depths {
+            gauge!("cascade_queue_depth", "skill" => d.skill.clone()).set(d.pending as f64);
+            gauge!("cascade_queue_unacked", "skill" => d.skill).set(d.unacked as f64);
+        }
     }
 }
 

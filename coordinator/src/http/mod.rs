@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::routing::get;
 use cascade_core::models::ModelCatalog;
+use cascade_proto::wire;
 use cascade_swarm::Swarm;
 use cascade_swarm::ops::{Endpoint, health};
 use tokio_util::sync::CancellationToken;
@@ -97,12 +98,17 @@ impl Server {
     pub fn connected(&self, swarm: &Swarm, models: Arc<ModelCatalog>, shutdown: CancellationToken) {
         let _ = self.app.swarm.set(swarm.clone());
         let _ = self.app.models.set(models);
-        let (store, runs) = (swarm.runs.clone(), self.app.runs.clone());
-        self.endpoint
-            .spawn("runs-index", move |stop| index::follow(store, runs, stop));
-        let (store, workers) = (swarm.workers.clone(), self.app.workers.clone());
+        let stores = swarm.stores();
+        let (open, runs) = (index::runs(stores.runs.clone()), self.app.runs.clone());
+        self.endpoint.spawn("runs-index", move |stop| {
+            index::follow(wire::BUCKET_RUNS, open, runs, stop)
+        });
+        let (open, workers) = (
+            index::workers(stores.registry.clone()),
+            self.app.workers.clone(),
+        );
         self.endpoint.spawn("workers-index", move |stop| {
-            index::follow(store, workers, stop)
+            index::follow(wire::BUCKET_WORKERS, open, workers, stop)
         });
         self.endpoint.spawn("readiness", move |stop| async move {
             tokio::select! {
@@ -111,7 +117,7 @@ impl Server {
             }
             Ok::<(), std::convert::Infallible>(())
         });
-        health().ready(&swarm.client);
+        swarm.report_ready();
     }
 
     /// Stops serving; returns when every task of the endpoint has ended.

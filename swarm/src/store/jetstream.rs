@@ -4,12 +4,14 @@
 use std::future::IntoFuture;
 use std::sync::Arc;
 
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, context, kv, object_store, stream};
 use bytes::Bytes;
 use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, DeadLetter, Lease, ResultRecord, RunRecord,
-    Submission, TaskMessage, WorkerInfo,
+    self, BatchMessage, BatchReport, CancelRequest, Claim, DeadLetter, Lease, ResultRecord,
+    RunRecord, Submission, TaskMessage, WorkerInfo,
 };
 use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, encode};
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -17,12 +19,13 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut,
-    LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry,
-    Reports, ResultKey, Results, Runs, StoreError, Stores, Submissions, TaskBus, Watch,
+    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Class, Created, Delivered,
+    Delivery, EventLog, Fut, KeyClaim, LeaseChange, LeaseHeld, Leases, LogEntry, Memory,
+    MemoryScope, Objects, Position, QueueDepth, QueueOf, Queued, Registry, Reports, ResultKey,
+    Results, RunChange, Runs, StoreError, Stores, Submissions, TaskBus, TaskQueue, Watch,
     WorkerChange,
 };
-use crate::Swarm;
+use crate::{NatsError, Swarm};
 
 /// Compare-and-set rounds on a run record before giving up (each re-reads).
 const RECORD_RETRIES: usize = 10;
@@ -49,7 +52,12 @@ impl Swarm {
             results: Arc::new(JsResults(self.results.clone())),
             leases: Arc::new(JsLeases(self.leases.clone())),
             runs: Arc::new(JsRuns(self.runs.clone())),
-            submissions: Arc::new(JsSubmissions(self.submissions.clone())),
+            submissions: Arc::new(JsSubmissions {
+                bucket: self.submissions.clone(),
+                idempotency: self.idempotency.clone(),
+                client: self.client.clone(),
+                js: self.js.clone(),
+            }),
             reports: Arc::new(JsReports {
                 bucket: self.reports.clone(),
                 objects: objects.clone(),
@@ -58,6 +66,30 @@ impl Swarm {
             objects,
             registry: Arc::new(JsRegistry(self.workers.clone())),
         }
+    }
+
+    /// One of the task queues a worker reads, its durable consumer created
+    /// (or verified: another `--ack-wait` or `--max-deliver` is refused).
+    pub async fn task_queue(&self, of: &QueueOf) -> Result<Arc<dyn TaskQueue>, NatsError> {
+        let name = of.durable();
+        let consumer = self
+            .task_consumer(&name, &of.subject(), of.personal())
+            .await?;
+        Ok(Arc::new(JsTaskQueue { consumer, name }))
+    }
+}
+
+/// A NATS error that carries no kind (acks, pulls): retryable.
+fn nats_other(
+    op: &'static str,
+    key: impl Into<String>,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Nats {
+        op,
+        key: key.into(),
+        class: Class::Retryable,
+        source: e.into(),
     }
 }
 
@@ -90,32 +122,96 @@ struct JsEventLog {
 }
 
 impl JsEventLog {
+    /// Publishes an entry with the expected last sequence and a message id
+    /// naming the run, the expected sequence, the writer and the payload.
+    /// A try whose acknowledgement was lost may have been written: tried
+    /// again, it fails the expected-sequence check (the server checks that
+    /// before duplicates), and the entry last on the subject carries our
+    /// message id, so it is reported as written at its sequence, not as
+    /// another writer's. A timed-out (retryable) try is tried again in
+    /// place, a bounded number of times.
     async fn append_bytes(
         &self,
+        run: &RunId,
         subject: String,
         payload: Bytes,
         expected: u64,
+        writer: &str,
+    ) -> Result<Appended, StoreError> {
+        let msg_id = append_msg_id(run, expected, writer, &payload);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .append_once(&subject, payload.clone(), expected, &msg_id)
+                .await
+            {
+                Err(e) if e.is_retryable() && tries < APPEND_TRIES => {
+                    tracing::debug!(subject, tries, "append: {e}; trying again");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn append_once(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        expected: u64,
+        msg_id: &str,
     ) -> Result<Appended, StoreError> {
         let msg = PublishMessage::build()
             .payload(payload)
-            .expected_last_subject_sequence(expected);
+            .expected_last_subject_sequence(expected)
+            .message_id(msg_id);
         let ack = self
             .js
-            .send_publish(subject.clone(), msg)
+            .send_publish(subject.to_owned(), msg)
             .await
-            .map_err(|e| StoreError::nats("append to", &subject, e))?;
+            .map_err(|e| StoreError::nats("append to", subject, e))?;
         match ack.await {
             Ok(a) => Ok(Appended::At(a.sequence)),
             Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
                 // Under R3 load this can be spurious: look before giving up.
-                match self.stream.get_last_raw_message_by_subject(&subject).await {
+                match self.stream.get_last_raw_message_by_subject(subject).await {
+                    // Our own entry, written by an earlier try whose
+                    // acknowledgement was lost.
+                    Ok(m)
+                        if m.headers
+                            .get(async_nats::header::NATS_MESSAGE_ID)
+                            .map(|v| v.as_str())
+                            == Some(msg_id) =>
+                    {
+                        Ok(Appended::At(m.sequence))
+                    }
                     Ok(m) if m.sequence != expected => Ok(Appended::Superseded),
-                    _ => Err(StoreError::nats("append to", &subject, e)),
+                    _ => Err(StoreError::nats("append to", subject, e)),
                 }
             }
-            Err(e) => Err(StoreError::nats("append to", &subject, e)),
+            Err(e) => Err(StoreError::nats("append to", subject, e)),
         }
     }
+}
+
+/// Tries of one append (the first and the retries after a timeout).
+const APPEND_TRIES: usize = 3;
+
+/// The message id of an append: one writer's one entry after `expected`.
+/// The writer is in it so that another coordinator's entry after the same
+/// sequence is never taken for ours (nor deduplicated against it), and a
+/// hash of the payload so that another entry of ours is never either.
+fn append_msg_id(run: &RunId, expected: u64, writer: &str, payload: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in payload {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "events.{}.{expected}.{}.{hash:016x}",
+        run_key(run),
+        wire::token(writer)
+    )
 }
 
 impl EventLog for JsEventLog {
@@ -130,7 +226,9 @@ impl EventLog for JsEventLog {
             let subject = wire::subject_events(run);
             let payload = enc("event log entry", &subject, record)?;
             if payload.len() <= wire::INLINE_LIMIT {
-                return self.append_bytes(subject, payload, expected).await;
+                return self
+                    .append_bytes(run, subject, payload, expected, writer)
+                    .await;
             }
             if record.events.len() > 1 {
                 return Ok(Appended::TooLarge);
@@ -155,7 +253,8 @@ impl EventLog for JsEventLog {
                 object: Some(name),
             };
             let stub = enc("event log entry", &subject, &stub)?;
-            self.append_bytes(subject, stub, expected).await
+            self.append_bytes(run, subject, stub, expected, writer)
+                .await
         }
         .boxed()
     }
@@ -319,6 +418,159 @@ impl TaskBus for JsTaskBus {
             Ok(stream.boxed())
         }
         .boxed()
+    }
+
+    fn cancels(&self) -> Fut<'_, Watch<CancelRequest>> {
+        async move {
+            let sub = self
+                .client
+                .subscribe(wire::CANCEL_WILDCARD)
+                .await
+                .map_err(|e| StoreError::nats("subscribe", wire::CANCEL_WILDCARD, e))?;
+            let stream = sub.map(|msg| {
+                decode::<CancelRequest>(&msg.payload)
+                    .map_err(|e| StoreError::decode("cancel request", msg.subject.as_str(), e))
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+
+    fn report_batch<'a>(&'a self, report: &'a BatchReport) -> Fut<'a, ()> {
+        async move {
+            let subject = wire::subject_batch_report(&report.run_id);
+            let payload = enc("batch report", &subject, report)?;
+            self.client
+                .publish(subject.clone(), payload)
+                .await
+                .map_err(|e| StoreError::nats("publish batch report", &subject, e))
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> Fut<'_, ()> {
+        async move {
+            self.client
+                .flush()
+                .await
+                .map_err(|e| nats_other("flush", "", e))
+        }
+        .boxed()
+    }
+
+    fn queue_depths(&self) -> Fut<'_, Vec<QueueDepth>> {
+        async move {
+            let mut out = Vec::new();
+            let mut consumers = self.stream.consumers();
+            while let Some(info) = consumers.next().await {
+                let info = info.map_err(|e| nats_other("list consumers", wire::STREAM_TASKS, e))?;
+                let Some(skill) = info.name.strip_prefix("skill-").and_then(wire::untoken) else {
+                    continue;
+                };
+                out.push(QueueDepth {
+                    skill,
+                    pending: info.num_pending,
+                    unacked: info.num_ack_pending as u64,
+                });
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}
+
+// ---- task queues (a worker's pulls) --------------------------------------
+
+struct JsTaskQueue {
+    consumer: PullConsumer,
+    name: String,
+}
+
+impl TaskQueue for JsTaskQueue {
+    fn pull(&self, max: usize, expires: std::time::Duration) -> Fut<'_, Watch<Delivery>> {
+        async move {
+            let batch = self
+                .consumer
+                .batch()
+                .max_messages(max)
+                .expires(expires)
+                .messages()
+                .await
+                .map_err(|e| nats_other("pull from", &self.name, e))?;
+            let name = self.name.clone();
+            let stream = batch.filter_map(move |item| {
+                let msg = match item {
+                    Ok(msg) => msg,
+                    Err(e) => return std::future::ready(Some(Err(nats_other("pull from", &name, e)))),
+                };
+                let position = match msg.info() {
+                    Ok(info) => Position {
+                        stream_seq: info.stream_sequence,
+                        delivered: u64::try_from(info.delivered).unwrap_or(0),
+                    },
+                    Err(e) => {
+                        // Not a JetStream delivery: left alone (unacked),
+                        // it comes back after the ack window.
+                        tracing::warn!(subject = %msg.subject, "delivery without its info skipped: {e}");
+                        return std::future::ready(None);
+                    }
+                };
+                std::future::ready(Some(Ok(Delivery::new(
+                    msg.subject.to_string(),
+                    msg.payload.clone(),
+                    position,
+                    Box::new(JsDelivered(msg)),
+                ))))
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+struct JsDelivered(jetstream::Message);
+
+impl JsDelivered {
+    fn signal(&self, kind: AckKind, what: &'static str) -> Fut<'_, ()> {
+        async move {
+            self.0
+                .ack_with(kind)
+                .await
+                .map_err(|e| nats_other(what, self.0.subject.as_str(), e))
+        }
+        .boxed()
+    }
+}
+
+impl Delivered for JsDelivered {
+    fn ack(&self) -> Fut<'_, ()> {
+        async move {
+            self.0
+                .double_ack()
+                .await
+                .map_err(|e| nats_other("ack", self.0.subject.as_str(), e))
+        }
+        .boxed()
+    }
+
+    fn nak(&self, delay: std::time::Duration) -> Fut<'_, ()> {
+        self.signal(AckKind::Nak(Some(delay)), "nak")
+    }
+
+    fn progress(&self) -> Fut<'_, ()> {
+        self.signal(AckKind::Progress, "progress")
+    }
+
+    fn term(&self) -> Fut<'_, ()> {
+        self.signal(AckKind::Term, "term")
+    }
+
+    fn message(&self) -> Option<&async_nats::Message> {
+        Some(&self.0.message)
     }
 }
 
@@ -735,18 +987,50 @@ impl Runs for JsRuns {
         }
         .boxed()
     }
+
+    fn watch_all(&self) -> Fut<'_, Watch<RunChange>> {
+        async move {
+            let watch = self
+                .0
+                .watch_with_history(">")
+                .await
+                .map_err(|e| StoreError::nats("watch run records", ">", e))?;
+            let stream = watch.filter_map(|entry| async move {
+                match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        match decode_record(&e.key, &e.value) {
+                            Ok(r) => Some(Ok(RunChange::Up(r))),
+                            Err(err) => {
+                                tracing::debug!(key = e.key, error = %err, "undecodable run record skipped");
+                                None
+                            }
+                        }
+                    }
+                    Ok(e) => wire::untoken(&e.key).map(|id| Ok(RunChange::Gone(RunId::new(id)))),
+                    Err(e) => Some(Err(StoreError::nats("watch run records", ">", e))),
+                }
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
 }
 
 // ---- submissions ---------------------------------------------------------
 
-struct JsSubmissions(kv::Store);
+struct JsSubmissions {
+    bucket: kv::Store,
+    idempotency: kv::Store,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
 
 impl Submissions for JsSubmissions {
     fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Submission>> {
         async move {
             let key = run_key(run);
             let bytes = self
-                .0
+                .bucket
                 .get(&key)
                 .await
                 .map_err(|e| StoreError::nats("read submission", &key, e))?;
@@ -761,11 +1045,64 @@ impl Submissions for JsSubmissions {
         async move {
             let key = run_key(&submission.run_id);
             let bytes = enc("submission", &key, submission)?;
-            match self.0.create(&key, bytes).await {
+            match self.bucket.create(&key, bytes).await {
                 Ok(_) => Ok(Created::Written),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Exists),
                 Err(e) => Err(StoreError::nats("store submission", &key, e)),
             }
+        }
+        .boxed()
+    }
+
+    fn claim_key<'a>(&'a self, key: &'a str, run: &'a RunId) -> Fut<'a, KeyClaim> {
+        async move {
+            let k = wire::token(key);
+            match self
+                .idempotency
+                .create(&k, Bytes::from(run.as_str().to_owned()))
+                .await
+            {
+                Ok(_) => Ok(KeyClaim::Claimed),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let existing = self
+                        .idempotency
+                        .get(&k)
+                        .await
+                        .map_err(|e| StoreError::nats("read idempotency key", &k, e))?;
+                    Ok(existing
+                        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                        .filter(|id| !id.is_empty())
+                        .map_or(KeyClaim::NotARunId, |id| KeyClaim::Taken(RunId::new(id))))
+                }
+                Err(e) => Err(StoreError::nats("write idempotency key", &k, e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn send<'a>(&'a self, submission: &'a Submission) -> Fut<'a, ()> {
+        async move {
+            let run = submission.run_id.as_str();
+            let payload = enc("submission", run, submission)?;
+            let max = self.client.server_info().max_payload;
+            if max > 0 && payload.len() > max {
+                return Err(StoreError::TooLarge {
+                    what: "submission",
+                    key: run.to_owned(),
+                    size: payload.len(),
+                    limit: max,
+                });
+            }
+            // A second submitter of the same key finds it written: fine.
+            self.create(submission).await?;
+            let publish = PublishMessage::build().payload(payload).message_id(run);
+            self.js
+                .send_publish(wire::SUBJECT_SUBMIT, publish)
+                .await
+                .map_err(|e| StoreError::nats("publish to", wire::SUBJECT_SUBMIT, e))?
+                .await
+                .map_err(|e| StoreError::nats("publish to", wire::SUBJECT_SUBMIT, e))?;
+            Ok(())
         }
         .boxed()
     }
@@ -808,13 +1145,44 @@ impl Reports for JsReports {
             else {
                 return Ok(None);
             };
-            let value: Value = decode(&bytes).map_err(|e| StoreError::decode("report", &key, e))?;
-            match value.get("$ref").and_then(Value::as_str) {
-                Some(name) => self.objects.get_json(name).await.map(Some),
-                None => Ok(Some(value)),
-            }
+            resolve_report(&self.objects, &key, &bytes).await.map(Some)
         }
         .boxed()
+    }
+
+    fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<Value>> {
+        async move {
+            let key = run_key(run);
+            let watch = self
+                .bucket
+                .watch_with_history(&key)
+                .await
+                .map_err(|e| StoreError::nats("watch report", &key, e))?;
+            let objects = self.objects.clone();
+            let stream = watch.filter_map(move |entry| {
+                let objects = objects.clone();
+                async move {
+                    match entry {
+                        Ok(e) if e.operation == kv::Operation::Put => {
+                            Some(resolve_report(&objects, &e.key, &e.value).await)
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(StoreError::nats("watch report", "", e))),
+                    }
+                }
+            });
+            Ok(stream.boxed())
+        }
+        .boxed()
+    }
+}
+
+/// A stored report, its reference followed.
+async fn resolve_report(objects: &JsObjects, key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    let value: Value = decode(bytes).map_err(|e| StoreError::decode("report", key, e))?;
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(name) => objects.get_json(name).await,
+        None => Ok(value),
     }
 }
 

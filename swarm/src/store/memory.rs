@@ -7,13 +7,13 @@
 //! its stores, and its other methods let a test look at what was sent and
 //! play the other processes (a worker, another coordinator, the server).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, DeadLetter, Lease, ResultRecord, RunRecord,
-    Submission, TaskMessage, WorkerInfo,
+    self, BatchMessage, BatchReport, CancelRequest, Claim, DeadLetter, Lease, ResultRecord,
+    RunRecord, Submission, TaskMessage, WorkerInfo,
 };
 use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, encode};
 use futures::{FutureExt, StreamExt};
@@ -21,16 +21,20 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, EventLog, Fut,
-    LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope, Objects, Queued, Registry,
-    Reports, ResultKey, Results, Runs, StoreError, Stores, Submissions, TaskBus, Watch,
-    WorkerChange,
+    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, Delivered, Delivery,
+    EventLog, Fut, KeyClaim, LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope,
+    Objects, Position, QueueDepth, QueueOf, Queued, Registry, Reports, ResultKey, Results,
+    RunChange, Runs, StoreError, Stores, Submissions, TaskBus, TaskQueue, Watch, WorkerChange,
 };
 use crate::setup::QueueSettings;
 
 /// Changes a watch may fall behind by before it misses some (tests write
 /// far fewer between two polls of the driver).
 const WATCH_BUFFER: usize = 65_536;
+
+/// The server's default max payload (1 MiB), which [`Submissions::send`]
+/// enforces as the server would.
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// A publish as the bus saw it.
 #[derive(Clone, Debug)]
@@ -58,6 +62,17 @@ struct State {
     leases: BTreeMap<RunId, (Lease, u64)>,
     runs: BTreeMap<RunId, (RunRecord, u64)>,
     submissions: BTreeMap<RunId, Submission>,
+    idempotency: BTreeMap<String, RunId>,
+    /// Submissions published to the coordinators, in order (deduplicated
+    /// by run id, as the stream does by message id).
+    submitted: Vec<Submission>,
+    batch_reports: Vec<BatchReport>,
+    /// Queued messages delivered to a worker and not yet acked, naked
+    /// or termed; and how often each message was delivered.
+    in_flight: BTreeSet<u64>,
+    deliveries: BTreeMap<u64, u64>,
+    /// A naked message is not delivered again before this.
+    held_until: BTreeMap<u64, tokio::time::Instant>,
     reports: BTreeMap<RunId, Value>,
     memory: BTreeMap<String, Value>,
     objects: BTreeMap<String, Value>,
@@ -69,6 +84,9 @@ struct State {
     corrupt: HashSet<u64>,
     /// Lease writes fail as a server that cannot be reached does.
     leases_down: bool,
+    /// Who appended each log entry, after which sequence, what (as the
+    /// JetStream log's message ids): an append tried again finds its own.
+    append_ids: BTreeMap<u64, String>,
 }
 
 /// A whole swarm's storage in one process.
@@ -78,6 +96,8 @@ pub struct InMemory {
     runs_tx: broadcast::Sender<RunRecord>,
     workers_tx: broadcast::Sender<WorkerChange>,
     leases_tx: broadcast::Sender<LeaseChange>,
+    reports_tx: broadcast::Sender<(RunId, Value)>,
+    cancels_tx: broadcast::Sender<CancelRequest>,
 }
 
 impl std::fmt::Debug for InMemory {
@@ -122,6 +142,8 @@ impl InMemory {
             runs_tx: broadcast::channel(WATCH_BUFFER).0,
             workers_tx: broadcast::channel(WATCH_BUFFER).0,
             leases_tx: broadcast::channel(WATCH_BUFFER).0,
+            reports_tx: broadcast::channel(WATCH_BUFFER).0,
+            cancels_tx: broadcast::channel(WATCH_BUFFER).0,
         })
     }
 
@@ -152,11 +174,6 @@ impl InMemory {
     /// Every publish so far, duplicates included.
     pub fn sent(&self) -> Vec<Sent> {
         self.lock().sent.clone()
-    }
-
-    /// Dead letters stored so far.
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.lock().dead_letters.clone()
     }
 
     /// Messages in the queue, by stream sequence.
@@ -219,6 +236,38 @@ impl InMemory {
     pub fn slow_claims(&self, delay: Duration) {
         self.lock().claims_delay = Some(delay);
     }
+
+    /// Submissions published to the coordinators so far, in order.
+    pub fn submitted(&self) -> Vec<Submission> {
+        self.lock().submitted.clone()
+    }
+
+    /// Cancel requests sent so far.
+    pub fn cancels_sent(&self) -> Vec<CancelRequest> {
+        self.lock().cancels.clone()
+    }
+
+    /// Batch reports sent so far.
+    pub fn batch_reports(&self) -> Vec<BatchReport> {
+        self.lock().batch_reports.clone()
+    }
+
+    /// Dead letters stored so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.lock().dead_letters.clone()
+    }
+
+    /// A worker's queue: the queued messages published on its subject.
+    /// Acks and terms remove a message, a nak gives it back after its
+    /// delay; there is no ack window (a delivery nobody answers stays
+    /// delivered), so progress changes nothing.
+    pub fn task_queue(self: &Arc<Self>, of: &QueueOf) -> Arc<dyn TaskQueue> {
+        Arc::new(MemQueue {
+            mem: self.clone(),
+            subject: of.subject(),
+            name: of.durable(),
+        })
+    }
 }
 
 fn ready<'a, T: Send + 'a>(v: Result<T, StoreError>) -> Fut<'a, T> {
@@ -231,9 +280,16 @@ impl EventLog for InMemory {
         run: &'a RunId,
         record: &'a EventRecord,
         expected: u64,
-        _writer: &'a str,
+        writer: &'a str,
     ) -> Fut<'a, Appended> {
-        let size = encode(record).map_or(0, |b| b.len());
+        let bytes = encode(record).unwrap_or_default();
+        let size = bytes.len();
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!("{expected}.{writer}.{:016x}", h.finish())
+        };
         let mut st = self.lock();
         let last = st
             .events
@@ -241,6 +297,10 @@ impl EventLog for InMemory {
             .and_then(|l| l.last())
             .map_or(0, |(s, _)| *s);
         if last != expected {
+            // Our own entry, from a try whose answer was lost.
+            if st.append_ids.get(&last) == Some(&id) {
+                return ready(Ok(Appended::At(last)));
+            }
             return ready(Ok(Appended::Superseded));
         }
         if size > wire::INLINE_LIMIT && record.events.len() > 1 {
@@ -252,6 +312,7 @@ impl EventLog for InMemory {
             .entry(run.clone())
             .or_default()
             .push((seq, record.clone()));
+        st.append_ids.insert(seq, id);
         ready(Ok(Appended::At(seq)))
     }
 
@@ -359,11 +420,139 @@ impl TaskBus for InMemory {
 
     fn cancel<'a>(&'a self, request: &'a CancelRequest) -> Fut<'a, ()> {
         self.lock().cancels.push(request.clone());
+        let _ = self.cancels_tx.send(request.clone());
         ready(Ok(()))
     }
 
     fn max_deliveries(&self) -> Fut<'_, Watch<(u64, u64)>> {
         ready(Ok(futures::stream::pending().boxed()))
+    }
+
+    fn cancels(&self) -> Fut<'_, Watch<CancelRequest>> {
+        ready(Ok(tail(Vec::new(), self.cancels_tx.subscribe(), |_| true)))
+    }
+
+    fn report_batch<'a>(&'a self, report: &'a BatchReport) -> Fut<'a, ()> {
+        self.lock().batch_reports.push(report.clone());
+        ready(Ok(()))
+    }
+
+    fn flush(&self) -> Fut<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn queue_depths(&self) -> Fut<'_, Vec<QueueDepth>> {
+        let st = self.lock();
+        let mut by_skill: BTreeMap<String, QueueDepth> = BTreeMap::new();
+        for (seq, q) in &st.queue {
+            let Some(skill) = q
+                .subject
+                .strip_prefix("cascade.task.skill.")
+                .and_then(wire::untoken)
+            else {
+                continue;
+            };
+            let depth = by_skill.entry(skill.clone()).or_insert(QueueDepth {
+                skill,
+                pending: 0,
+                unacked: 0,
+            });
+            if st.in_flight.contains(seq) {
+                depth.unacked += 1;
+            } else {
+                depth.pending += 1;
+            }
+        }
+        ready(Ok(by_skill.into_values().collect()))
+    }
+}
+
+struct MemQueue {
+    mem: Arc<InMemory>,
+    subject: String,
+    name: String,
+}
+
+impl TaskQueue for MemQueue {
+    fn pull(&self, max: usize, expires: Duration) -> Fut<'_, Watch<Delivery>> {
+        let now = tokio::time::Instant::now();
+        let mut st = self.mem.lock();
+        let st = &mut *st;
+        let free: Vec<(u64, Queued)> = st
+            .queue
+            .iter()
+            .filter(|(seq, q)| {
+                q.subject == self.subject
+                    && !st.in_flight.contains(seq)
+                    && st.held_until.get(seq).is_none_or(|t| *t <= now)
+            })
+            .take(max)
+            .map(|(seq, q)| (*seq, q.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(free.len());
+        for (seq, q) in free {
+            st.in_flight.insert(seq);
+            st.held_until.remove(&seq);
+            let delivered = st.deliveries.entry(seq).or_insert(0);
+            *delivered += 1;
+            let position = Position {
+                stream_seq: seq,
+                delivered: *delivered,
+            };
+            let handle = Box::new(MemDelivered {
+                mem: self.mem.clone(),
+                seq,
+            });
+            out.push(Ok(Delivery::new(q.subject, q.payload, position, handle)));
+        }
+        if out.is_empty() {
+            // An empty pull stays open until it expires, as on the server.
+            let wait = futures::stream::once(tokio::time::sleep(expires))
+                .filter_map(|()| async { None::<Result<Delivery, StoreError>> });
+            return ready(Ok(wait.boxed()));
+        }
+        ready(Ok(futures::stream::iter(out).boxed()))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+struct MemDelivered {
+    mem: Arc<InMemory>,
+    seq: u64,
+}
+
+impl MemDelivered {
+    fn done(&self) -> Fut<'_, ()> {
+        let mut st = self.mem.lock();
+        st.queue.remove(&self.seq);
+        st.in_flight.remove(&self.seq);
+        ready(Ok(()))
+    }
+}
+
+impl Delivered for MemDelivered {
+    fn ack(&self) -> Fut<'_, ()> {
+        self.done()
+    }
+
+    fn nak(&self, delay: Duration) -> Fut<'_, ()> {
+        let mut st = self.mem.lock();
+        if st.in_flight.remove(&self.seq) {
+            st.held_until
+                .insert(self.seq, tokio::time::Instant::now() + delay);
+        }
+        ready(Ok(()))
+    }
+
+    fn progress(&self) -> Fut<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn term(&self) -> Fut<'_, ()> {
+        self.done()
     }
 }
 
@@ -606,6 +795,14 @@ impl Runs for InMemory {
         let _ = self.runs_tx.send(r.clone());
         ready(Ok(CancelOutcome::Requested(r.state)))
     }
+
+    fn watch_all(&self) -> Fut<'_, Watch<RunChange>> {
+        let st = self.lock();
+        let rx = self.runs_tx.subscribe();
+        let history: Vec<RunRecord> = st.runs.values().map(|(r, _)| r.clone()).collect();
+        let watch = tail(history, rx, |_| true).map(|r| r.map(RunChange::Up));
+        ready(Ok(watch.boxed()))
+    }
 }
 
 impl Submissions for InMemory {
@@ -622,16 +819,67 @@ impl Submissions for InMemory {
             .insert(submission.run_id.clone(), submission.clone());
         ready(Ok(Created::Written))
     }
+
+    fn claim_key<'a>(&'a self, key: &'a str, run: &'a RunId) -> Fut<'a, KeyClaim> {
+        let mut st = self.lock();
+        let claim = match st.idempotency.get(key) {
+            Some(id) if id.as_str().is_empty() => KeyClaim::NotARunId,
+            Some(id) => KeyClaim::Taken(id.clone()),
+            None => {
+                st.idempotency.insert(key.to_owned(), run.clone());
+                KeyClaim::Claimed
+            }
+        };
+        ready(Ok(claim))
+    }
+
+    fn send<'a>(&'a self, submission: &'a Submission) -> Fut<'a, ()> {
+        let size = encode(submission).map_or(0, |b| b.len());
+        if size > MAX_PAYLOAD {
+            return ready(Err(StoreError::TooLarge {
+                what: "submission",
+                key: submission.run_id.to_string(),
+                size,
+                limit: MAX_PAYLOAD,
+            }));
+        }
+        let mut st = self.lock();
+        st.submissions
+            .entry(submission.run_id.clone())
+            .or_insert_with(|| submission.clone());
+        if st
+            .msg_ids
+            .insert(format!("submit:{}", submission.run_id.as_str()))
+        {
+            st.submitted.push(submission.clone());
+        }
+        ready(Ok(()))
+    }
 }
 
 impl Reports for InMemory {
     fn put<'a>(&'a self, run: &'a RunId, report: &'a Value) -> Fut<'a, ()> {
         self.lock().reports.insert(run.clone(), report.clone());
+        let _ = self.reports_tx.send((run.clone(), report.clone()));
         ready(Ok(()))
     }
 
     fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Value>> {
         ready(Ok(self.report(run)))
+    }
+
+    fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<Value>> {
+        let st = self.lock();
+        let rx = self.reports_tx.subscribe();
+        let history: Vec<(RunId, Value)> = st
+            .reports
+            .get(run)
+            .map(|v| (run.clone(), v.clone()))
+            .into_iter()
+            .collect();
+        let run = run.clone();
+        let watch = tail(history, rx, move |(r, _)| *r == run).map(|e| e.map(|(_, v)| v));
+        ready(Ok(watch.boxed()))
     }
 }
 
@@ -749,6 +997,16 @@ mod tests {
         assert!(matches!(first, Ok(Appended::At(1))));
         let stale = stores.events.append(&run, &rec, 0, "b").await;
         assert!(matches!(stale, Ok(Appended::Superseded)));
+        // The same append again (its answer was lost): written once.
+        let again = stores.events.append(&run, &rec, 0, "a").await;
+        assert!(matches!(again, Ok(Appended::At(1))), "{again:?}");
+        assert_eq!(mem.log(&run).len(), 1);
+        let other = EventRecord {
+            at: 2,
+            ..rec.clone()
+        };
+        let changed = stores.events.append(&run, &other, 0, "a").await;
+        assert!(matches!(changed, Ok(Appended::Superseded)), "{changed:?}");
         let claim = Claim {
             v: PROTOCOL_VERSION,
             worker: "w".into(),
@@ -765,5 +1023,226 @@ mod tests {
             stores.claims.update(&key, &claim, stale_rev).await.ok(),
             Some(None)
         );
+    }
+
+    fn submission(run: &str, main: &str) -> Submission {
+        Submission {
+            v: PROTOCOL_VERSION,
+            run_id: RunId::new(run),
+            idempotency_key: Some("k".into()),
+            main: main.into(),
+            files: BTreeMap::new(),
+            inputs: Map::new(),
+            submitted_at: 0,
+            submitted_by: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn submissions_are_sent_once_and_keys_name_the_first_run() {
+        let mem = InMemory::new();
+        let stores = mem.stores(QueueSettings::default());
+        let (a, b) = (RunId::new("a"), RunId::new("b"));
+        let first = stores.submissions.claim_key("k", &a).await.ok();
+        assert_eq!(first, Some(KeyClaim::Claimed));
+        let second = stores.submissions.claim_key("k", &b).await.ok();
+        assert_eq!(second, Some(KeyClaim::Taken(a.clone())));
+        let s = submission("a", "main.yaml");
+        assert!(stores.submissions.send(&s).await.is_ok());
+        assert!(stores.submissions.send(&s).await.is_ok());
+        assert_eq!(mem.submitted().len(), 1, "a duplicate was published");
+        let stored = stores.submissions.get(&a).await.ok().flatten();
+        assert_eq!(stored.map(|s| s.main), Some("main.yaml".to_owned()));
+        // Over the max payload: refused before anything is written.
+        let mut big = submission("big", "main.yaml");
+        big.files
+            .insert("huge.yaml".into(), "x".repeat(MAX_PAYLOAD + 1));
+        let refused = stores.submissions.send(&big).await;
+        assert!(
+            matches!(refused, Err(StoreError::TooLarge { .. })),
+            "{refused:?}"
+        );
+        let big_stored = stores.submissions.get(&RunId::new("big")).await.ok();
+        assert!(matches!(big_stored, Some(None)));
+        assert_eq!(mem.submitted().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn report_and_run_watches_start_with_what_is_stored() {
+        let mem = InMemory::new();
+        let stores = mem.stores(QueueSettings::default());
+        let run = RunId::new("r");
+        let mut reports = stores.reports.watch(&run).await.expect("watch");
+        stores
+            .reports
+            .put(&RunId::new("other"), &Value::from(0))
+            .await
+            .expect("put");
+        stores
+            .reports
+            .put(&run, &Value::from(1))
+            .await
+            .expect("put");
+        let next = reports.next().await.and_then(Result::ok);
+        assert_eq!(next, Some(Value::from(1)), "another run's report came");
+        let mut again = stores.reports.watch(&run).await.expect("watch");
+        let stored = again.next().await.and_then(Result::ok);
+        assert_eq!(stored, Some(Value::from(1)));
+
+        let record = |id: &str| RunRecord {
+            v: PROTOCOL_VERSION,
+            run_id: RunId::new(id),
+            cascade: "c".into(),
+            state: wire::RunState::Queued,
+            created_at: 0,
+            updated_at: 0,
+            owner: None,
+            stages: BTreeMap::new(),
+            error: None,
+            cancel_requested: None,
+            waiting: Default::default(),
+        };
+        stores.runs.create(&record("one")).await.expect("create");
+        let mut all = stores.runs.watch_all().await.expect("watch");
+        stores.runs.create(&record("two")).await.expect("create");
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            match all.next().await {
+                Some(Ok(RunChange::Up(r))) => seen.push(r.run_id.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, ["one", "two"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_queue_delivers_naks_and_acks() {
+        let mem = InMemory::new();
+        let stores = mem.stores(QueueSettings::default());
+        let spec = cascade_proto::TaskSpec {
+            run_id: RunId::new("r"),
+            task_id: "t".into(),
+            stage_id: "s".into(),
+            skill: "lint".into(),
+            attempt: cascade_proto::Attempt::FIRST,
+            inputs: Value::Null,
+            timeout_ms: None,
+            model: None,
+            workdir: None,
+            context: None,
+            budget: None,
+            hooks: None,
+        };
+        let message = TaskMessage {
+            v: PROTOCOL_VERSION,
+            spec,
+            route: wire::Route::Mesh,
+            dispatched_at: 0,
+            inputs_ref: None,
+        };
+        let of = QueueOf::Skill("lint".into());
+        let ack = stores
+            .tasks
+            .publish_task(of.subject(), &message, "m1".into())
+            .await
+            .expect("publish");
+        ack.await.expect("ack");
+        let queue = mem.task_queue(&of);
+        let other = mem.task_queue(&QueueOf::Skill("test".into()));
+        let none: Vec<_> = other
+            .pull(5, Duration::from_secs(1))
+            .await
+            .expect("pull")
+            .collect()
+            .await;
+        assert!(none.is_empty(), "another skill's queue delivered");
+
+        let first: Vec<Delivery> = queue
+            .pull(5, Duration::from_secs(1))
+            .await
+            .expect("pull")
+            .filter_map(|d| async move { d.ok() })
+            .collect()
+            .await;
+        assert_eq!(first.len(), 1);
+        let d = &first[0];
+        assert_eq!(d.position().delivered, 1);
+        assert_eq!(d.subject(), of.subject());
+        let depths = stores.tasks.queue_depths().await.expect("depths");
+        assert_eq!(
+            depths,
+            [QueueDepth {
+                skill: "lint".into(),
+                pending: 0,
+                unacked: 1
+            }]
+        );
+        // Delivered and unanswered: not delivered again.
+        let held: Vec<_> = queue
+            .pull(5, Duration::from_secs(1))
+            .await
+            .expect("pull")
+            .collect()
+            .await;
+        assert!(held.is_empty());
+        d.progress().await.expect("progress");
+        d.nak(Duration::from_secs(5)).await.expect("nak");
+        let early: Vec<_> = queue
+            .pull(5, Duration::from_secs(1))
+            .await
+            .expect("pull")
+            .collect()
+            .await;
+        assert!(early.is_empty(), "delivered again before the nak's delay");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let second: Vec<Delivery> = queue
+            .pull(5, Duration::from_secs(1))
+            .await
+            .expect("pull")
+            .filter_map(|d| async move { d.ok() })
+            .collect()
+            .await;
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].position().delivered, 2);
+        assert_eq!(second[0].position().stream_seq, d.position().stream_seq);
+        second[0].ack().await.expect("ack");
+        assert!(mem.queued().is_empty());
+        assert!(
+            stores
+                .tasks
+                .queue_depths()
+                .await
+                .expect("depths")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn cancels_reach_listeners_and_batch_reports_are_kept() {
+        let mem = InMemory::new();
+        let stores = mem.stores(QueueSettings::default());
+        let mut cancels = stores.tasks.cancels().await.expect("listen");
+        let req = CancelRequest {
+            v: PROTOCOL_VERSION,
+            run_id: RunId::new("r"),
+            task_id: None,
+            attempt: None,
+        };
+        stores.tasks.cancel(&req).await.expect("cancel");
+        stores.tasks.flush().await.expect("flush");
+        let got = cancels.next().await.and_then(Result::ok);
+        assert_eq!(got.map(|r| r.run_id), Some(RunId::new("r")));
+        let report = BatchReport {
+            v: PROTOCOL_VERSION,
+            batch: "b".into(),
+            run_id: RunId::new("r"),
+            lead: "lead".into(),
+            assigned: BTreeMap::new(),
+            succeeded: 1,
+            failed: 0,
+            at: 0,
+        };
+        stores.tasks.report_batch(&report).await.expect("report");
+        assert_eq!(mem.batch_reports().len(), 1);
     }
 }

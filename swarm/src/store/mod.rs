@@ -5,12 +5,14 @@
 //!
 //! ```text
 //!  EventLog     cascade.event.<run>      append with the expected last sequence; read forward
-//!  TaskBus      cascade.task.*           publish with a message id (acks pipelined); DLQ; cancels
+//!  TaskBus      cascade.task.*           publish with a message id (acks pipelined); DLQ; cancels;
+//!                                        queue depths; a worker's pulls (`TaskQueue`, `Delivery`)
 //!  Claims       cascade-claims           create, compare-and-set by revision
 //!  Results      cascade-results          create: the first write wins; watch a run's results
 //!  Leases       cascade-leases           acquire, renew by revision, release
 //!  Runs         cascade-runs             the run record (merging a concurrent cancel request)
-//!  Submissions  cascade-submissions      the files of a run, written once
+//!  Submissions  cascade-submissions      the files of a run, written once; idempotency keys
+//!               cascade.submit           (cascade-idempotency); the publish to the coordinators
 //!  Reports      cascade-reports          a run's final report, by reference when large
 //!  Memory       cascade-memory           cascade memory, global or per run
 //!  Objects      cascade-objects          JSON values by reference
@@ -29,8 +31,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cascade_proto::wire::{
-    self, BatchMessage, CancelRequest, Claim, DeadLetter, ResultRecord, RunRecord, RunState,
-    Submission, TaskMessage, WorkerInfo,
+    self, BatchMessage, BatchReport, CancelRequest, Claim, DeadLetter, ResultRecord, RunRecord,
+    RunState, Submission, TaskMessage, WorkerInfo,
 };
 use cascade_proto::{Attempt, EventRecord, Millis, RunId, TaskId};
 use futures::future::BoxFuture;
@@ -168,6 +170,165 @@ pub trait TaskBus: Send + Sync {
     /// Stream sequences of messages that reached their delivery limit,
     /// as the server announces them, with the delivery count.
     fn max_deliveries(&self) -> Fut<'_, Watch<(u64, u64)>>;
+    /// Every cancel request from now on (core NATS, best effort); one
+    /// that does not decode is an `Err(Decode)` item.
+    fn cancels(&self) -> Fut<'_, Watch<CancelRequest>>;
+    /// A lead's report on a batch (core NATS, best effort).
+    fn report_batch<'a>(&'a self, report: &'a BatchReport) -> Fut<'a, ()>;
+    /// Returns once every core-NATS message sent so far (cancels, batch
+    /// reports) has gone to the server: a one-shot client calls it before
+    /// it exits.
+    fn flush(&self) -> Fut<'_, ()>;
+    /// Messages waiting and delivered-but-unacknowledged in each skill's
+    /// queue, by skill.
+    fn queue_depths(&self) -> Fut<'_, Vec<QueueDepth>>;
+}
+
+/// How full one skill's queue is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub skill: String,
+    /// Messages no worker has taken yet.
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+}
+
+/// Which queue a worker reads: a skill's (every worker with the skill
+/// competes), a worker's own, or a team lead's batches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueOf {
+    Skill(String),
+    Worker(String),
+    Lead(String),
+}
+
+impl QueueOf {
+    /// The durable consumer's name.
+    pub fn durable(&self) -> String {
+        match self {
+            QueueOf::Skill(s) => wire::consumer_skill(s),
+            QueueOf::Worker(w) => wire::consumer_worker(w),
+            QueueOf::Lead(w) => wire::consumer_lead(w),
+        }
+    }
+
+    /// The subject its messages are published on.
+    pub fn subject(&self) -> String {
+        match self {
+            QueueOf::Skill(s) => wire::subject_task_skill(s),
+            QueueOf::Worker(w) => wire::subject_task_worker(w),
+            QueueOf::Lead(w) => wire::subject_task_lead(w),
+        }
+    }
+
+    /// Whether only one worker reads it (its consumer expires when the
+    /// worker has been gone for a while).
+    pub fn personal(&self) -> bool {
+        !matches!(self, QueueOf::Skill(_))
+    }
+}
+
+/// One queue of the task stream as a worker pulls it.
+pub trait TaskQueue: Send + Sync {
+    /// Asks for at most `max` messages, the request open for `expires`;
+    /// yields them as they come and ends with the request.
+    fn pull(&self, max: usize, expires: std::time::Duration) -> Fut<'_, Watch<Delivery>>;
+    /// The queue's name, for logs.
+    fn name(&self) -> &str;
+}
+
+/// Which delivery of which message: ordered, newest last (a message
+/// published again is newer than every delivery of the old one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub stream_seq: u64,
+    pub delivered: u64,
+}
+
+/// A delivered task message and what may be done with it: acknowledged
+/// (done), given back (nak, after a delay), kept (progress), or refused for
+/// good (term).
+pub struct Delivery {
+    subject: String,
+    payload: Bytes,
+    position: Position,
+    handle: Box<dyn Delivered>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a store does with a delivery's acknowledgements.
+pub(crate) trait Delivered: Send + Sync {
+    fn ack(&self) -> Fut<'_, ()>;
+    fn nak(&self, delay: std::time::Duration) -> Fut<'_, ()>;
+    fn progress(&self) -> Fut<'_, ()>;
+    fn term(&self) -> Fut<'_, ()>;
+    /// The NATS message, where there is one (trace headers).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    fn message(&self) -> Option<&async_nats::Message> {
+        None
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        subject: String,
+        payload: Bytes,
+        position: Position,
+        handle: Box<dyn Delivered>,
+    ) -> Self {
+        Delivery {
+            subject,
+            payload,
+            position,
+            handle,
+        }
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Acknowledges, waiting for the server's confirmation.
+    pub fn ack(&self) -> Fut<'_, ()> {
+        self.handle.ack()
+    }
+
+    /// Gives the message back, to be delivered again after `delay`.
+    pub fn nak(&self, delay: std::time::Duration) -> Fut<'_, ()> {
+        self.handle.nak(delay)
+    }
+
+    /// Restarts the ack window.
+    pub fn progress(&self) -> Fut<'_, ()> {
+        self.handle.progress()
+    }
+
+    /// Never delivers the message again.
+    pub fn term(&self) -> Fut<'_, ()> {
+        self.handle.term()
+    }
+
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn message(&self) -> Option<&async_nats::Message> {
+        self.handle.message()
+    }
 }
 
 /// Who holds which delivery.
@@ -277,6 +438,15 @@ pub trait Runs: Send + Sync {
     /// request is never lost to a concurrent write of the owner, and never
     /// overwrites an earlier one).
     fn request_cancel<'a>(&'a self, run: &'a RunId, reason: &'a str) -> Fut<'a, CancelOutcome>;
+    /// Every record now, then every change (undecodable ones skipped).
+    fn watch_all(&self) -> Fut<'_, Watch<RunChange>>;
+}
+
+/// A change in the runs bucket.
+#[derive(Clone, Debug)]
+pub enum RunChange {
+    Up(RunRecord),
+    Gone(RunId),
 }
 
 /// What [`Runs::request_cancel`] found.
@@ -298,6 +468,27 @@ pub trait Submissions: Send + Sync {
     /// `Err(Decode)` when the stored submission does not decode.
     fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Submission>>;
     fn create<'a>(&'a self, submission: &'a Submission) -> Fut<'a, Created>;
+    /// Records that idempotency key `key` names `run` (create-only: the
+    /// first submitter wins), or finds the run it names already.
+    fn claim_key<'a>(&'a self, key: &'a str, run: &'a RunId) -> Fut<'a, KeyClaim>;
+    /// Sends a submission to the coordinators, in the order that makes a
+    /// retry after a crash safe: refused over the server's max payload
+    /// (`Err(TooLarge)`) before anything is written; stored (create: a copy
+    /// already there is fine); published on the submit subject with the
+    /// run id as message id (a duplicate within the window is dropped),
+    /// waiting for the acknowledgement.
+    fn send<'a>(&'a self, submission: &'a Submission) -> Fut<'a, ()>;
+}
+
+/// What [`Submissions::claim_key`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is ours now.
+    Claimed,
+    /// Another submission holds the key: its run.
+    Taken(RunId),
+    /// The key is taken, but its value is not a run id.
+    NotARunId,
 }
 
 /// Final reports: inline when small, else a `{"$ref": NAME}` stub and the
@@ -305,6 +496,9 @@ pub trait Submissions: Send + Sync {
 pub trait Reports: Send + Sync {
     fn put<'a>(&'a self, run: &'a RunId, report: &'a Value) -> Fut<'a, ()>;
     fn get<'a>(&'a self, run: &'a RunId) -> Fut<'a, Option<Value>>;
+    /// The run's report once written: the stored one first, then each one
+    /// written (an item fails when the report does not read).
+    fn watch<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<Value>>;
 }
 
 /// Where a memory entry lives.

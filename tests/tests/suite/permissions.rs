@@ -419,6 +419,7 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
             .await
             .expect("consumer");
         coord
+            .raw()
             .js
             .publish(wire::subject_task_skill(skill), "task".into())
             .await
@@ -494,7 +495,7 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
         },
     );
     // The deploy task is still there, untouched.
-    let mut tasks = coord.tasks.clone();
+    let mut tasks = coord.raw().tasks.clone();
     let info = tasks.info().await.expect("stream info");
     assert_eq!(info.state.messages, 2, "nothing was taken");
 
@@ -526,7 +527,7 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
     let msg = batch.next().await.expect("a message").expect("no error");
     assert_eq!(msg.payload.as_ref(), b"task");
     msg.double_ack().await.expect("ack");
-    let mut tasks = coord.tasks.clone();
+    let mut tasks = coord.raw().tasks.clone();
     let info = tasks.info().await.expect("stream info");
     assert_eq!(info.state.messages, 1, "only the echo task was taken");
 
@@ -534,8 +535,8 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
     // name, which purges the first copy's chunks; the coordinator rewrites
     // objects too.
     for (who, store) in [
-        ("the pool", &swarm.objects),
-        ("the coordinator", &coord.objects),
+        ("the pool", &swarm.raw().objects),
+        ("the coordinator", &coord.raw().objects),
     ] {
         for round in 0..2 {
             let mut data: &[u8] = b"{\"data\": \"large\"}";

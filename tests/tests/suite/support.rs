@@ -83,6 +83,7 @@ pub async fn publish_task(swarm: &Swarm, subject: String, spec: TaskSpec, route:
 /// Publishes `bytes` on `subject` and waits for JetStream's ack.
 pub async fn publish_raw(swarm: &Swarm, subject: String, bytes: Vec<u8>) {
     swarm
+        .raw()
         .js
         .publish(subject, Bytes::from(bytes))
         .await
@@ -93,7 +94,7 @@ pub async fn publish_raw(swarm: &Swarm, subject: String, bytes: Vec<u8>) {
 
 /// How many messages the task stream holds.
 pub async fn stream_messages(swarm: &Swarm) -> u64 {
-    let mut s = swarm.tasks.clone();
+    let mut s = swarm.raw().tasks.clone();
     s.info().await.expect("stream info").state.messages
 }
 
@@ -108,6 +109,7 @@ pub async fn await_stream_empty(swarm: &Swarm, timeout: Duration) {
 /// Whether worker `name` is in the swarm's worker registry.
 pub async fn is_registered(swarm: &Swarm, name: &str) -> bool {
     swarm
+        .raw()
         .workers
         .get(wire::token(name))
         .await

@@ -81,6 +81,7 @@ impl Env {
     fn put_record(&self, r: &RunRecord) {
         self.rt.block_on(async {
             self.swarm
+                .raw()
                 .runs
                 .put(
                     wire::token(r.run_id.as_str()),
@@ -95,6 +96,7 @@ impl Env {
         self.rt.block_on(async {
             let v = self
                 .swarm
+                .raw()
                 .runs
                 .get(wire::token(run))
                 .await
@@ -107,6 +109,7 @@ impl Env {
     fn put_report(&self, run: &str, report: &Value) {
         self.rt.block_on(async {
             self.swarm
+                .raw()
                 .reports
                 .put(wire::token(run), encode(report).expect("encode").into())
                 .await
@@ -171,6 +174,7 @@ fn submit_validates_bundles_and_publishes_once_per_run() {
             .expect("the submission message");
         let stored = env
             .swarm
+            .raw()
             .submissions
             .get(wire::token(&run))
             .await
@@ -269,6 +273,7 @@ fn workers_lists_the_registered_workers() {
             ("garbage", b"\xc1not msgpack".to_vec()),
         ] {
             env.swarm
+                .raw()
                 .workers
                 .put(key, value.into())
                 .await
@@ -357,6 +362,7 @@ fn a_large_report_is_read_from_the_object_store() {
     env.rt.block_on(async {
         let bytes = encode(&big).expect("encode");
         env.swarm
+            .raw()
             .objects
             .put("report-run-big", &mut bytes.as_slice())
             .await
@@ -487,7 +493,13 @@ fn submit_wait_follows_the_run_and_writes_its_results() {
     // Play the coordinator: find the run, finish it.
     let run = await_condition("the idempotency key", WAIT, || {
         env.rt.block_on(async {
-            let v = env.swarm.idempotency.get(wire::token("k")).await.ok()??;
+            let v = env
+                .swarm
+                .raw()
+                .idempotency
+                .get(wire::token("k"))
+                .await
+                .ok()??;
             String::from_utf8(v.to_vec()).ok()
         })
     });

@@ -29,7 +29,7 @@ async fn setup_is_idempotent_and_safe_to_race() {
     let sc = Swarm::setup(c, QueueSettings::default())
         .await
         .expect("setup c");
-    let mut info = sc.tasks.clone();
+    let mut info = sc.raw().tasks.clone();
     let cfg = info.info().await.expect("stream info").config.clone();
     assert_eq!(cfg.name, wire::STREAM_TASKS);
     sa.task_consumer(
@@ -99,4 +99,63 @@ async fn an_unreachable_server_is_a_clear_error() {
             .contains("cannot connect to NATS at nats://127.0.0.1:1"),
         "{err}"
     );
+}
+
+/// An append sent again after its acknowledgement was lost (what the
+/// event log's retry in place sends: the same entry, the same expected
+/// sequence, the same writer) is reported written at the first one's
+/// sequence: one entry in the log, and not `Superseded`. Another writer
+/// after the same sequence, or another entry of ours, is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_sent_again_is_written_once_and_not_superseded() {
+    use cascade_proto::{EventRecord, PROTOCOL_VERSION, RunId};
+    use cascade_swarm::store::Appended;
+
+    let server = NatsServer::start();
+    let client = connect(&args(&server), "log").await.expect("connect");
+    let stores = Swarm::setup(client, QueueSettings::default())
+        .await
+        .expect("setup")
+        .stores();
+    let run = RunId::new("run-1");
+    let entry = |at| EventRecord {
+        v: PROTOCOL_VERSION,
+        at,
+        events: Vec::new(),
+        object: None,
+    };
+    let first = stores.events.append(&run, &entry(1), 0, "coord-a").await;
+    let Ok(Appended::At(seq)) = first else {
+        panic!("first append: {first:?}");
+    };
+    for _ in 0..2 {
+        let again = stores.events.append(&run, &entry(1), 0, "coord-a").await;
+        assert!(
+            matches!(again, Ok(Appended::At(s)) if s == seq),
+            "the same append again: {again:?}"
+        );
+    }
+    let after = stores.events.next_after(&run, 0).await.expect("read");
+    assert!(matches!(after, Some((s, Ok(_))) if s == seq));
+    assert!(
+        stores
+            .events
+            .next_after(&run, seq)
+            .await
+            .expect("read")
+            .is_none(),
+        "the append sent again was written twice"
+    );
+    let other_writer = stores.events.append(&run, &entry(1), 0, "coord-b").await;
+    assert!(
+        matches!(other_writer, Ok(Appended::Superseded)),
+        "{other_writer:?}"
+    );
+    let other_entry = stores.events.append(&run, &entry(2), 0, "coord-a").await;
+    assert!(
+        matches!(other_entry, Ok(Appended::Superseded)),
+        "{other_entry:?}"
+    );
+    let next = stores.events.append(&run, &entry(3), seq, "coord-a").await;
+    assert!(matches!(next, Ok(Appended::At(s)) if s > seq), "{next:?}");
 }

@@ -101,7 +101,7 @@ fn key(task: &str) -> String {
 
 async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
     eventually(&format!("`{holder}` to claim `{task}`"), WAIT, || async {
-        let bytes = sw.claims.get(key(task)).await.ok().flatten()?;
+        let bytes = sw.raw().claims.get(key(task)).await.ok().flatten()?;
         let c: Claim = decode(&bytes).ok()?;
         (c.worker == holder).then_some(c)
     })
@@ -110,7 +110,7 @@ async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
 
 async fn result(sw: &Swarm, task: &str) -> ResultRecord {
     eventually(&format!("the result of `{task}`"), WAIT, || async {
-        let bytes = sw.results.get(key(task)).await.ok().flatten()?;
+        let bytes = sw.raw().results.get(key(task)).await.ok().flatten()?;
         decode(&bytes).ok()
     })
     .await
@@ -151,6 +151,7 @@ async fn sigterm_lets_the_running_task_finish_then_exits_0_and_deregisters() {
     let status = w.exit().await;
     assert_eq!(status.code(), Some(0), "{}", w.log());
     let rec = sw
+        .raw()
         .results
         .get(key("t"))
         .await
@@ -176,7 +177,7 @@ async fn a_task_whose_grace_runs_out_is_given_back_and_finished_elsewhere() {
     a.signal(Signal::SIGTERM);
     assert_eq!(a.exit().await.code(), Some(0), "{}", a.log());
     assert!(
-        sw.results.get(key("t")).await.expect("kv").is_none(),
+        sw.raw().results.get(key("t")).await.expect("kv").is_none(),
         "not finished by a"
     );
     let b = Proc::start(&server, "b", &["--skills", "sleep"]);

@@ -69,7 +69,7 @@ async fn start(swarm: &Swarm, config: Config) -> Worker {
     let name = config.name.clone();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(runner::run(config, stop.clone()));
-    let workers = swarm.workers.clone();
+    let workers = swarm.raw().workers.clone();
     eventually("the worker's registration", WAIT, || {
         let workers = workers.clone();
         let key = wire::token(&name);
@@ -88,7 +88,7 @@ fn key(run: &str, task: &str) -> String {
 }
 
 async fn result(swarm: &Swarm, key: &str) -> ResultRecord {
-    let results = swarm.results.clone();
+    let results = swarm.raw().results.clone();
     let bytes = eventually(&format!("result `{key}`"), WAIT, || {
         let (results, key) = (results.clone(), key.to_owned());
         async move { results.get(key).await.ok().flatten() }
@@ -237,7 +237,8 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     let server = NatsServer::start();
     let sw = swarm(&server).await;
     // Taken before pickup: a newer delivery already holds the claim.
-    sw.claims
+    sw.raw()
+        .claims
         .create(key("r", "early"), newer_claim("other"))
         .await
         .expect("claim");
@@ -259,7 +260,7 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
         Route::Mesh,
     )
     .await;
-    let claims = sw.claims.clone();
+    let claims = sw.raw().claims.clone();
     let entry = eventually("the worker's claim on `late`", WAIT, || {
         let claims = claims.clone();
         async move { claims.entry(key("r", "late")).await.ok().flatten() }
@@ -267,7 +268,8 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     .await;
     let held: Claim = decode(&entry.value).expect("claim decodes");
     assert_eq!(held.worker, "w");
-    sw.claims
+    sw.raw()
+        .claims
         .update(key("r", "late"), newer_claim("other"), entry.revision)
         .await
         .expect("take over");
@@ -282,7 +284,12 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     result(&sw, &key("r", "after")).await;
     for task in ["early", "late"] {
         assert!(
-            sw.results.get(key("r", task)).await.expect("kv").is_none(),
+            sw.raw()
+                .results
+                .get(key("r", task))
+                .await
+                .expect("kv")
+                .is_none(),
             "`{task}`: no result from a fenced worker"
         );
     }
@@ -327,7 +334,7 @@ async fn garbage_is_dead_lettered_and_not_retried() {
         std::mem::take(&mut wrong_version),
     )
     .await;
-    let mut dlq = sw.dlq.clone();
+    let mut dlq = sw.raw().dlq.clone();
     eventually("two dead letters", WAIT, || {
         let mut dlq = dlq.clone();
         async move { (dlq.info().await.ok()?.state.messages == 2).then_some(()) }
@@ -421,7 +428,7 @@ async fn a_cancel_request_stops_a_running_attempt() {
         Route::Mesh,
     )
     .await;
-    let claims = sw.claims.clone();
+    let claims = sw.raw().claims.clone();
     eventually("the claim", WAIT, || {
         let claims = claims.clone();
         async move { claims.get(key("run-c", "t")).await.ok().flatten() }
@@ -438,11 +445,18 @@ async fn a_cancel_request_stops_a_running_attempt() {
     let rec = eventually("a cancelled result", WAIT, || {
         let (sw, payload) = (&sw, payload.clone());
         async move {
-            sw.client
+            sw.raw()
+                .client
                 .publish(wire::subject_cancel(&"run-c".into()), payload)
                 .await
                 .ok()?;
-            let bytes = sw.results.get(key("run-c", "t")).await.ok().flatten()?;
+            let bytes = sw
+                .raw()
+                .results
+                .get(key("run-c", "t"))
+                .await
+                .ok()
+                .flatten()?;
             decode::<ResultRecord>(&bytes).ok()
         }
     })
@@ -467,7 +481,8 @@ async fn large_inputs_and_outputs_travel_through_the_object_store() {
     let big = "x".repeat(wire::INLINE_LIMIT + 10);
     let inputs = json!({"blob": big});
     let json_bytes = serde_json::to_vec(&inputs).expect("json");
-    sw.objects
+    sw.raw()
+        .objects
         .put("inputs.big", &mut json_bytes.as_slice())
         .await
         .expect("put inputs");
@@ -487,7 +502,7 @@ async fn large_inputs_and_outputs_travel_through_the_object_store() {
     let rec = result(&sw, &key("r", "big")).await;
     assert_eq!(outputs(&rec), &Value::Null, "outputs not inline");
     let name = rec.outputs_ref.expect("outputs by reference");
-    let mut object = sw.objects.get(&name).await.expect("outputs object");
+    let mut object = sw.raw().objects.get(&name).await.expect("outputs object");
     let mut bytes = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
         .await
@@ -515,7 +530,7 @@ async fn a_drain_finishes_the_running_task_and_deregisters() {
         Route::Mesh,
     )
     .await;
-    let claims = sw.claims.clone();
+    let claims = sw.raw().claims.clone();
     eventually("the claim", WAIT, || {
         let claims = claims.clone();
         async move { claims.get(key("r", "t")).await.ok().flatten() }
@@ -523,6 +538,7 @@ async fn a_drain_finishes_the_running_task_and_deregisters() {
     .await;
     w.stop().await;
     let rec = sw
+        .raw()
         .results
         .get(key("r", "t"))
         .await
@@ -563,6 +579,7 @@ async fn a_lead_fans_a_batch_out_to_its_members_and_reports_once() {
     lc.role = WorkerRole::Lead;
     let lead = start(&sw, lc).await;
     let mut reports = sw
+        .raw()
         .client
         .subscribe(wire::subject_batch_report(&"rb".into()))
         .await

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cascade_proto::wire::{self, CancelRequest};
-use cascade_proto::{Attempt, PROTOCOL_VERSION, RunId, TaskId, decode};
+use cascade_proto::wire::CancelRequest;
+use cascade_proto::{Attempt, PROTOCOL_VERSION, RunId, TaskId};
+use cascade_swarm::store::TaskBus;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -69,24 +70,21 @@ impl Running {
 
 /// Subscribes to every cancel request and applies it until `stop`.
 pub(crate) async fn listen(
-    client: async_nats::Client,
+    bus: Arc<dyn TaskBus>,
     running: Running,
     live_runs: std::sync::Arc<super::runs::LiveRuns>,
     stop: CancellationToken,
 ) -> Result<(), RunnerError> {
-    let mut sub = client
-        .subscribe(wire::CANCEL_WILDCARD)
-        .await
-        .map_err(|e| RunnerError::nats("subscribe", wire::CANCEL_WILDCARD, e))?;
+    let mut requests = bus.cancels().await?;
     loop {
-        let msg = tokio::select! {
+        let next = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            m = sub.next() => match m {
+            m = requests.next() => match m {
                 Some(m) => m,
                 None => return Ok(()),
             },
         };
-        match decode::<CancelRequest>(&msg.payload) {
+        match next {
             Ok(req) if req.v == PROTOCOL_VERSION => {
                 live_runs.forget(&req.run_id);
                 let n = running.cancel(&req);
@@ -95,10 +93,10 @@ pub(crate) async fn listen(
                 }
             }
             Ok(req) => {
-                tracing::warn!(v = req.v, subject = %msg.subject, "cancel request of another protocol version ignored")
+                tracing::warn!(v = req.v, run_id = %req.run_id, "cancel request of another protocol version ignored")
             }
             Err(e) => {
-                tracing::warn!(subject = %msg.subject, "undecodable cancel request ignored: {e}")
+                tracing::warn!("undecodable cancel request ignored: {e}")
             }
         }
     }

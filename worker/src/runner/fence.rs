@@ -28,10 +28,9 @@
 use cascade_swarm::clock::now_ms;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
 use cascade_proto::PROTOCOL_VERSION;
 use cascade_proto::wire::Claim;
-use cascade_swarm::store::{ClaimKey, Claims};
+use cascade_swarm::store::{ClaimKey, Claims, Delivery, Position};
 
 use super::RunnerError;
 
@@ -58,29 +57,12 @@ impl std::fmt::Debug for Fence<'_> {
     }
 }
 
-/// Which delivery of which message: ordered, newest last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Delivery {
-    pub stream_seq: u64,
-    pub delivered: u64,
-}
-
-impl Delivery {
-    pub fn of(msg: &jetstream::Message) -> Result<Delivery, RunnerError> {
-        let info = msg
-            .info()
-            .map_err(|e| RunnerError::nats("message info", msg.subject.as_str(), e))?;
-        Ok(Delivery {
-            stream_seq: info.stream_sequence,
-            delivered: u64::try_from(info.delivered).unwrap_or(0),
-        })
-    }
-
-    fn of_claim(c: &Claim) -> Delivery {
-        Delivery {
-            stream_seq: c.stream_seq.unwrap_or(0),
-            delivered: c.delivered,
-        }
+/// The delivery a claim names (a claim that cannot be read comes back as
+/// the oldest possible one).
+fn position_of(c: &Claim) -> Position {
+    Position {
+        stream_seq: c.stream_seq.unwrap_or(0),
+        delivered: c.delivered,
     }
 }
 
@@ -96,7 +78,7 @@ pub(crate) async fn claim<'a>(
     claims: &'a dyn Claims,
     key: ClaimKey,
     worker: &str,
-    mine: Delivery,
+    mine: Position,
 ) -> Result<Claimed<'a>, RunnerError> {
     let record = Claim {
         v: PROTOCOL_VERSION,
@@ -119,7 +101,7 @@ pub(crate) async fn claim<'a>(
             continue; // removed in between: create again
         };
         // A claim that cannot be read comes back as the oldest holder.
-        let (holder, their) = (stored.worker.clone(), Delivery::of_claim(&stored));
+        let (holder, their) = (stored.worker.clone(), position_of(&stored));
         if holder == worker && their == mine {
             return Ok(Claimed::Won(fence(revision)));
         }
@@ -156,42 +138,29 @@ impl Fence<'_> {
 
     /// Acks (waiting for the server's confirmation) if the claim is still
     /// ours; returns whether it acted.
-    pub async fn ack(&self, msg: &jetstream::Message) -> Result<bool, RunnerError> {
+    pub async fn ack(&self, msg: &Delivery) -> Result<bool, RunnerError> {
         if !self.still_ours().await? {
             return Ok(false);
         }
-        msg.double_ack()
-            .await
-            .map_err(|e| RunnerError::nats("ack", self.key.as_str(), e))?;
+        msg.ack().await?;
         Ok(true)
     }
 
     /// Naks with `delay` if the claim is still ours.
-    pub async fn nak(
-        &self,
-        msg: &jetstream::Message,
-        delay: Duration,
-    ) -> Result<bool, RunnerError> {
-        self.signal(msg, AckKind::Nak(Some(delay)), "nak").await
-    }
-
-    /// Extends the ack window if the claim is still ours.
-    pub async fn progress(&self, msg: &jetstream::Message) -> Result<bool, RunnerError> {
-        self.signal(msg, AckKind::Progress, "progress").await
-    }
-
-    async fn signal(
-        &self,
-        msg: &jetstream::Message,
-        kind: AckKind,
-        what: &'static str,
-    ) -> Result<bool, RunnerError> {
+    pub async fn nak(&self, msg: &Delivery, delay: Duration) -> Result<bool, RunnerError> {
         if !self.still_ours().await? {
             return Ok(false);
         }
-        msg.ack_with(kind)
-            .await
-            .map_err(|e| RunnerError::nats(what, self.key.as_str(), e))?;
+        msg.nak(delay).await?;
+        Ok(true)
+    }
+
+    /// Extends the ack window if the claim is still ours.
+    pub async fn progress(&self, msg: &Delivery) -> Result<bool, RunnerError> {
+        if !self.still_ours().await? {
+            return Ok(false);
+        }
+        msg.progress().await?;
         Ok(true)
     }
 }

@@ -13,18 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
-use bytes::Bytes;
 use cascade_proto::wire::{
     self, BatchMessage, BatchReport, Route, TaskMessage, WorkerInfo, WorkerRole,
 };
-use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, decode, encode};
+use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, decode};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use cascade_swarm::store::{ClaimKey, ResultKey};
+use cascade_swarm::store::{AckFuture, ClaimKey, Delivery, ResultKey};
 
-use super::fence::{self, Claimed, Delivery, Fence};
+use super::fence::{self, Claimed, Fence};
 use super::registry::InFlight;
 use super::{DRAIN_NAK_DELAY, RunnerError, Shared, task};
 
@@ -34,12 +32,12 @@ pub(crate) struct RoundRobin(AtomicUsize);
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    msg: jetstream::Message,
+    msg: Delivery,
     _permit: OwnedSemaphorePermit,
 ) -> Result<(), RunnerError> {
     let _in_flight = InFlight::enter(&shared.stats);
-    let delivery = Delivery::of(&msg)?;
-    let batch = match decode::<BatchMessage>(&msg.payload) {
+    let delivery = msg.position();
+    let batch = match decode::<BatchMessage>(msg.payload()) {
         Ok(b) if b.v == PROTOCOL_VERSION => b,
         Ok(b) => {
             let reason = format!(
@@ -90,15 +88,7 @@ pub(crate) async fn handle(
         failed,
         at: now_ms(),
     };
-    let subject = wire::subject_batch_report(&batch.run_id);
-    let bytes =
-        encode(&report).map_err(|e| RunnerError::nats("encode batch report", &subject, e))?;
-    shared
-        .swarm
-        .client
-        .publish(subject.clone(), Bytes::from(bytes))
-        .await
-        .map_err(|e| RunnerError::nats("publish batch report", &subject, e))?;
+    shared.stores.tasks.report_batch(&report).await?;
     fence.ack(&msg).await?;
     tracing::info!(run_id = %batch.run_id, batch = batch.batch, succeeded, failed, "batch done");
     Ok(())
@@ -131,7 +121,7 @@ async fn fan_out(
 ) -> Result<BTreeMap<String, String>, RunnerError> {
     let members = members(shared).await?;
     let mut assigned = BTreeMap::new();
-    let mut acks: Vec<(String, PublishAckFuture)> = Vec::new();
+    let mut acks: Vec<AckFuture> = Vec::new();
     for spec in &batch.tasks {
         let able: Vec<&WorkerInfo> = members
             .iter()
@@ -157,21 +147,16 @@ async fn fan_out(
             dispatched_at: now_ms(),
             inputs_ref: None,
         };
-        let bytes = encode(&message).map_err(|e| RunnerError::nats("encode task", &subject, e))?;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(bytes))
-            .message_id(format!("{}:{}:{}", spec.run_id, spec.task_id, spec.attempt));
+        let msg_id = format!("{}:{}:{}", spec.run_id, spec.task_id, spec.attempt);
         let ack = shared
-            .swarm
-            .js
-            .send_publish(subject.clone(), publish)
-            .await
-            .map_err(|e| RunnerError::nats("publish task", &subject, e))?;
-        acks.push((subject, ack));
+            .stores
+            .tasks
+            .publish_task(subject, &message, msg_id)
+            .await?;
+        acks.push(ack);
     }
-    for (subject, ack) in acks {
-        ack.await
-            .map_err(|e| RunnerError::nats("publish task", &subject, e))?;
+    for ack in acks {
+        ack.await?;
     }
     Ok(assigned)
 }
@@ -180,7 +165,7 @@ async fn fan_out(
 /// `None` when the batch was lost to a newer delivery or given back on drain.
 async fn await_results(
     shared: &Shared,
-    msg: &jetstream::Message,
+    msg: &Delivery,
     fence: &Fence<'_>,
     batch: &BatchMessage,
 ) -> Result<Option<(u32, u32)>, RunnerError> {

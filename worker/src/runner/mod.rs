@@ -40,12 +40,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cascade_proto::wire::{self, WorkerRole};
+use cascade_proto::wire::WorkerRole;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use cascade_exec::Executor;
+use cascade_swarm::store::{QueueOf, TaskQueue};
 use cascade_swarm::{NatsError, Swarm, connect};
 use pull::{Gate, QueueKind};
 use registry::Registration;
@@ -135,8 +136,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     config.validate()?;
     let started_at = now_ms();
     let client = connect(&config.nats, &config.name).await?;
-    cascade_swarm::warn_if_single_node(&client);
-    let swarm = Swarm::setup(client.clone(), config.settings.clone()).await?;
+    let swarm = Swarm::setup(client, config.settings.clone()).await?;
+    swarm.warn_if_single_node();
     let queues = open_queues(&swarm, &config).await?;
     let stores = swarm.stores();
     let registration = Registration::new(stores.registry.clone(), &config, started_at);
@@ -175,7 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         &background,
         "cancel-listener",
         cancel::listen(
-            client.clone(),
+            shared.stores.tasks.clone(),
             shared.running.clone(),
             shared.live_runs.clone(),
             stop_background.clone(),
@@ -206,7 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
         role = ?shared.config.role,
         "ready"
     );
-    cascade_swarm::ops::worker_ready(&client, shared.config.concurrency);
+    shared.swarm.report_worker_ready(shared.config.concurrency);
 
     shutdown.cancelled().await;
     drain(&shared, &registration, pullers).await;
@@ -216,7 +217,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     if let Err(e) = registration.remove().await {
         tracing::warn!("{e}");
     }
-    if let Err(e) = client.drain().await {
+    if let Err(e) = shared.swarm.drain().await {
         tracing::warn!("draining the NATS connection: {e}");
     }
     tracing::info!(worker = %shared.config.name, "drained, exiting");
@@ -229,47 +230,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
 async fn open_queues(
     swarm: &Swarm,
     config: &Config,
-) -> Result<
-    Vec<(
-        async_nats::jetstream::consumer::PullConsumer,
-        QueueKind,
-        bool,
-    )>,
-    RunnerError,
-> {
-    let mut wanted = Vec::new();
-    for skill in &config.skills {
-        wanted.push((
-            wire::consumer_skill(skill),
-            wire::subject_task_skill(skill),
-            QueueKind::Task,
-            false,
-        ));
-    }
-    wanted.push((
-        wire::consumer_worker(&config.name),
-        wire::subject_task_worker(&config.name),
-        QueueKind::Task,
-        true,
-    ));
+) -> Result<Vec<(Arc<dyn TaskQueue>, QueueKind, bool)>, RunnerError> {
+    let mut wanted: Vec<(QueueOf, QueueKind)> = config
+        .skills
+        .iter()
+        .map(|skill| (QueueOf::Skill(skill.clone()), QueueKind::Task))
+        .collect();
+    wanted.push((QueueOf::Worker(config.name.clone()), QueueKind::Task));
     if config.role == WorkerRole::Lead {
-        wanted.push((
-            wire::consumer_lead(&config.name),
-            wire::subject_task_lead(&config.name),
-            QueueKind::Batch,
-            true,
-        ));
+        wanted.push((QueueOf::Lead(config.name.clone()), QueueKind::Batch));
     }
-    let opened = futures::future::try_join_all(
-        wanted
-            .iter()
-            .map(|(durable, subject, _, own)| swarm.task_consumer(durable, subject, *own)),
-    )
-    .await?;
+    let opened =
+        futures::future::try_join_all(wanted.iter().map(|(of, _)| swarm.task_queue(of))).await?;
     Ok(opened
         .into_iter()
         .zip(wanted)
-        .map(|(c, (_, _, kind, own))| (c, kind, own))
+        .map(|(q, (of, kind))| (q, kind, of.personal()))
         .collect())
 }
 

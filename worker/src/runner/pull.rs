@@ -19,8 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
-use async_nats::jetstream::consumer::PullConsumer;
+use cascade_swarm::store::{Delivery, TaskQueue, Watch};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -57,19 +56,19 @@ pub(crate) enum Gate {
 
 pub(crate) async fn pull_loop(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    queue: Arc<dyn TaskQueue>,
     kind: QueueKind,
     gate: Gate,
 ) -> Result<(), RunnerError> {
     match gate {
-        Gate::Permits { share } => gated(shared, consumer, kind, share).await,
-        Gate::OneAhead => one_ahead(shared, consumer, kind).await,
+        Gate::Permits { share } => gated(shared, queue, kind, share).await,
+        Gate::OneAhead => one_ahead(shared, queue, kind).await,
     }
 }
 
 async fn gated(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    queue: Arc<dyn TaskQueue>,
     kind: QueueKind,
     _share: usize,
 ) -> Result<(), RunnerError> {
@@ -85,18 +84,13 @@ async fn gated(
         };
         let n = 1 + shared.permits.available_permits();
         drop(probe);
-        let batch = consumer
-            .batch()
-            .max_messages(n)
-            .expires(PULL_EXPIRY)
-            .messages()
-            .await;
+        let batch = queue.pull(n, PULL_EXPIRY).await;
         match batch {
             // One open pull per queue; its messages take permits as they
             // come (no queue reserves permits it may not use).
             Ok(batch) => read_batch(&shared, batch, kind, &stop).await,
             Err(e) => {
-                tracing::warn!(consumer = ?consumer.cached_info().name, "pull request failed: {e}");
+                tracing::warn!(consumer = queue.name(), "pull request failed: {e}");
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(PULL_RETRY) => {}
@@ -108,21 +102,15 @@ async fn gated(
 
 async fn one_ahead(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    queue: Arc<dyn TaskQueue>,
     kind: QueueKind,
 ) -> Result<(), RunnerError> {
     let stop = shared.draining.clone();
     while !stop.is_cancelled() {
-        let mut batch = match consumer
-            .batch()
-            .max_messages(1)
-            .expires(PULL_EXPIRY)
-            .messages()
-            .await
-        {
+        let mut batch = match queue.pull(1, PULL_EXPIRY).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(consumer = ?consumer.cached_info().name, "pull request failed: {e}");
+                tracing::warn!(consumer = queue.name(), "pull request failed: {e}");
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(PULL_RETRY) => {}
@@ -145,12 +133,7 @@ async fn one_ahead(
     Ok(())
 }
 
-fn dispatch(
-    shared: &Arc<Shared>,
-    msg: jetstream::Message,
-    permit: OwnedSemaphorePermit,
-    kind: QueueKind,
-) {
+fn dispatch(shared: &Arc<Shared>, msg: Delivery, permit: OwnedSemaphorePermit, kind: QueueKind) {
     let sh = shared.clone();
     match kind {
         QueueKind::Task => spawn_named(&shared.tasks, "task", task::handle(sh, msg, permit)),
@@ -163,7 +146,7 @@ fn dispatch(
 /// at most the permits free when it was made).
 async fn read_batch(
     shared: &Arc<Shared>,
-    mut batch: async_nats::jetstream::consumer::pull::Batch,
+    mut batch: Watch<Delivery>,
     kind: QueueKind,
     stop: &tokio_util::sync::CancellationToken,
 ) {

@@ -22,26 +22,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream::{self, AckKind};
 use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
 use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, TaskResult, TaskSpec, decode};
-use cascade_swarm::store::{ClaimKey, Created, ResultKey};
+use cascade_swarm::store::{ClaimKey, Created, Delivery, Position, ResultKey};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::fence::{self, Claimed, Delivery, Fence};
+use super::fence::{self, Claimed, Fence};
 use super::registry::InFlight;
 use super::{DRAIN_NAK_DELAY, RunnerError, Shared};
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    msg: jetstream::Message,
+    msg: Delivery,
     _permit: OwnedSemaphorePermit,
 ) -> Result<(), RunnerError> {
     let _in_flight = InFlight::enter(&shared.stats);
-    let delivery = Delivery::of(&msg)?;
-    let tm = match decode::<TaskMessage>(&msg.payload) {
+    let delivery = msg.position();
+    let tm = match decode::<TaskMessage>(msg.payload()) {
         Ok(tm) if tm.v == PROTOCOL_VERSION => tm,
         Ok(tm) => {
             return reject(
@@ -67,8 +66,8 @@ pub(crate) async fn handle(
 
 async fn attempt(
     shared: &Shared,
-    msg: &jetstream::Message,
-    delivery: Delivery,
+    msg: &Delivery,
+    delivery: Position,
     tm: TaskMessage,
 ) -> Result<(), RunnerError> {
     let spec = &tm.spec;
@@ -149,20 +148,24 @@ async fn attempt(
 /// Dead-letters a message that cannot be a task, then terms it.
 pub(crate) async fn reject(
     shared: &Shared,
-    msg: &jetstream::Message,
-    delivery: Delivery,
+    msg: &Delivery,
+    delivery: Position,
     reason: String,
 ) -> Result<(), RunnerError> {
     shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
     cascade_swarm::ops::task_undecodable();
-    tracing::warn!(subject = %msg.subject, stream_seq = delivery.stream_seq, "undecodable task message dead-lettered: {reason}");
+    tracing::warn!(
+        subject = msg.subject(),
+        stream_seq = delivery.stream_seq,
+        "undecodable task message dead-lettered: {reason}"
+    );
     let letter = DeadLetter {
         v: PROTOCOL_VERSION,
         stream_seq: delivery.stream_seq,
-        subject: msg.subject.to_string(),
+        subject: msg.subject().to_owned(),
         deliveries: delivery.delivered,
         task: None,
-        raw: Some(msg.payload.to_vec()),
+        raw: Some(msg.payload().to_vec()),
         reason,
         at: now_ms(),
     };
@@ -172,9 +175,7 @@ pub(crate) async fn reject(
         .dead_letter(wire::subject_dlq("undecodable"), &letter, None)
         .await?;
     // Nothing can claim garbage, so nothing can fence it: term it directly.
-    msg.ack_with(AckKind::Term)
-        .await
-        .map_err(|e| RunnerError::nats("term", msg.subject.as_str(), e))
+    Ok(msg.term().await?)
 }
 
 /// The spec as this worker runs it: inputs loaded by reference, and a
@@ -207,7 +208,7 @@ async fn prepare(
 /// ours. `None` when the claim was lost meanwhile (the result is dropped).
 async fn execute(
     shared: &Shared,
-    msg: &jetstream::Message,
+    msg: &Delivery,
     fence: &Fence<'_>,
     spec: &TaskSpec,
 ) -> Option<TaskResult> {
@@ -254,7 +255,7 @@ async fn execute(
 /// Stores the result (first completion wins) and acks.
 async fn complete(
     shared: &Shared,
-    msg: &jetstream::Message,
+    msg: &Delivery,
     fence: &Fence<'_>,
     (run_id, route): (cascade_proto::RunId, wire::Route),
     result_key: ResultKey,
@@ -298,9 +299,7 @@ async fn complete(
             // claim check. Should a newer delivery hold it, that worker finds
             // the stored result and stops; nothing is lost (the danger of a
             // late ack is deleting work that has no result yet).
-            msg.double_ack()
-                .await
-                .map_err(|e| RunnerError::nats("ack", &key, e))?;
+            msg.ack().await?;
         }
         Created::Exists => {
             shared.stats.discarded.fetch_add(1, Ordering::Relaxed);
