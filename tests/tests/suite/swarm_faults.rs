@@ -573,3 +573,80 @@ fn a_cancelled_run_leaves_its_queued_tasks_unrun() {
         "queued tasks never started"
     );
 }
+
+/// Processes whose command line or environment holds `mark`.
+fn marked_processes(mark: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let has = |file: &str| {
+                std::fs::read(format!("/proc/{pid}/{file}"))
+                    .is_ok_and(|b| b.windows(mark.len()).any(|w| w == mark.as_bytes()))
+            };
+            // A zombie has no command line nor environment left: it is dead.
+            has("cmdline") || has("environ")
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_mid_task_takes_its_skill_and_the_skills_children_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    // Unique to this test: every process of the first attempt carries it in its
+    // environment (the skill's `env`), the shells also in their command line.
+    let mark = format!("cascade-orphan-{}", std::process::id());
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/forks.yaml",
+                &format!(
+                    "env:\n  ORPHAN_MARK: {mark}\nrun: |\n  echo start >> {d}/starts\n  if [ ! -e {d}/first ]; then\n    sh -c 'sleep 30; echo {mark} >> {d}/executions' &\n    setsid sh -c 'sleep 30; echo {mark} >> {d}/executions' &\n    touch {d}/first\n    sleep 60\n  fi\n  echo {mark} >> {d}/executions\n  echo '{{\"ok\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: orphans\nstages:\n  - stage: work\n    skill: forks\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let first = swarm.start_worker("w-first", "forks", &["--skills-dir", &skills_dir]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition(
+        "the first attempt and its two background children to run",
+        Duration::from_secs(30),
+        || {
+            // The skill's shell, two background shells (one in a session of its own)
+            // and their sleeps: the scan must see them, or its empty answer below
+            // would prove nothing.
+            (dir.path().join("first").exists() && marked_processes(&mark).len() >= 5).then_some(())
+        },
+    );
+    swarm.workers[first].kill();
+    await_condition(
+        "every process of the killed worker's attempt to die",
+        Duration::from_secs(20),
+        || marked_processes(&mark).is_empty().then_some(()),
+    );
+    assert!(
+        lines(&dir.path().join("executions")).is_empty(),
+        "the killed attempt wrote nothing"
+    );
+    swarm.start_worker("w-second", "forks", &["--skills-dir", &skills_dir]);
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(results(&out)["stages"]["work"]["status"], "success");
+    assert_eq!(lines(&dir.path().join("starts")).len(), 2);
+    // Nothing of the first attempt is left to write later: one execution, the
+    // redelivered attempt's.
+    assert_eq!(lines(&dir.path().join("executions")).len(), 1);
+}
