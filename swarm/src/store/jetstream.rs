@@ -11,7 +11,7 @@ use cascade_proto::wire::{
     self, BatchMessage, CancelRequest, Claim, DeadLetter, Lease, ResultRecord, RunRecord,
     Submission, TaskMessage, WorkerInfo,
 };
-use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, encode};
+use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, decode_current, encode};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
@@ -173,7 +173,7 @@ impl EventLog for JsEventLog {
             };
             let at = format!("{subject} #{}", msg.sequence);
             let rec = async {
-                let mut rec: EventRecord = decode(&msg.payload)
+                let mut rec: EventRecord = decode_current(&msg.payload)
                     .map_err(|e| StoreError::decode("event log entry", &at, e))?;
                 if let Some(name) = rec.object.clone() {
                     let value = self.objects.get_json(&name).await?;
@@ -392,7 +392,9 @@ impl Results for JsResults {
                 .await
                 .map_err(|e| StoreError::nats("read result", key.as_str(), e))?;
             bytes
-                .map(|b| decode(&b).map_err(|e| StoreError::decode("result", key.as_str(), e)))
+                .map(|b| {
+                    decode_current(&b).map_err(|e| StoreError::decode("result", key.as_str(), e))
+                })
                 .transpose()
         }
         .boxed()
@@ -422,7 +424,7 @@ impl Results for JsResults {
             let stream = watch.filter_map(move |entry| {
                 std::future::ready(match entry {
                     Ok(e) if e.operation == kv::Operation::Put => Some(
-                        decode::<ResultRecord>(&e.value)
+                        decode_current::<ResultRecord>(&e.value)
                             .map_err(|err| StoreError::decode("result", e.key, err)),
                     ),
                     Ok(_) => None,
@@ -708,7 +710,7 @@ impl Submissions for JsSubmissions {
                 .await
                 .map_err(|e| StoreError::nats("read submission", &key, e))?;
             bytes
-                .map(|b| decode(&b).map_err(|e| StoreError::decode("submission", &key, e)))
+                .map(|b| decode_current(&b).map_err(|e| StoreError::decode("submission", &key, e)))
                 .transpose()
         }
         .boxed()
