@@ -162,8 +162,12 @@ fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
     write_tree(
         dir.path(),
         &[
-            // Kills the worker that runs it (its parent), every time.
-            ("skills/crash.yaml", "run: kill -9 $PPID; sleep 5\n"),
+            // Kills the worker that runs it, every time: the parent of its
+            // parent, the helper that supervises it.
+            (
+                "skills/crash.yaml",
+                "run: kill -9 $(ps -o ppid= -p $PPID); sleep 5\n",
+            ),
             (
                 "c.yaml",
                 "name: poison\nstages:\n  - stage: poison\n    skill: crash\n",
@@ -649,4 +653,72 @@ fn a_worker_killed_mid_task_takes_its_skill_and_the_skills_children_with_it() {
     // Nothing of the first attempt is left to write later: one execution, the
     // redelivered attempt's.
     assert_eq!(lines(&dir.path().join("executions")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_of_an_unknown_protocol_version_is_dead_lettered_not_run() {
+    use cascade_proto::wire::{self, DeadLetter, Submission};
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let submission = Submission {
+        v: 99,
+        run_id: "future-run".into(),
+        idempotency_key: None,
+        main: "c.yaml".into(),
+        files: [(
+            "c.yaml".to_owned(),
+            "name: future\nstages:\n  - stage: s\n    skill: noop\n".to_owned(),
+        )]
+        .into(),
+        inputs: Default::default(),
+        submitted_at: 0,
+        submitted_by: "test".into(),
+    };
+    let client = async_nats::connect(swarm.nats.client_url.as_str())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        wire::SUBJECT_SUBMIT,
+        cascade_proto::encode(&submission).expect("encode").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("publish ack");
+    let dlq = js.get_stream(wire::STREAM_DLQ).await.expect("dlq stream");
+    let letter = crate::support::eventually("the dead letter", Duration::from_secs(30), || {
+        let dlq = dlq.clone();
+        async move { dlq.get_raw_message(1).await.ok() }
+    })
+    .await;
+    assert_eq!(letter.subject.as_str(), wire::subject_dlq("submissions"));
+    let letter: DeadLetter = cascade_proto::decode(&letter.payload).expect("a dead letter");
+    assert_eq!(
+        letter.reason,
+        format!(
+            "refused submission: submission of protocol version 99: this build speaks version {} only",
+            cascade_proto::PROTOCOL_VERSION
+        )
+    );
+    // Never recorded as a run, so never run.
+    let out = swarm
+        .coordinator_cmd()
+        .args(["status", "future-run"])
+        .output()
+        .expect("status");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut submit = js
+        .get_stream(wire::STREAM_SUBMIT)
+        .await
+        .expect("submit stream");
+    assert_eq!(
+        submit.info().await.expect("info").state.messages,
+        0,
+        "taken off the queue"
+    );
 }
