@@ -54,6 +54,9 @@ pub(super) async fn run(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
+    // `kill_on_drop` reaches the child only (the supervising helper, which then cannot
+    // clean up): a dropped attempt kills the whole group.
+    let _guard = GroupGuard(group);
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -197,6 +200,15 @@ fn kill_group(group: Option<Pid>) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => tracing::warn!(pgid = pgid.as_raw(), "cannot kill process group: {e}"),
         }
+    }
+}
+
+/// Kills the process group when dropped (an attempt whose future is dropped half-way).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 
@@ -350,6 +362,9 @@ pub async fn run_hook(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
+    // `kill_on_drop` reaches the child only (the supervising helper, which then cannot
+    // clean up): a dropped attempt kills the whole group.
+    let _guard = GroupGuard(group);
     let payload = serde_json::to_vec(input).unwrap_or_default();
     let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
     let work = async {

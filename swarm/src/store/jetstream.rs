@@ -536,7 +536,7 @@ impl Leases for JsLeases {
 struct JsRuns(kv::Store);
 
 fn decode_record(key: &str, bytes: &[u8]) -> Result<RunRecord, StoreError> {
-    decode(bytes).map_err(|e| StoreError::decode("run record", key, e))
+    decode_current(bytes).map_err(|e| StoreError::decode("run record", key, e))
 }
 
 impl Runs for JsRuns {
@@ -618,7 +618,7 @@ impl Runs for JsRuns {
                 let Ok(Some(bytes)) = self.0.get(&k).await else {
                     continue;
                 };
-                match decode::<RunRecord>(&bytes) {
+                match decode_current::<RunRecord>(&bytes) {
                     Ok(r) => out.push(r),
                     Err(e) => tracing::warn!(
                         "`{k}` in bucket `{}` is not a run record: {e}",
@@ -971,7 +971,7 @@ impl Registry for JsRegistry {
                 let Ok(Some(value)) = self.0.get(key.as_str()).await else {
                     continue;
                 };
-                match decode::<WorkerInfo>(&value) {
+                match decode_current::<WorkerInfo>(&value) {
                     Ok(info) => out.push(info),
                     Err(e) => tracing::warn!(
                         "`{key}` in bucket `{}` is not a worker record: {e}",
@@ -993,9 +993,11 @@ impl Registry for JsRegistry {
                 .map_err(|e| StoreError::nats("watch workers", ">", e))?;
             let stream = watch.filter_map(|entry| async move {
                 match entry {
-                    Ok(e) if e.operation == kv::Operation::Put => decode::<WorkerInfo>(&e.value)
-                        .ok()
-                        .map(|w| Ok(WorkerChange::Up(w))),
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        decode_current::<WorkerInfo>(&e.value)
+                            .ok()
+                            .map(|w| Ok(WorkerChange::Up(w)))
+                    }
                     Ok(e) => wire::untoken(&e.key).map(|n| Ok(WorkerChange::Gone(n))),
                     Err(e) => Some(Err(StoreError::nats("watch workers", ">", e))),
                 }
