@@ -39,6 +39,48 @@ pub struct Executor {
     registry: Arc<SkillRegistry>,
     worker_name: String,
     models: ModelClient,
+    /// Whether commands that come with the task (its hooks, a sandbox's test and fix
+    /// commands) may run.
+    submitted: Arc<SubmittedCommands>,
+}
+
+/// Which tasks may run commands that come with the task rather than from this
+/// machine's skill files: the task's `pre_task` / `post_task` hooks and the
+/// `codex-sandbox` test and fix commands, written in a submitted cascade. A worker
+/// refuses them unless started with `--allow-submitted-commands` (or lists the skill
+/// in `--allow-submitted-commands-for`); the embedded `coordinator run` runs the user's
+/// own file and allows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubmittedCommands {
+    /// Every task may.
+    pub all: bool,
+    /// Tasks of these skills may.
+    pub skills: std::collections::BTreeSet<String>,
+}
+
+impl SubmittedCommands {
+    /// Everything allowed (a cascade the user runs locally).
+    pub fn allowed() -> Self {
+        SubmittedCommands {
+            all: true,
+            skills: Default::default(),
+        }
+    }
+
+    pub fn allows(&self, skill: &str) -> bool {
+        self.all || self.skills.contains(skill)
+    }
+
+    /// The failure of a task whose `what` (e.g. "its `pre_task` hooks") is refused.
+    fn refusal(task: &TaskSpec, what: &str) -> Failure {
+        Failure::terminal(format!(
+            "stage `{}`: {what} are commands from the submitted cascade, and this worker \
+             does not run submitted commands; start the worker with \
+             --allow-submitted-commands (env CASCADE_ALLOW_SUBMITTED_COMMANDS=true), or \
+             allow this skill only with --allow-submitted-commands-for {}",
+            task.stage_id, task.skill
+        ))
+    }
 }
 
 impl Executor {
@@ -48,7 +90,15 @@ impl Executor {
             registry,
             worker_name: worker_name.into(),
             models: ModelClient::new(Arc::new(ModelCatalog::builtin())),
+            submitted: Arc::new(SubmittedCommands::allowed()),
         }
+    }
+
+    /// Which tasks may run commands that come with them (allowed for all by default:
+    /// a worker narrows this, see [`SubmittedCommands`]).
+    pub fn with_submitted_commands(mut self, policy: SubmittedCommands) -> Self {
+        self.submitted = Arc::new(policy);
+        self
     }
 
     /// Model skills call models through this client (its models file, keys,
@@ -75,10 +125,12 @@ impl Executor {
     /// noted in the result; a cancelled attempt runs none).
     pub async fn execute(&self, task: &TaskSpec, cancel: &CancellationToken) -> TaskResult {
         let started = Instant::now();
-        let hooks = task.hooks.as_ref();
-        let pre = match hooks {
-            Some(h) => pre_task(h, task, cancel).await,
-            None => Ok(()),
+        let refused = self.refused(task);
+        let hooks = task.hooks.as_ref().filter(|_| refused.is_none());
+        let pre = match (refused, hooks) {
+            (Some(f), _) => Err(f),
+            (None, Some(h)) => pre_task(h, task, cancel).await,
+            (None, None) => Ok(()),
         };
         let (result, usage, model) = match pre {
             Ok(()) => self.run(task, cancel).await,
@@ -112,6 +164,24 @@ impl Executor {
             usage,
             notes,
         }
+    }
+
+    /// The failure of a task that brings commands this executor may not run.
+    fn refused(&self, task: &TaskSpec) -> Option<Failure> {
+        if self.submitted.allows(task.skill.as_str()) {
+            return None;
+        }
+        if task.hooks.as_ref().is_some_and(|h| !h.is_empty()) {
+            return Some(SubmittedCommands::refusal(
+                task,
+                "its `pre_task` / `post_task` hooks",
+            ));
+        }
+        let sandbox = self
+            .registry
+            .get(task.skill.as_str())
+            .is_some_and(|s| matches!(s.kind, SkillKind::Builtin(Builtin::Sandbox)));
+        sandbox.then(|| SubmittedCommands::refusal(task, "its `test_command` and fix command"))
     }
 
     async fn run(&self, task: &TaskSpec, cancel: &CancellationToken) -> ai::AiOutcome {
@@ -434,6 +504,48 @@ mod tests {
             post_task: vec![hook(post)],
         });
         (exec, t)
+    }
+
+    #[tokio::test]
+    async fn submitted_commands_run_only_when_allowed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (exec, t) = hooked("touch pre-ran", "true", dir.path());
+        let refusing = exec
+            .clone()
+            .with_submitted_commands(SubmittedCommands::default());
+        let r = refusing.execute(&t, &CancellationToken::new()).await;
+        let TaskOutcome::Failed(f) = &r.outcome else {
+            panic!("refused: {r:?}")
+        };
+        assert_eq!(f.kind, FailureKind::Terminal);
+        assert!(
+            f.message.contains("--allow-submitted-commands"),
+            "{}",
+            f.message
+        );
+        assert!(!dir.path().join("pre-ran").exists(), "the hook did not run");
+        // The sandbox's commands are submitted too.
+        let mut sandbox = task(None);
+        sandbox.skill = "codex-sandbox".into();
+        sandbox.inputs = serde_json::json!({"test": "true", "fix_command": "true"});
+        let r = refusing.execute(&sandbox, &CancellationToken::new()).await;
+        let TaskOutcome::Failed(f) = &r.outcome else {
+            panic!("refused: {r:?}")
+        };
+        assert!(f.message.contains("`test_command`"), "{}", f.message);
+        // Allowed for the skill: runs.
+        let per_skill = exec.with_submitted_commands(SubmittedCommands {
+            all: false,
+            skills: ["echo".to_owned()].into(),
+        });
+        let r = per_skill.execute(&t, &CancellationToken::new()).await;
+        assert!(matches!(r.outcome, TaskOutcome::Succeeded { .. }), "{r:?}");
+        assert!(dir.path().join("pre-ran").exists());
+        // A task without submitted commands runs anywhere.
+        let mut plain = t.clone();
+        plain.hooks = None;
+        let r = refusing.execute(&plain, &CancellationToken::new()).await;
+        assert!(matches!(r.outcome, TaskOutcome::Succeeded { .. }), "{r:?}");
     }
 
     #[tokio::test]

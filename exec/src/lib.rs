@@ -24,5 +24,5 @@ pub mod sandbox;
 pub mod skills;
 
 pub use error::Error;
-pub use exec::Executor;
+pub use exec::{Executor, SubmittedCommands};
 pub use skills::{BUILTIN_SKILLS, SkillDef, SkillKind, SkillLoadError, SkillRegistry};

@@ -19,7 +19,7 @@ pub mod permissions;
 mod task;
 pub mod wire;
 
-pub use codec::{CodecError, decode, encode};
+pub use codec::{CodecError, Versioned, decode, decode_current, encode};
 pub use events::{Event, EventRecord, Millis, TimerId};
 pub use ids::{Attempt, RunId, SkillName, StageId, TaskId};
 pub use task::{

@@ -84,6 +84,12 @@ pub enum NatsError {
         MIN_SERVER.0, MIN_SERVER.1
     )]
     TooOld { version: String, url: String },
+    #[error(
+        "nats-server {version} at {url} has known JetStream data-loss bugs \
+         (2.10.0 to 2.10.22): \
+         upgrade the server to 2.10.23 or newer (2.12.3 or newer for production)"
+    )]
+    DataLoss { version: String, url: String },
     #[error("JetStream is not enabled on the server at {url} (start nats-server with -js)")]
     NoJetStream { url: String },
     #[error("{what}: {message}")]
@@ -157,11 +163,20 @@ async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), Nats
         tokio::time::sleep(Duration::from_millis(20)).await;
         info = client.server_info();
     }
-    if !version_ok(&info.version) {
-        return Err(NatsError::TooOld {
-            version: info.version,
-            url: url.to_owned(),
-        });
+    match server_version(&info.version) {
+        VersionVerdict::Ok => {}
+        VersionVerdict::TooOld => {
+            return Err(NatsError::TooOld {
+                version: info.version,
+                url: url.to_owned(),
+            });
+        }
+        VersionVerdict::DataLoss => {
+            return Err(NatsError::DataLoss {
+                version: info.version,
+                url: url.to_owned(),
+            });
+        }
     }
     if !info.jetstream {
         return Err(NatsError::NoJetStream {
@@ -185,31 +200,86 @@ pub fn warn_if_single_node(client: &async_nats::Client) {
     }
 }
 
-pub fn version_ok(version: &str) -> bool {
+/// What Cascade makes of a server version (the rule behind [`check_server`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionVerdict {
+    Ok,
+    /// Older than [`MIN_SERVER`], or unreadable.
+    TooOld,
+    /// A release with known JetStream data-loss bugs: [`DATA_LOSS_SERVERS`].
+    DataLoss,
+}
+
+/// Releases refused for known data-loss bugs: 2.10.0 up to this patch, inclusive.
+pub const DATA_LOSS_SERVERS: (u32, u32, u32) = (2, 10, 22);
+
+pub fn server_version(version: &str) -> VersionVerdict {
     let mut parts = version
         .trim_start_matches('v')
-        .split(['.', '-'])
+        .split(['.', '-', '+'])
         .map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= MIN_SERVER,
-        _ => false,
+    let (Some(major), Some(minor)) = (parts.next().flatten(), parts.next().flatten()) else {
+        return VersionVerdict::TooOld;
+    };
+    if (major, minor) < MIN_SERVER {
+        return VersionVerdict::TooOld;
     }
+    let (bad_major, bad_minor, last_bad_patch) = DATA_LOSS_SERVERS;
+    // A missing patch number counts as the first release of the minor.
+    let patch = parts.next().flatten().unwrap_or(0);
+    if (major, minor) == (bad_major, bad_minor) && patch <= last_bad_patch {
+        return VersionVerdict::DataLoss;
+    }
+    VersionVerdict::Ok
+}
+
+pub fn version_ok(version: &str) -> bool {
+    server_version(version) == VersionVerdict::Ok
 }
 
 #[cfg(test)]
 mod tests {
+    use super::VersionVerdict::{DataLoss, Ok, TooOld};
+
     #[test]
     fn versions() {
-        for (v, ok) in [
-            ("2.15.1", true),
-            ("2.10.0", true),
-            ("3.0.0", true),
-            ("2.9.10", false),
-            ("2.9.21", false),
-            ("", false),
-            ("v2.11.3-beta", true),
+        for (v, want) in [
+            ("2.15.1", Ok),
+            ("2.12.3", Ok),
+            ("2.10.23", Ok),
+            ("2.10.24-RC.1", Ok),
+            ("2.11.0", Ok),
+            ("3.0.0", Ok),
+            ("2.10.0", DataLoss),
+            ("2.10.7", DataLoss),
+            ("v2.10.22", DataLoss),
+            ("2.10", DataLoss),
+            ("2.9.10", TooOld),
+            ("2.9.21", TooOld),
+            ("1.4.0", TooOld),
+            ("", TooOld),
+            ("garbage", TooOld),
+            ("v2.11.3-beta", Ok),
         ] {
-            assert_eq!(super::version_ok(v), ok, "{v}");
+            assert_eq!(super::server_version(v), want, "{v}");
+            assert_eq!(super::version_ok(v), want == Ok, "{v}");
         }
+    }
+
+    #[test]
+    fn the_refusal_says_why_and_what_to_do() {
+        let e = super::NatsError::DataLoss {
+            version: "2.10.7".into(),
+            url: "nats://x:4222".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("2.10.7") && text.contains("data-loss"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upgrade the server to 2.10.23 or newer"),
+            "{text}"
+        );
     }
 }

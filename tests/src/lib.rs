@@ -416,6 +416,9 @@ impl TestSwarm {
         cmd.env("NATS_URL", &self.nats.client_url)
             .env("CASCADE_ACK_WAIT", TEST_ACK_WAIT)
             .env("CASCADE_WORKER_TTL", TEST_WORKER_TTL)
+            // The tests' cascades are their own: run their hooks and sandbox
+            // commands (a test of the refusal sets it to false in `env`).
+            .env("CASCADE_ALLOW_SUBMITTED_COMMANDS", "true")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--name", name, "--skills", skills])
             .args(extra);

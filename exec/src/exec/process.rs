@@ -3,13 +3,18 @@
 //! The child runs in its own process group, so a timeout or cancellation can kill the whole
 //! tree (`killpg(SIGKILL)`), grandchildren included. When the child exits on its own, the
 //! group is killed too: a straggler holding stdout open would otherwise keep the attempt
-//! waiting for EOF forever.
+//! waiting for EOF forever. In a binary that handles the sandbox helper's marker (the
+//! worker, the coordinator), the child is the helper supervising the command
+//! (`sandbox::supervised_command`): it leads the group, and kills the command and every
+//! process it started when this process dies, even by SIGKILL, so no skill outlives a
+//! killed worker beside the redelivered attempt.
 //!
 //! Inputs reach the child three ways, none of them through the shell: as a JSON object on
 //! stdin (then closed) and as `CASCADE_INPUT_<NAME>` variables (values over
 //! [`MAX_ENV_INPUT_BYTES`] only on stdin). Stdout is
 //! captured up to [`MAX_STDOUT_BYTES`]; only the tail of stderr is kept.
 
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -22,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
 use super::Limit;
+use crate::sandbox::helper::{command_for, helper_failure};
 use crate::skills::{SkillDef, SkillKind};
 
 /// Past this much stdout the attempt fails: outputs are meant to be small JSON documents.
@@ -48,6 +54,9 @@ pub(super) async fn run(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
+    // `kill_on_drop` reaches the child only (the supervising helper, which then cannot
+    // clean up): a dropped attempt kills the whole group.
+    let _guard = GroupGuard(group);
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -100,20 +109,14 @@ fn command(
     inputs: &Map<String, Value>,
 ) -> Result<(Command, String), Failure> {
     let name = skill.name.as_str();
-    let mut cmd = match &skill.kind {
-        SkillKind::Shell { run } => {
-            let mut c = Command::new("sh");
-            // `$0` is the skill name, so the shell's own messages name the skill.
-            c.arg("-c").arg(run).arg(name);
-            c
-        }
-        SkillKind::Command { argv } => {
-            let (program, args) = argv
-                .split_first()
-                .ok_or_else(|| Failure::terminal(format!("skill `{name}` has an empty command")))?;
-            let mut c = Command::new(program);
-            c.args(args);
-            c
+    let argv: Vec<OsString> = match &skill.kind {
+        // `$0` is the skill name, so the shell's own messages name the skill.
+        SkillKind::Shell { run } => vec!["sh".into(), "-c".into(), run.into(), name.into()],
+        SkillKind::Command { argv } if !argv.is_empty() => argv.iter().map(Into::into).collect(),
+        SkillKind::Command { .. } => {
+            return Err(Failure::terminal(format!(
+                "skill `{name}` has an empty command"
+            )));
         }
         SkillKind::Builtin(_) | SkillKind::Model(_) => {
             return Err(Failure::terminal(format!(
@@ -121,7 +124,8 @@ fn command(
             )));
         }
     };
-    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let program = argv[0].to_string_lossy().into_owned();
+    let mut cmd = command_for(&argv);
     if let Some(dir) = &task.workdir {
         if !Path::new(dir).is_dir() {
             return Err(Failure::terminal(format!(
@@ -199,6 +203,15 @@ fn kill_group(group: Option<Pid>) {
     }
 }
 
+/// Kills the process group when dropped (an attempt whose future is dropped half-way).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 /// Writes the inputs and closes stdin. A child that never reads stdin is fine: the write
 /// error (broken pipe) is expected and ignored.
 async fn feed_stdin(stdin: Option<ChildStdin>, payload: Vec<u8>) {
@@ -268,6 +281,9 @@ fn finish(skill: &str, status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Resu
     if status.success() {
         return Ok(outputs(stdout));
     }
+    if let Some(why) = helper_failure(status, stderr) {
+        return Err(Failure::terminal(format!("skill `{skill}`: {why}")));
+    }
     let tail = stderr_tail(stderr);
     let last_line = tail
         .as_deref()
@@ -329,8 +345,7 @@ pub async fn run_hook(
         exit_code: None,
         stderr_tail: None,
     };
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).arg(name);
+    let mut cmd = command_for(&["sh".into(), "-c".into(), command.into(), name.into()]);
     if let Some(dir) = dir.filter(|d| d.is_dir()) {
         cmd.current_dir(dir);
     }
@@ -347,6 +362,9 @@ pub async fn run_hook(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
+    // `kill_on_drop` reaches the child only (the supervising helper, which then cannot
+    // clean up): a dropped attempt kills the whole group.
+    let _guard = GroupGuard(group);
     let payload = serde_json::to_vec(input).unwrap_or_default();
     let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
     let work = async {

@@ -21,7 +21,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::ChildStdin;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ModelError, truncate_chars};
@@ -183,17 +183,20 @@ async fn execute(
     env: &ModelEnv,
     cancel: &CancellationToken,
 ) -> Result<Output, ModelError> {
-    let mut cmd = Command::new(program);
-    cmd.args(&invocation.args)
-        .stdin(if invocation.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+    let argv: Vec<std::ffi::OsString> = std::iter::once(program.as_os_str().to_owned())
+        .chain(invocation.args.iter().map(Into::into))
+        .collect();
+    // Supervised (when this binary is the helper): the agent dies with the worker.
+    let mut cmd = crate::sandbox::helper::command_for(&argv);
+    cmd.stdin(if invocation.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .process_group(0);
     if let Some(dir) = workdir {
         if !dir.is_dir() {
             return Err(ModelError::terminal(
@@ -255,6 +258,18 @@ async fn execute(
                     format!("cannot wait for `{}`: {e}", program.display()),
                 )
             })?;
+            if let Some(why) =
+                crate::sandbox::helper::helper_failure(status, stderr_tail.as_bytes())
+            {
+                return Err(ModelError::new(
+                    FailureClass::Unavailable,
+                    format!(
+                        "cannot start `{}` for model `{}`: {why}",
+                        program.display(),
+                        def.name
+                    ),
+                ));
+            }
             Ok(Output {
                 status,
                 stdout,

@@ -13,7 +13,10 @@
 //!    scoped to the sandbox; `--deny-net` also denies TCP bind and connect;
 //!
 //! and then `exec`s `argv` (for the bwrap backend, argv is `bwrap ...`: landlock is never
-//! combined with bwrap, which needs to mount). It never returns on success. On a setup
+//! combined with bwrap, which needs to mount). It never returns on success. With
+//! `--supervise PID` it runs `argv` as its child instead and kills it, and everything it
+//! started, when the process `PID` dies ([`super::supervise`]); [`supervised_command`]
+//! builds such a command for skills and hooks. On a setup
 //! error it prints one line starting with [`HELPER_ERROR_PREFIX`] and exits with
 //! [`HELPER_ERROR_CODE`], which the runner reports as an infrastructure failure rather
 //! than as a failing test.
@@ -21,9 +24,9 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
@@ -54,6 +57,8 @@ pub struct HelperArgs {
     pub landlock: bool,
     pub writable: Vec<PathBuf>,
     pub deny_net: bool,
+    /// Supervise `argv` on behalf of this process id instead of `exec`ing it.
+    pub supervise: Option<u32>,
     pub argv: Vec<OsString>,
 }
 
@@ -84,6 +89,10 @@ impl HelperArgs {
         }
         if self.deny_net {
             args.push("--deny-net".into());
+        }
+        if let Some(pid) = self.supervise {
+            args.push("--supervise".into());
+            args.push(pid.to_string().into());
         }
         args.push("--".into());
         args.extend(self.argv.iter().cloned());
@@ -119,6 +128,14 @@ impl HelperArgs {
                 "--landlock" => parsed.landlock = true,
                 "--rw" => parsed.writable.push(PathBuf::from(value()?)),
                 "--deny-net" => parsed.deny_net = true,
+                "--supervise" => {
+                    let pid = number()?;
+                    parsed.supervise =
+                        Some(u32::try_from(pid).map_err(|_| HelperArgsError::NotANumber {
+                            flag: flag.to_owned(),
+                            value: pid.to_string().into(),
+                        })?);
+                }
                 "--" => {
                     parsed.argv = it.cloned().collect();
                     break;
@@ -197,9 +214,14 @@ pub enum HelperCheckError {
 /// ```ignore
 /// if let Some(code) = cascade_exec::sandbox::exec_helper_main() { std::process::exit(code); }
 /// ```
+///
+/// In a process that is not the helper it also records that this binary handles the
+/// marker: from then on [`supervised_command`] runs commands through it.
 pub fn exec_helper_main() -> Option<i32> {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(HELPER_MARKER)) {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let _ = THIS_BINARY.set(exe);
         return None;
     }
     let rest: Vec<OsString> = args.collect();
@@ -208,9 +230,66 @@ pub fn exec_helper_main() -> Option<i32> {
         Err(e) => return Some(fail(&format!("bad arguments: {e}"))),
     };
     Some(match prepare(&parsed) {
-        Ok(()) => exec(&parsed.argv),
+        Ok(()) => match parsed.supervise {
+            Some(parent) => super::supervise::supervise(parent, &parsed.argv),
+            None => exec(&parsed.argv),
+        },
         Err(e) => fail(&e.to_string()),
     })
+}
+
+/// This binary, once its `main` called [`exec_helper_main`] (so it handles the marker).
+static THIS_BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// The binary that handles [`HELPER_MARKER`] in this process: set by
+/// [`exec_helper_main`]; `None` in a program that never called it (a test binary).
+pub fn helper_binary() -> Option<&'static Path> {
+    THIS_BINARY.get().map(PathBuf::as_path)
+}
+
+/// `argv` under the supervising helper when this binary is one (the worker, the
+/// coordinator), so the command and everything it starts die with this process even when
+/// it is killed with SIGKILL; otherwise (a test binary) `argv` itself. Used for skills,
+/// hooks and CLI agents; read a failed status with [`helper_failure`].
+pub fn command_for(argv: &[OsString]) -> tokio::process::Command {
+    if let Some(std) = supervised_command(argv) {
+        return tokio::process::Command::from(std);
+    }
+    let mut c = tokio::process::Command::new(argv.first().map_or(OsStr::new("sh"), |p| p));
+    c.args(argv.iter().skip(1));
+    c
+}
+
+/// A supervised command's own setup failure (the helper's exit codes and its error line,
+/// the last one with [`HELPER_ERROR_PREFIX`] in `stderr`), e.g. "program `x` not found":
+/// what a direct spawn would have failed with.
+pub fn helper_failure(status: ExitStatus, stderr: &[u8]) -> Option<String> {
+    // 126 and 127: the command could not be `exec`ed (as a shell reports it).
+    if !matches!(status.code(), Some(HELPER_ERROR_CODE | 126 | 127)) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(HELPER_ERROR_PREFIX))?;
+    Some(line[HELPER_ERROR_PREFIX.len()..].trim().to_owned())
+}
+
+/// `argv` under a supervising helper that kills it, and every process it started, when
+/// this process dies, even by SIGKILL (`None` when this binary is not a helper, see
+/// [`helper_binary`]: then the caller runs `argv` directly, as before). The helper is
+/// the child: put it in its own process group (`process_group(0)`) as for any command.
+pub fn supervised_command(argv: &[OsString]) -> Option<std::process::Command> {
+    let helper = helper_binary()?;
+    let args = HelperArgs {
+        supervise: Some(std::process::id()),
+        argv: argv.to_vec(),
+        ..HelperArgs::default()
+    };
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg(HELPER_MARKER).args(args.to_args());
+    Some(cmd)
 }
 
 fn fail(message: &str) -> i32 {
@@ -315,8 +394,21 @@ fn exec(argv: &[OsString]) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         return fail("no command");
     };
+    // A supervising helper starts us with its signals blocked (and a mask survives exec).
+    if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+        return fail(&format!("cannot clear the signal mask: {e}"));
+    }
     let err = std::process::Command::new(program).args(args).exec();
-    eprintln!("{HELPER_ERROR_PREFIX} cannot run {program:?}: {err}");
+    let name = program.to_string_lossy();
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            eprintln!("{HELPER_ERROR_PREFIX} program `{name}` not found")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            eprintln!("{HELPER_ERROR_PREFIX} permission denied running `{name}`");
+        }
+        _ => eprintln!("{HELPER_ERROR_PREFIX} cannot run `{name}`: {err}"),
+    }
     match err.kind() {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,
@@ -338,6 +430,7 @@ mod tests {
             landlock: true,
             writable: vec!["/tmp/a".into(), "/tmp/b".into()],
             deny_net: true,
+            supervise: Some(4242),
             argv: vec!["sh".into(), "-c".into(), "echo -- --fsize".into()],
         };
         assert_eq!(HelperArgs::parse(&args.to_args()), Ok(args));

@@ -42,6 +42,7 @@ pub mod parse;
 pub mod patch;
 pub mod report;
 pub mod runner;
+mod supervise;
 pub mod tree;
 
 pub use backend::{
@@ -52,7 +53,10 @@ pub use fixer::{
     CommandFixer, FixProposal, FixRequest, Fixer, IterationOutcome, IterationRecord, ProposeFuture,
 };
 pub use fixloop::{LoopOutcome, run_loop};
-pub use helper::{HelperArgsError, HelperCheckError, HelperError, exec_helper_main};
+pub use helper::{
+    HelperArgsError, HelperCheckError, HelperError, exec_helper_main, helper_binary,
+    supervised_command,
+};
 pub use patch::FileEdit;
 pub use report::{FailureCategory, Framework, TestCounts, TestFailure, TestReport};
 pub use runner::{CommandOutput, Jail};

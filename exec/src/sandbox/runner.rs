@@ -1,10 +1,13 @@
 //! Running one shell command inside the sandbox.
 //!
 //! ```text
-//!  Bwrap:      helper [cgroup, rlimits] ─exec─► bwrap --unshare-all ... ─► sh -c CMD
-//!  Landlock:   helper [cgroup, rlimits, landlock] ─exec─► sh -c CMD
-//!  Subprocess: helper [cgroup, rlimits] ─exec─► sh -c CMD        (mode off: sh -c CMD)
+//!  Bwrap:      helper [cgroup, rlimits] ─spawn─► bwrap --unshare-all ... ─► sh -c CMD
+//!  Landlock:   helper [cgroup, rlimits, landlock] ─spawn─► sh -c CMD
+//!  Subprocess: helper [cgroup, rlimits] ─spawn─► sh -c CMD        (mode off: sh -c CMD)
 //! ```
+//!
+//! The helper supervises (`--supervise`): it kills the command and its descendants when
+//! the worker dies, even by SIGKILL.
 //!
 //! The child leads its own process group. When it exits, times out, is cancelled or the
 //! future is dropped, the group and the pids cgroup are killed (bwrap's pid namespace
@@ -224,6 +227,8 @@ impl Jail {
                 landlock: self.backend == Backend::Landlock,
                 writable: vec![self.root.clone()],
                 deny_net: !self.network && backend::landlock_denies_network(),
+                // Dies with the worker, whichever thread started it.
+                supervise: Some(std::process::id()),
                 argv,
             };
             let mut c = Command::new(&self.helper);

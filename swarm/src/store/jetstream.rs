@@ -13,7 +13,7 @@ use cascade_proto::wire::{
     self, BatchMessage, BatchReport, CancelRequest, Claim, DeadLetter, Lease, ResultRecord,
     RunRecord, Submission, TaskMessage, WorkerInfo,
 };
-use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, encode};
+use cascade_proto::{EventRecord, Millis, PROTOCOL_VERSION, RunId, decode, decode_current, encode};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
@@ -273,7 +273,7 @@ impl EventLog for JsEventLog {
             };
             let at = format!("{subject} #{}", msg.sequence);
             let rec = async {
-                let mut rec: EventRecord = decode(&msg.payload)
+                let mut rec: EventRecord = decode_current(&msg.payload)
                     .map_err(|e| StoreError::decode("event log entry", &at, e))?;
                 if let Some(name) = rec.object.clone() {
                     let value = self.objects.get_json(&name).await?;
@@ -645,7 +645,9 @@ impl Results for JsResults {
                 .await
                 .map_err(|e| StoreError::nats("read result", key.as_str(), e))?;
             bytes
-                .map(|b| decode(&b).map_err(|e| StoreError::decode("result", key.as_str(), e)))
+                .map(|b| {
+                    decode_current(&b).map_err(|e| StoreError::decode("result", key.as_str(), e))
+                })
                 .transpose()
         }
         .boxed()
@@ -675,7 +677,7 @@ impl Results for JsResults {
             let stream = watch.filter_map(move |entry| {
                 std::future::ready(match entry {
                     Ok(e) if e.operation == kv::Operation::Put => Some(
-                        decode::<ResultRecord>(&e.value)
+                        decode_current::<ResultRecord>(&e.value)
                             .map_err(|err| StoreError::decode("result", e.key, err)),
                     ),
                     Ok(_) => None,
@@ -829,7 +831,7 @@ impl Leases for JsLeases {
 struct JsRuns(kv::Store);
 
 fn decode_record(key: &str, bytes: &[u8]) -> Result<RunRecord, StoreError> {
-    decode(bytes).map_err(|e| StoreError::decode("run record", key, e))
+    decode_current(bytes).map_err(|e| StoreError::decode("run record", key, e))
 }
 
 impl Runs for JsRuns {
@@ -911,7 +913,7 @@ impl Runs for JsRuns {
                 let Ok(Some(bytes)) = self.0.get(&k).await else {
                     continue;
                 };
-                match decode::<RunRecord>(&bytes) {
+                match decode_current::<RunRecord>(&bytes) {
                     Ok(r) => out.push(r),
                     Err(e) => tracing::warn!(
                         "`{k}` in bucket `{}` is not a run record: {e}",
@@ -1035,7 +1037,7 @@ impl Submissions for JsSubmissions {
                 .await
                 .map_err(|e| StoreError::nats("read submission", &key, e))?;
             bytes
-                .map(|b| decode(&b).map_err(|e| StoreError::decode("submission", &key, e)))
+                .map(|b| decode_current(&b).map_err(|e| StoreError::decode("submission", &key, e)))
                 .transpose()
         }
         .boxed()
@@ -1380,7 +1382,7 @@ impl Registry for JsRegistry {
                 let Ok(Some(value)) = self.0.get(key.as_str()).await else {
                     continue;
                 };
-                match decode::<WorkerInfo>(&value) {
+                match decode_current::<WorkerInfo>(&value) {
                     Ok(info) => out.push(info),
                     Err(e) => tracing::warn!(
                         "`{key}` in bucket `{}` is not a worker record: {e}",
@@ -1402,9 +1404,11 @@ impl Registry for JsRegistry {
                 .map_err(|e| StoreError::nats("watch workers", ">", e))?;
             let stream = watch.filter_map(|entry| async move {
                 match entry {
-                    Ok(e) if e.operation == kv::Operation::Put => decode::<WorkerInfo>(&e.value)
-                        .ok()
-                        .map(|w| Ok(WorkerChange::Up(w))),
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        decode_current::<WorkerInfo>(&e.value)
+                            .ok()
+                            .map(|w| Ok(WorkerChange::Up(w)))
+                    }
                     Ok(e) => wire::untoken(&e.key).map(|n| Ok(WorkerChange::Gone(n))),
                     Err(e) => Some(Err(StoreError::nats("watch workers", ">", e))),
                 }

@@ -1113,3 +1113,49 @@ async fn proposing_a_run_again_reuses_its_branch_and_pull_request() {
     assert_eq!((pr.number, pr.reused), (7, true));
     s.verify().await;
 }
+
+#[test]
+fn submitted_hooks_run_on_a_worker_only_when_it_allows_submitted_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = dir.path().display();
+    let cascade = format!(
+        "name: opt-in\nstages:\n  - {{stage_id: hooked, skill: echo, inputs: {{n: 1}}}}\nhooks:\n  pre_task: 'echo ran >> \"{o}/pre-ran\"'\n"
+    );
+    write_tree(dir.path(), &[("cascade.yaml", &cascade)]);
+    let file = dir.path().join("cascade.yaml");
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    // Started without the opt-in (the harness sets it for every other test).
+    swarm
+        .env
+        .push(("CASCADE_ALLOW_SUBMITTED_COMMANDS".into(), "false".into()));
+    let refusing = swarm.start_worker("w-refuses", "echo", &[]);
+    let out = dir.path().join("refused.json");
+    let (code, _, stderr) = swarm.submit_wait(&file, &out, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let results = read_json(&out);
+    assert_eq!(results["stages"]["hooked"]["status"], json!("failed"));
+    let error = results["stages"]["hooked"]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("commands from the submitted cascade")
+            && error.contains("--allow-submitted-commands")
+            && error.contains("CASCADE_ALLOW_SUBMITTED_COMMANDS"),
+        "{error}"
+    );
+    assert!(!dir.path().join("pre-ran").exists(), "the hook never ran");
+
+    swarm.workers[refusing].kill();
+    swarm.env.clear();
+    swarm.start_worker("w-allows", "echo", &["--allow-submitted-commands"]);
+    let out = dir.path().join("allowed.json");
+    let (code, _, stderr) = swarm.submit_wait(&file, &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        read_json(&out)["stages"]["hooked"]["workers"],
+        json!(["w-allows"])
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pre-ran")).expect("the hook ran"),
+        "ran\n"
+    );
+}

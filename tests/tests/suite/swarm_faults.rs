@@ -162,8 +162,12 @@ fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
     write_tree(
         dir.path(),
         &[
-            // Kills the worker that runs it (its parent), every time.
-            ("skills/crash.yaml", "run: kill -9 $PPID; sleep 5\n"),
+            // Kills the worker that runs it, every time: the parent of its
+            // parent, the helper that supervises it.
+            (
+                "skills/crash.yaml",
+                "run: kill -9 $(ps -o ppid= -p $PPID); sleep 5\n",
+            ),
             (
                 "c.yaml",
                 "name: poison\nstages:\n  - stage: poison\n    skill: crash\n",
@@ -721,8 +725,12 @@ fn a_task_whose_limit_is_announced_while_no_coordinator_runs_still_fails_its_sta
     write_tree(
         dir.path(),
         &[
-            // Kills the worker that runs it (its parent), every time.
-            ("skills/crash.yaml", "run: kill -9 $PPID; sleep 5\n"),
+            // Kills the worker that runs it (its grandparent: the parent is the
+            // supervising helper), every time.
+            (
+                "skills/crash.yaml",
+                "run: kill -9 $(ps -o ppid= -p $PPID); sleep 5\n",
+            ),
             (
                 "c.yaml",
                 "name: poison\nstages:\n  - stage: poison\n    skill: crash\n",
@@ -788,4 +796,149 @@ fn a_task_whose_limit_is_announced_while_no_coordinator_runs_still_fails_its_sta
     assert_eq!(r["stages"]["poison"]["status"], "failed");
     let err = r["stages"]["poison"]["error"].as_str().unwrap_or("");
     assert!(err.contains("dead-lettered"), "{err}");
+}
+
+/// Processes whose command line or environment holds `mark`.
+fn marked_processes(mark: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let has = |file: &str| {
+                std::fs::read(format!("/proc/{pid}/{file}"))
+                    .is_ok_and(|b| b.windows(mark.len()).any(|w| w == mark.as_bytes()))
+            };
+            // A zombie has no command line nor environment left: it is dead.
+            has("cmdline") || has("environ")
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_mid_task_takes_its_skill_and_the_skills_children_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    // Unique to this test: every process of the first attempt carries it in its
+    // environment (the skill's `env`), the shells also in their command line.
+    let mark = format!("cascade-orphan-{}", std::process::id());
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/forks.yaml",
+                &format!(
+                    "env:\n  ORPHAN_MARK: {mark}\nrun: |\n  echo start >> {d}/starts\n  if [ ! -e {d}/first ]; then\n    sh -c 'sleep 30; echo {mark} >> {d}/executions' &\n    setsid sh -c 'sleep 30; echo {mark} >> {d}/executions' &\n    touch {d}/first\n    sleep 60\n  fi\n  echo {mark} >> {d}/executions\n  echo '{{\"ok\": true}}'\n"
+                ),
+            ),
+            (
+                "c.yaml",
+                "name: orphans\nstages:\n  - stage: work\n    skill: forks\n",
+            ),
+        ],
+    );
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let first = swarm.start_worker("w-first", "forks", &["--skills-dir", &skills_dir]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    await_condition(
+        "the first attempt and its two background children to run",
+        Duration::from_secs(30),
+        || {
+            // The skill's shell, two background shells (one in a session of its own)
+            // and their sleeps: the scan must see them, or its empty answer below
+            // would prove nothing.
+            (dir.path().join("first").exists() && marked_processes(&mark).len() >= 5).then_some(())
+        },
+    );
+    swarm.workers[first].kill();
+    await_condition(
+        "every process of the killed worker's attempt to die",
+        Duration::from_secs(20),
+        || marked_processes(&mark).is_empty().then_some(()),
+    );
+    assert!(
+        lines(&dir.path().join("executions")).is_empty(),
+        "the killed attempt wrote nothing"
+    );
+    swarm.start_worker("w-second", "forks", &["--skills-dir", &skills_dir]);
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(results(&out)["stages"]["work"]["status"], "success");
+    assert_eq!(lines(&dir.path().join("starts")).len(), 2);
+    // Nothing of the first attempt is left to write later: one execution, the
+    // redelivered attempt's.
+    assert_eq!(lines(&dir.path().join("executions")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_of_an_unknown_protocol_version_is_dead_lettered_not_run() {
+    use cascade_proto::wire::{self, DeadLetter, Submission};
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    let submission = Submission {
+        v: 99,
+        run_id: "future-run".into(),
+        idempotency_key: None,
+        main: "c.yaml".into(),
+        files: [(
+            "c.yaml".to_owned(),
+            "name: future\nstages:\n  - stage: s\n    skill: noop\n".to_owned(),
+        )]
+        .into(),
+        inputs: Default::default(),
+        submitted_at: 0,
+        submitted_by: "test".into(),
+    };
+    let client = async_nats::connect(swarm.nats.client_url.as_str())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        wire::SUBJECT_SUBMIT,
+        cascade_proto::encode(&submission).expect("encode").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("publish ack");
+    let dlq = js.get_stream(wire::STREAM_DLQ).await.expect("dlq stream");
+    let letter = crate::support::eventually("the dead letter", Duration::from_secs(30), || {
+        let dlq = dlq.clone();
+        async move { dlq.get_raw_message(1).await.ok() }
+    })
+    .await;
+    assert_eq!(letter.subject.as_str(), wire::subject_dlq("submissions"));
+    let letter: DeadLetter = cascade_proto::decode(&letter.payload).expect("a dead letter");
+    assert_eq!(
+        letter.reason,
+        format!(
+            "refused submission: submission of protocol version 99: this build speaks version {} only",
+            cascade_proto::PROTOCOL_VERSION
+        )
+    );
+    // Never recorded as a run, so never run.
+    let out = swarm
+        .coordinator_cmd()
+        .args(["status", "future-run"])
+        .output()
+        .expect("status");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut submit = js
+        .get_stream(wire::STREAM_SUBMIT)
+        .await
+        .expect("submit stream");
+    assert_eq!(
+        submit.info().await.expect("info").state.messages,
+        0,
+        "taken off the queue"
+    );
 }

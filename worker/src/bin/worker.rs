@@ -80,6 +80,22 @@ struct Cli {
     /// model skills [default: the built-in examples/models.yaml].
     #[arg(long, value_name = "FILE", env = "CASCADE_MODELS")]
     models: Option<PathBuf>,
+    /// Run commands that come with a submitted cascade (its pre_task/post_task
+    /// hooks, codex-sandbox test and fix commands); refused by default. Skills
+    /// from --skills-dir always run.
+    #[arg(
+        long = "allow-submitted-commands",
+        env = "CASCADE_ALLOW_SUBMITTED_COMMANDS"
+    )]
+    allow_submitted_commands: bool,
+    /// Run submitted commands only for tasks of these skills (comma-separated).
+    #[arg(
+        long = "allow-submitted-commands-for",
+        value_name = "SKILLS",
+        env = "CASCADE_ALLOW_SUBMITTED_COMMANDS_FOR",
+        value_delimiter = ','
+    )]
+    allow_submitted_commands_for: Vec<String>,
     /// Log format on stderr.
     #[arg(long = "log-format", env = "CASCADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -135,6 +151,15 @@ impl Cli {
             ..QueueSettings::default()
         };
         config.grace = self.grace;
+        config.submitted_commands = cascade_exec::SubmittedCommands {
+            all: self.allow_submitted_commands,
+            skills: self
+                .allow_submitted_commands_for
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
         config.models = std::sync::Arc::new(
             cascade_core::models::ModelCatalog::from_env_or(self.models.as_deref())
                 .map_err(|errors| errors.join("\n"))?,

@@ -38,6 +38,9 @@ pub struct Config {
     /// The models file model skills call through; the models servable here
     /// (key set, CLI on PATH) are advertised in the registry.
     pub models: Arc<cascade_core::models::ModelCatalog>,
+    /// Which tasks may run commands of the submitted cascade (hooks, sandbox
+    /// test and fix commands): none by default.
+    pub submitted_commands: cascade_exec::SubmittedCommands,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Config {
             settings: QueueSettings::default(),
             grace: Duration::from_secs(30),
             models: Arc::new(cascade_core::models::ModelCatalog::builtin()),
+            submitted_commands: cascade_exec::SubmittedCommands::default(),
         }
     }
 

@@ -143,7 +143,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runn
     let registration = Registration::new(stores.registry.clone(), &config, started_at);
     let shared = Arc::new(Shared {
         exec: Executor::new(config.registry.clone(), config.name.clone())
-            .with_models(cascade_exec::model::ModelClient::new(config.models.clone())),
+            .with_models(cascade_exec::model::ModelClient::new(config.models.clone()))
+            .with_submitted_commands(config.submitted_commands.clone()),
         permits: Arc::new(Semaphore::new(config.concurrency)),
         stats: Stats::default(),
         running: cancel::Running::default(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use cascade_proto::wire::{self, DeadLetter, RunRecord, RunState, Submission};
-use cascade_proto::{PROTOCOL_VERSION, RunId, decode};
+use cascade_proto::{PROTOCOL_VERSION, RunId, decode_current};
 use cascade_swarm::Swarm;
 use cascade_swarm::store::StoreError;
 use futures::StreamExt;
@@ -69,7 +69,7 @@ pub async fn run(
             messages = messages_of(&consumer).await?;
             continue;
         };
-        match decode::<Submission>(&msg.payload) {
+        match decode_current::<Submission>(&msg.payload) {
             Ok(sub) => {
                 let run_id = sub.run_id.clone();
                 match record(&shared, &sub).await {
@@ -89,9 +89,16 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                // Garbage is never retried: kept in the dead-letter stream
-                // with the reason, then dropped from the queue.
-                tracing::warn!(error = %e, "undecodable submission dead-lettered");
+                // Garbage, or a protocol version this coordinator does not
+                // speak (workers would refuse its tasks), is never retried:
+                // kept in the dead-letter stream with the reason, then
+                // dropped from the queue.
+                let reason = if e.is_version() {
+                    format!("refused submission: {e}")
+                } else {
+                    format!("undecodable submission: {e}")
+                };
+                tracing::warn!(error = %e, "{reason}; dead-lettered");
                 let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
                 let letter = DeadLetter {
                     v: PROTOCOL_VERSION,
@@ -100,7 +107,7 @@ pub async fn run(
                     deliveries: msg.info().map(|i| i.delivered as u64).unwrap_or(1),
                     task: None,
                     raw: Some(msg.payload.to_vec()),
-                    reason: format!("undecodable submission: {e}"),
+                    reason,
                     at: shared.now(),
                 };
                 if let Err(e) = shared
