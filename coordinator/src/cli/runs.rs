@@ -165,7 +165,17 @@ async fn status_one(swarm: &Client, run: &RunId, json: bool) -> u8 {
     }
     if !r.stages.is_empty() {
         let mut rows = vec![vec!["STAGE".to_owned(), "STATUS".to_owned()]];
-        rows.extend(r.stages.iter().map(|(k, v)| vec![k.clone(), v.clone()]));
+        let waiting = !r.waiting.is_empty();
+        if waiting {
+            rows[0].push("WAITING FOR".to_owned());
+        }
+        rows.extend(r.stages.iter().map(|(k, v)| {
+            let mut row = vec![k.clone(), v.clone()];
+            if waiting {
+                row.push(r.waiting.get(k).cloned().unwrap_or_default());
+            }
+            row
+        }));
         print!("\n{}", table(&rows));
     }
     EXIT_OK
@@ -230,11 +240,22 @@ pub async fn watch(a: WatchArgs, cancel: CancellationToken) -> u8 {
         Err(e) => return fail(&e),
     }
     let mut changes = StageChanges::default();
+    let mut waits = swarm::WaitingChanges::default();
     let mut state: Option<RunState> = None;
     let followed = swarm::follow(&swarm, &run, &cancel, |r| {
         let state_changed = state != Some(r.state);
         state = Some(r.state);
         let stages = changes.diff(r);
+        for (stage, why) in waits.diff(r) {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"run_id": run.as_str(), "stage": stage, "waiting_for": why})
+                );
+            } else {
+                println!("{}", swarm::waiting_text(&stage, &why));
+            }
+        }
         if a.json {
             for (stage, _) in &stages {
                 let status = r.stages.get(stage).cloned().unwrap_or_default();

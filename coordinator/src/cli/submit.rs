@@ -247,12 +247,17 @@ async fn wait(
     let show = a.verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = progress::Progress::new(show);
     let mut changes = StageChanges::default();
+    let mut waits = swarm::WaitingChanges::default();
     let followed = swarm::follow(swarm, run, cancel, |r| {
         for (stage, status) in changes.diff(r) {
             match status {
                 Status::Known(s) => progress.stage(&stage, s),
                 Status::Other(_) => {}
             }
+        }
+        // Said whatever `show` is: without it the wait looks like a hang.
+        for (stage, why) in waits.diff(r) {
+            eprintln!("{}", swarm::waiting_text(&stage, &why));
         }
     })
     .await;

@@ -106,6 +106,32 @@ pub struct StageChanges {
     seen: BTreeMap<String, String>,
 }
 
+/// What stages newly wait for (the record's `waiting`), for `submit --wait`
+/// and `watch` to say once each.
+#[derive(Debug, Default)]
+pub struct WaitingChanges {
+    seen: BTreeMap<String, String>,
+}
+
+impl WaitingChanges {
+    /// Stage and reason of each wait not yet said.
+    pub fn diff(&mut self, r: &RunRecord) -> Vec<(String, String)> {
+        let new: Vec<(String, String)> = r
+            .waiting
+            .iter()
+            .filter(|(stage, why)| self.seen.get(*stage) != Some(*why))
+            .map(|(s, w)| (s.clone(), w.clone()))
+            .collect();
+        self.seen = r.waiting.clone();
+        new
+    }
+}
+
+/// The line that says a stage waits.
+pub fn waiting_text(stage: &str, why: &str) -> String {
+    format!("… {stage} queued, waiting for {why}")
+}
+
 /// A stage's status as the record spells it: a known one, or the text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {

@@ -942,3 +942,66 @@ async fn a_submission_of_an_unknown_protocol_version_is_dead_lettered_not_run() 
         "taken off the queue"
     );
 }
+
+#[test]
+fn a_stage_no_worker_can_take_says_so_and_goes_on_when_one_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[(
+            "c.yaml",
+            "name: lonely\nstages:\n  - stage: greet\n    skill: echo\n    inputs: {msg: hi}\n",
+        )],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    // A worker runs, but not one that offers `echo`.
+    swarm.start_worker("w-other", "sleep", &[]);
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    let run = await_condition("the run record", Duration::from_secs(30), || {
+        let o = swarm
+            .coordinator_cmd()
+            .args(["status", "--json"])
+            .output()
+            .ok()?;
+        let all: Value = serde_json::from_slice(&o.stdout).ok()?;
+        all.as_array()?.first()?["run_id"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    let why = await_condition(
+        "the record to say what the stage waits for",
+        Duration::from_secs(30),
+        || {
+            status(&swarm, &run)["waiting"]["greet"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
+    assert!(why.contains("skill `echo`"), "{why}");
+    let text = swarm
+        .coordinator_cmd()
+        .args(["status", &run])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("WAITING FOR") && text.contains("skill `echo`"),
+        "{text}"
+    );
+    // A worker that offers it comes: the task runs, the wait is forgotten.
+    swarm.start_worker("w-echo", "echo", &[]);
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("greet queued, waiting for a worker with skill `echo`"),
+        "submit --wait told the user: {stderr}"
+    );
+    assert_eq!(results(&out)["stages"]["greet"]["status"], "success");
+    assert!(
+        status(&swarm, &run).get("waiting").is_none(),
+        "{}",
+        status(&swarm, &run)
+    );
+}
