@@ -65,6 +65,16 @@ pub struct ServeArgs {
     /// as "http listening on ADDR").
     #[arg(long, value_name = "ADDR", env = "CASCADE_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    /// The token the dashboard and its API require (`Authorization: Bearer
+    /// TOKEN`, or /login?token=TOKEN in a browser); required unless --http
+    /// is a loopback address. /healthz, /readyz and /metrics stay open.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CASCADE_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    pub http_token: Option<String>,
 }
 
 pub fn host_name() -> String {
@@ -85,8 +95,19 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
         eprintln!("error: --max-deliver must be at least 1 and --lease-ttl at least 300ms");
         return EXIT_INVALID;
     }
-    let http = match a.http {
-        Some(addr) => match crate::http::Server::start(addr).await {
+    let access = match a
+        .http
+        .map(|addr| crate::http::auth::Access::new(addr, a.http_token.clone()))
+    {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+        Some(Ok(access)) => Some(access),
+        None => None,
+    };
+    let http = match a.http.zip(access) {
+        Some((addr, access)) => match crate::http::Server::start(addr, access).await {
             Ok(h) => {
                 eprintln!("{} {}", crate::http::LISTENING, h.addr().unwrap_or(addr));
                 Some(h)

@@ -13,7 +13,10 @@
 //!  GET /api/runs/{id}/memory   the run's memory as JSON
 //!  GET /api/workers            workers as JSON
 //!  GET /metrics /healthz /readyz
+//!  GET /login?token=T          sets the dashboard's cookie (see `auth`)
 //! ```
+//! Off loopback every route but the operations ones needs the token
+//! (`auth`).
 //!
 //! The endpoint binds before the coordinator connects (liveness answers
 //! while it connects; readiness and the dashboard say 503 until
@@ -22,6 +25,7 @@
 //! engine the driver runs (read only), or its final report once it has one.
 
 mod api;
+pub mod auth;
 mod index;
 pub mod metrics;
 mod pages;
@@ -74,7 +78,11 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `addr` and serves; not ready until [`Server::connected`].
-    pub async fn start(addr: SocketAddr) -> Result<Server, cascade_swarm::ops::EndpointError> {
+    /// `access`: who may read the dashboard and the API ([`auth`]).
+    pub async fn start(
+        addr: SocketAddr,
+        access: auth::Access,
+    ) -> Result<Server, cascade_swarm::ops::EndpointError> {
         let app = Arc::new(App {
             swarm: OnceLock::new(),
             models: OnceLock::new(),
@@ -84,7 +92,8 @@ impl Server {
             collector: metrics::Collector::default(),
         });
         health().not_ready("connecting to NATS");
-        let endpoint = Endpoint::start(Some(addr), "coordinator", router(app.clone())).await?;
+        let endpoint =
+            Endpoint::start(Some(addr), "coordinator", router(app.clone(), access)).await?;
         metrics::describe();
         Ok(Server { endpoint, app })
     }
@@ -127,8 +136,11 @@ impl Server {
     }
 }
 
-fn router(app: Arc<App>) -> Router {
+fn router(app: Arc<App>, access: auth::Access) -> Router {
     use cascade_swarm::ops::{healthz, readyz};
+    let login = Router::new()
+        .route("/login", get(auth::login))
+        .with_state(access.clone());
     Router::new()
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(healthz))
@@ -143,4 +155,6 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/runs/{id}/report", get(api::report))
         .route("/api/runs/{id}/memory", get(api::memory))
         .with_state(app)
+        .merge(login)
+        .layer(axum::middleware::from_fn_with_state(access, auth::guard))
 }

@@ -7,7 +7,9 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use cascade_tests::{Proc, TestSwarm, await_condition, binary, http_get, write_tree};
+use cascade_tests::{
+    Proc, TestSwarm, await_condition, binary, http_get, http_request_with, write_tree,
+};
 
 /// The sum of every series of `name` whose labels include `labels`
 /// (`None` when there is no such series).
@@ -240,4 +242,49 @@ fn readiness_says_why_it_is_not_ready() {
     // Still alive: the task it finishes keeps it running.
     assert_eq!(http_get(&worker, "/healthz").0, 200);
     drop(silent);
+}
+
+#[test]
+fn off_loopback_the_dashboard_and_api_need_the_token() {
+    // A NATS that never answers: the endpoint serves while connecting.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind a silent port");
+    let url = format!("nats://{}", silent.local_addr().expect("its address"));
+    let logs = tempfile::tempdir().expect("tempdir");
+    let serve = |extra: &[&str]| {
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.env("NATS_URL", &url)
+            .env_remove("CASCADE_HTTP_TOKEN")
+            .args(["serve", "--name", "c-open", "--http", "0.0.0.0:0"])
+            .args(extra);
+        cmd
+    };
+    // Without a token it refuses to start, saying what to do.
+    let out = serve(&[]).output().expect("serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--http-token") && err.contains("loopback"),
+        "{err}"
+    );
+
+    let token = "s3cret-token-0123456789";
+    let mut coordinator = Proc::spawn("c-open", serve(&["--http-token", token]), logs.path());
+    let addr = coordinator.http_addr();
+    let request = |path: &str, headers: &[(&str, &str)]| {
+        http_request_with(&addr, "GET", path, headers, None).expect("request")
+    };
+    assert_eq!(request("/healthz", &[]).0, 200, "probes stay open");
+    assert_eq!(request("/api/runs", &[]).0, 401);
+    assert_eq!(request("/", &[]).0, 401);
+    let wrong = "Bearer s3cret-token-012345678X";
+    assert_eq!(request("/api/runs", &[("Authorization", wrong)]).0, 401);
+    let right = format!("Bearer {token}");
+    // Past the guard: the API says it is still connecting.
+    assert_eq!(request("/api/runs", &[("Authorization", &right)]).0, 503);
+    // A browser logs in once; the cookie is HttpOnly and SameSite=Strict.
+    let (status, _) = request(&format!("/login?token={token}"), &[]);
+    assert_eq!(status, 303);
+    let cookie = format!("cascade_token={token}");
+    assert_eq!(request("/api/runs", &[("Cookie", &cookie)]).0, 503);
+    coordinator.kill();
 }
