@@ -306,6 +306,7 @@ impl TaskBus for InMemory {
                 route: wire::Route::Mesh,
                 dispatched_at: batch.dispatched_at,
                 inputs_ref: None,
+                grant: batch.grants.get(spec.task_id.as_str()).cloned(),
             })
             .collect();
         let payload = encode(batch).unwrap_or_default();

@@ -49,24 +49,97 @@ pub type Watch<T> = BoxStream<'static, Result<T, StoreError>>;
 /// many before waiting on any (the hot path pipelines them).
 pub type AckFuture = BoxFuture<'static, Result<(), StoreError>>;
 
-/// The result key of one task attempt (`<run>.<task>.<attempt>`): only
-/// ever used with [`Results`] (and to name an attempt's objects).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResultKey(String);
+/// The results of one task attempt (`<run>.<task>.<attempt>`): only ever
+/// used with [`Results`] (and to name an attempt's objects). Each writer
+/// stores its result under its own key below it
+/// ([`wire::key_result`]); a reader that was given the attempt's grant
+/// ([`ResultKey::with_grant`]) counts only results proven with it.
+#[derive(Clone, Debug)]
+pub struct ResultKey {
+    attempt: String,
+    run: RunId,
+    task: TaskId,
+    n: Attempt,
+    grant: Option<String>,
+}
 
 impl ResultKey {
     pub fn new(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
-        ResultKey(wire::key_result(run, task, attempt))
+        ResultKey {
+            attempt: wire::key_result_attempt(run, task, attempt),
+            run: run.clone(),
+            task: task.clone(),
+            n: attempt,
+            grant: None,
+        }
+    }
+
+    /// The grant that came with the task ([`TaskMessage::grant`]).
+    pub fn with_grant(mut self, grant: Option<String>) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    pub fn grant(&self) -> Option<&str> {
+        self.grant.as_deref()
+    }
+
+    pub fn run(&self) -> &RunId {
+        &self.run
+    }
+
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    pub fn attempt(&self) -> Attempt {
+        self.n
+    }
+
+    /// The key `writer` stores its result under.
+    pub fn of_writer(&self, writer: &str) -> String {
+        wire::key_result(&self.run, &self.task, self.n, writer)
+    }
+
+    /// Every writer's key of this attempt (a subject filter).
+    pub fn all_writers(&self) -> String {
+        wire::key_results_of_attempt(&self.run, &self.task, self.n)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.attempt
+    }
+}
+
+impl PartialEq for ResultKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.attempt == other.attempt
+    }
+}
+
+impl Eq for ResultKey {}
+
+impl std::hash::Hash for ResultKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.attempt.hash(state);
+    }
+}
+
+impl PartialOrd for ResultKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResultKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.attempt.cmp(&other.attempt)
     }
 }
 
 impl std::fmt::Display for ResultKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.attempt)
     }
 }
 
@@ -192,11 +265,20 @@ pub enum Created {
     Exists,
 }
 
-/// Attempt results: the first completion recorded wins.
+/// Attempt results: the first completion recorded wins. Each writer has
+/// its own key per attempt (so no user can squat another's), and the
+/// result that counts is the first, in stream order, that is proven: on a
+/// coordinator's stores ([`crate::Swarm::coordinator_stores`]) by the run's
+/// grant secret, elsewhere by the grant of the key, if it has one.
 pub trait Results: Send + Sync {
+    /// The attempt's result that counts.
     fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>>;
+    /// Stores `record` under its worker's key, unless the attempt has a
+    /// result that counts already (or this writer wrote one).
     fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created>;
-    /// Every result of a run: those stored already, then new ones.
+    /// Every result of a run: those stored already, then new ones. On a
+    /// coordinator's stores, results that are not proven are dropped here
+    /// (logged and counted as security events).
     fn watch_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<ResultRecord>>;
 }
 

@@ -156,6 +156,8 @@ async fn fan_out(
             },
             dispatched_at: now_ms(),
             inputs_ref: None,
+            // The member proves its result with the attempt's grant.
+            grant: batch.grants.get(spec.task_id.as_str()).cloned(),
         };
         let bytes = encode(&message).map_err(|e| RunnerError::nats("encode task", &subject, e))?;
         let publish = jetstream::message::PublishMessage::build()

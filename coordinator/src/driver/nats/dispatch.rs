@@ -60,6 +60,8 @@ impl Driver {
                     run_id: self.run_id.clone(),
                     tasks: chunk,
                     dispatched_at: self.shared.now(),
+                    // Stamped by the coordinator's task bus (cascade_swarm::grant).
+                    grants: Default::default(),
                 };
                 self.sends.push(Send::Batch {
                     lead: lead.clone(),
@@ -255,6 +257,8 @@ async fn publish_task(
         route,
         dispatched_at: now,
         inputs_ref,
+        // Stamped by the coordinator's task bus (cascade_swarm::grant).
+        grant: None,
     };
     shared
         .stores

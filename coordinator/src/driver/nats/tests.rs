@@ -142,6 +142,7 @@ async fn complete(mem: &Arc<InMemory>, task: &TaskMessage, outputs: Value) {
         },
         outputs_ref: None,
         route: Some(task.route.clone()),
+        proof: None,
     };
     let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
     mem.stores(QueueSettings::default())
