@@ -381,6 +381,12 @@ pub struct Claim {
     /// claims compare `(stream_seq, delivered)`.
     #[serde(default)]
     pub stream_seq: Option<u64>,
+    /// Proof that the claimant was delivered the attempt: an HMAC under
+    /// the attempt's grant over worker, delivery and stream sequence
+    /// (`cascade_swarm::grant::claim_proof`). A claim whose proof does not
+    /// verify is ignored (and overwritten) by everyone holding the grant.
+    #[serde(default)]
+    pub proof: Option<String>,
 }
 
 /// A task attempt's result, written once (KV create) by whoever finished

@@ -79,21 +79,60 @@ pub fn grant(secret: &[u8], run: &RunId, task: &TaskId, attempt: Attempt) -> Str
     hex(&m.finalize().into_bytes())
 }
 
-/// What a writer puts in its result: proof of the grant, bound to its name.
-pub fn proof(grant: &str, writer: &str) -> String {
+fn tag(grant: &str, parts: &[&[u8]]) -> String {
     let mut m = mac(grant.as_bytes());
-    feed(&mut m, &[b"result", writer.as_bytes()]);
+    feed(&mut m, parts);
     hex(&m.finalize().into_bytes())
 }
 
-/// Whether `proof` is [`proof`]`(grant, writer)`, compared in constant time.
-pub fn verify(grant: &str, writer: &str, proof: &str) -> bool {
+/// Compared in constant time.
+fn tag_ok(grant: &str, parts: &[&[u8]], proof: &str) -> bool {
     let Some(bytes) = unhex(proof) else {
         return false;
     };
     let mut m = mac(grant.as_bytes());
-    feed(&mut m, &[b"result", writer.as_bytes()]);
+    feed(&mut m, parts);
     m.verify_slice(&bytes).is_ok()
+}
+
+/// What a writer puts in its result: proof of the grant, bound to its name.
+pub fn proof(grant: &str, writer: &str) -> String {
+    tag(grant, &[b"result", writer.as_bytes()])
+}
+
+/// Whether `proof` is [`proof`]`(grant, writer)`.
+pub fn verify(grant: &str, writer: &str, proof: &str) -> bool {
+    tag_ok(grant, &[b"result", writer.as_bytes()], proof)
+}
+
+/// What a claim carries: proof of the grant, bound to who claims which
+/// delivery (so a copied proof cannot make a newer claim).
+pub fn claim_proof(grant: &str, worker: &str, delivered: u64, stream_seq: u64) -> String {
+    tag(
+        grant,
+        &[
+            b"claim",
+            worker.as_bytes(),
+            &delivered.to_be_bytes(),
+            &stream_seq.to_be_bytes(),
+        ],
+    )
+}
+
+/// Whether `claim` carries [`claim_proof`] under `grant`.
+pub fn claim_ok(grant: &str, claim: &cascade_proto::wire::Claim) -> bool {
+    claim.proof.as_deref().is_some_and(|p| {
+        tag_ok(
+            grant,
+            &[
+                b"claim",
+                claim.worker.as_bytes(),
+                &claim.delivered.to_be_bytes(),
+                &claim.stream_seq.unwrap_or(0).to_be_bytes(),
+            ],
+            p,
+        )
+    })
 }
 
 #[cfg(test)]
@@ -117,5 +156,23 @@ mod tests {
         for junk in ["", "zz", "00", &p[..10]] {
             assert!(!verify(&g, "w1", junk), "{junk}");
         }
+    }
+
+    #[test]
+    fn a_claim_proof_covers_the_delivery() {
+        let g = grant(&[7; SECRET_LEN], &RunId::new("r"), &TaskId::new("t"), Attempt(1));
+        let mut c = cascade_proto::wire::Claim {
+            v: cascade_proto::PROTOCOL_VERSION,
+            worker: "w1".into(),
+            delivered: 2,
+            at: 0,
+            stream_seq: Some(9),
+            proof: None,
+        };
+        assert!(!claim_ok(&g, &c));
+        c.proof = Some(claim_proof(&g, "w1", 2, 9));
+        assert!(claim_ok(&g, &c));
+        c.delivered = 3;
+        assert!(!claim_ok(&g, &c), "a copied proof makes no newer claim");
     }
 }

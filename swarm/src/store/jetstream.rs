@@ -61,7 +61,10 @@ impl Swarm {
                 stream: self.tasks.clone(),
                 grants: grants.clone(),
             }),
-            claims: Arc::new(JsClaims(self.claims.clone())),
+            claims: Arc::new(JsClaims {
+                kv: self.claims.clone(),
+                grants: grants.clone(),
+            }),
             results: Arc::new(JsResults {
                 kv: self.results.clone(),
                 grants,
@@ -452,13 +455,21 @@ impl TaskBus for JsTaskBus {
 
 // ---- claims --------------------------------------------------------------
 
-struct JsClaims(kv::Store);
+struct JsClaims {
+    kv: kv::Store,
+    /// On a coordinator: claims on attempts count only when proven.
+    grants: Option<Arc<Grants>>,
+}
 
 impl Claims for JsClaims {
     fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>> {
         async move {
+            let grant = match (&self.grants, key.of_attempt()) {
+                (Some(g), Some((run, task, attempt))) => Some(g.grant(run, task, *attempt).await?),
+                _ => None,
+            };
             let entry = self
-                .0
+                .kv
                 .entry(key.as_str())
                 .await
                 .map_err(|e| StoreError::nats("read claim", key.as_str(), e))?;
@@ -471,7 +482,15 @@ impl Claims for JsClaims {
                     delivered: 0,
                     at: 0,
                     stream_seq: Some(0),
+                    proof: None,
                 });
+                if let Some(g) = &grant
+                    && e.operation == kv::Operation::Put
+                    && !grant::claim_ok(g, &claim)
+                {
+                    crate::ops::security_event("forged_claim", key.as_str(), "no proof of delivery");
+                    return None;
+                }
                 (e.operation == kv::Operation::Put).then_some((claim, e.revision))
             }))
         }
@@ -481,7 +500,7 @@ impl Claims for JsClaims {
     fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>> {
         async move {
             let bytes = enc("claim", key.as_str(), claim)?;
-            match self.0.create(key.as_str(), bytes).await {
+            match self.kv.create(key.as_str(), bytes).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
                 Err(e) => Err(StoreError::nats("create claim", key.as_str(), e)),
@@ -498,7 +517,7 @@ impl Claims for JsClaims {
     ) -> Fut<'a, Option<u64>> {
         async move {
             let bytes = enc("claim", key.as_str(), claim)?;
-            match self.0.update(key.as_str(), bytes, revision).await {
+            match self.kv.update(key.as_str(), bytes, revision).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
                 Err(e) => Err(StoreError::nats("update claim", key.as_str(), e)),

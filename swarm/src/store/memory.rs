@@ -697,6 +697,7 @@ mod tests {
             delivered: 1,
             at: 0,
             stream_seq: Some(1),
+            proof: None,
         };
         let key = ClaimKey::attempt(&run, &"t".into(), cascade_proto::Attempt::FIRST);
         let rev = stores.claims.create(&key, &claim).await.ok().flatten();

@@ -146,15 +146,23 @@ impl std::fmt::Display for ResultKey {
 /// The claim key of one task attempt, or of a lead's batch: only ever used
 /// with [`Claims`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClaimKey(String);
+pub struct ClaimKey(String, Option<(RunId, TaskId, Attempt)>);
 
 impl ClaimKey {
     pub fn attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
-        ClaimKey(wire::key_claim(run, task, attempt))
+        ClaimKey(
+            wire::key_claim(run, task, attempt),
+            Some((run.clone(), task.clone(), attempt)),
+        )
     }
 
     pub fn batch(run: &RunId, batch: &str) -> Self {
-        ClaimKey(wire::key_claim_batch(run, batch))
+        ClaimKey(wire::key_claim_batch(run, batch), None)
+    }
+
+    /// The attempt claimed (`None` for a lead's batch).
+    pub fn of_attempt(&self) -> Option<&(RunId, TaskId, Attempt)> {
+        self.1.as_ref()
     }
 
     pub fn as_str(&self) -> &str {
@@ -245,7 +253,8 @@ pub trait TaskBus: Send + Sync {
 
 /// Who holds which delivery.
 pub trait Claims: Send + Sync {
-    /// The claim and its revision.
+    /// The claim and its revision. On a coordinator's stores, a claim on
+    /// an attempt whose proof does not verify reads as no claim.
     fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>>;
     /// Creates the claim; `None` when one exists.
     fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>>;

@@ -84,6 +84,7 @@ async fn attempt(
         claim_key,
         &shared.config.name,
         delivery,
+        tm.grant.as_deref(),
     )
     .await?
     {

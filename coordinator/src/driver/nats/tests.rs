@@ -254,6 +254,7 @@ async fn the_sweeper_re_enqueues_an_attempt_nobody_will_finish() {
         delivered: 1,
         at: test_clock(),
         stream_seq: Some(seq),
+        proof: None,
     };
     c.stores.claims.create(&key, &claim).await.expect("claim");
     mem.remove_queued(seq);
