@@ -227,7 +227,11 @@ pub fn worker_permissions(names: &[String], skills: &[String], lead: bool) -> Pe
         // Its registration and heartbeats, and nobody else's.
         kv_write(&mut p, wire::BUCKET_WORKERS, &token(name));
         // Its results: the key's last token is the writer.
-        kv_write(&mut p, wire::BUCKET_RESULTS, &format!("*.*.*.{}", token(name)));
+        kv_write(
+            &mut p,
+            wire::BUCKET_RESULTS,
+            &format!("*.*.*.{}", token(name)),
+        );
         inbox(&mut p, &wire::inbox_worker(name));
     }
     // Claims fence deliveries (any worker of the skill may take one over).
@@ -451,7 +455,13 @@ mod tests {
         }
         assert!(p.allows_subscribe("_INBOX_worker_pool-0.abc.*"));
         assert!(p.allows_subscribe("_INBOX_worker_pool-1.>"));
-        for other in ["_INBOX.>", "_INBOX.abc.*", "_INBOX_worker_pool-2.>", "_INBOX_coordinator.>", ">"] {
+        for other in [
+            "_INBOX.>",
+            "_INBOX.abc.*",
+            "_INBOX_worker_pool-2.>",
+            "_INBOX_coordinator.>",
+            ">",
+        ] {
             assert!(!p.allows_subscribe(other), "{other}");
         }
         assert!(p.allows_subscribe("cascade.cancel.>"));

@@ -119,7 +119,11 @@ pub fn key_result_attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> Strin
 /// worker's result. Which result of an attempt counts is decided by its
 /// reader (the first whose proof verifies, in stream order).
 pub fn key_result(run: &RunId, task: &TaskId, attempt: Attempt, writer: &str) -> String {
-    format!("{}.{}", key_result_attempt(run, task, attempt), token(writer))
+    format!(
+        "{}.{}",
+        key_result_attempt(run, task, attempt),
+        token(writer)
+    )
 }
 
 /// Every writer's result of one attempt (a subject filter).

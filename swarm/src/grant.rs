@@ -55,7 +55,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -160,7 +160,12 @@ mod tests {
 
     #[test]
     fn a_claim_proof_covers_the_delivery() {
-        let g = grant(&[7; SECRET_LEN], &RunId::new("r"), &TaskId::new("t"), Attempt(1));
+        let g = grant(
+            &[7; SECRET_LEN],
+            &RunId::new("r"),
+            &TaskId::new("t"),
+            Attempt(1),
+        );
         let mut c = cascade_proto::wire::Claim {
             v: cascade_proto::PROTOCOL_VERSION,
             worker: "w1".into(),

@@ -488,7 +488,11 @@ impl Claims for JsClaims {
                     && e.operation == kv::Operation::Put
                     && !grant::claim_ok(g, &claim)
                 {
-                    crate::ops::security_event("forged_claim", key.as_str(), "no proof of delivery");
+                    crate::ops::security_event(
+                        "forged_claim",
+                        key.as_str(),
+                        "no proof of delivery",
+                    );
                     return None;
                 }
                 (e.operation == kv::Operation::Put).then_some((claim, e.revision))
@@ -570,7 +574,10 @@ impl Results for JsResults {
                 if msg.payload.is_empty() {
                     continue; // a delete or purge marker
                 }
-                let stored = msg.subject.strip_prefix(prefix.as_str()).unwrap_or_default();
+                let stored = msg
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or_default();
                 let Ok(rec) = decode::<ResultRecord>(&msg.payload) else {
                     continue;
                 };
@@ -585,9 +592,9 @@ impl Results for JsResults {
 
     fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created> {
         async move {
-            if self.get(key).await?.is_some() {
-                return Ok(Created::Exists);
-            }
+            // No look for other writers' results first (a round trip per
+            // task): a worker that has reason to (a redelivery) looks
+            // before it runs, and readers take the first proven result.
             let own = key.of_writer(&record.result.worker);
             let stamped;
             let record = match (&self.grants, &record.proof) {
@@ -1122,7 +1129,10 @@ impl Objects for JsObjects {
                 // not be purged (workers may not purge: they stay until the
                 // store's age limit).
                 Err(e) if e.kind() == object_store::PutErrorKind::PurgeOldChunks => {
-                    tracing::debug!(name, "object replaced; its old chunks stay until they age out: {e}");
+                    tracing::debug!(
+                        name,
+                        "object replaced; its old chunks stay until they age out: {e}"
+                    );
                     Ok(())
                 }
                 Err(e) => Err(StoreError::nats("store object", name, e)),

@@ -282,8 +282,9 @@ pub enum Created {
 pub trait Results: Send + Sync {
     /// The attempt's result that counts.
     fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>>;
-    /// Stores `record` under its worker's key, unless the attempt has a
-    /// result that counts already (or this writer wrote one).
+    /// Stores `record` under its worker's key; `Exists` when this writer
+    /// stored one for the attempt before. Another writer's result does not
+    /// stop it: readers take the first proven result in stream order.
     fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created>;
     /// Every result of a run: those stored already, then new ones. On a
     /// coordinator's stores, results that are not proven are dropped here

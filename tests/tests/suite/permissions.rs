@@ -55,7 +55,9 @@ const POOL: User = User {
 const LEDGER: User = User {
     name: "cascade-worker-ledger",
     password: "pw-ledger",
-    args: &["--role", "worker", "--name", "ledger-0", "--skills", "ledger"],
+    args: &[
+        "--role", "worker", "--name", "ledger-0", "--skills", "ledger",
+    ],
 };
 const LEAD: User = User {
     name: "cascade-worker-lead",
@@ -536,7 +538,11 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
             .get_json("run.task.1.pool-0")
             .await
             .expect("read back");
-        assert_eq!(back, serde_json::json!({ "data": "large", "round": 1 }), "{who}");
+        assert_eq!(
+            back,
+            serde_json::json!({ "data": "large", "round": 1 }),
+            "{who}"
+        );
     }
     refused(&format!("$JS.API.STREAM.PURGE.OBJ_{}", wire::OBJECT_STORE));
 }
@@ -594,7 +600,13 @@ fn refused_publish(events: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, subje
 }
 
 /// A forged result record for `(run, task, attempt)` credited to `worker`.
-fn forged_result(run: &str, task: &str, attempt: u32, worker: &str, proof: Option<&str>) -> Vec<u8> {
+fn forged_result(
+    run: &str,
+    task: &str,
+    attempt: u32,
+    worker: &str,
+    proof: Option<&str>,
+) -> Vec<u8> {
     use cascade_proto::{Attempt, PROTOCOL_VERSION, TaskOutcome, TaskResult};
     cascade_proto::encode(&wire::ResultRecord {
         v: PROTOCOL_VERSION,
@@ -637,7 +649,14 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
     let mut coordinator = Proc::spawn("c1", cmd, logs.path());
     coordinator.await_output("serving", Duration::from_secs(30));
     let mut cmd = server.command("worker", &POOL);
-    cmd.args(["--name", "pool-0", "--skills", "gate", "--skills-dir", &skills_dir]);
+    cmd.args([
+        "--name",
+        "pool-0",
+        "--skills",
+        "gate",
+        "--skills-dir",
+        &skills_dir,
+    ]);
     let mut worker = Proc::spawn("pool-0", cmd, logs.path());
     worker.await_output("ready", Duration::from_secs(30));
 
@@ -659,8 +678,13 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
     // A run whose one task holds (secret inputs and all) until the gate opens.
     let out = dir.path().join("out.json");
     let mut cmd = server.command("coordinator", &CLIENT);
-    cmd.args(["submit", &dir.path().join("gated.yaml").display().to_string(), "--wait", "--output"])
-        .arg(&out);
+    cmd.args([
+        "submit",
+        &dir.path().join("gated.yaml").display().to_string(),
+        "--wait",
+        "--output",
+    ])
+    .arg(&out);
     let mut submit = Proc::spawn("submit", cmd, logs.path());
     // The attempt in flight, as the claims bucket names it (read as the
     // coordinator: the attacker may not list it).
@@ -700,9 +724,12 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
 
     // Forged results. Under the real worker's key: refused by the server.
     let theirs = format!("{results}.{claim_key}.pool-0");
-    nc.publish(theirs.clone(), forged_result(&run, &task, attempt, "pool-0", None).into())
-        .await
-        .expect("sent");
+    nc.publish(
+        theirs.clone(),
+        forged_result(&run, &task, attempt, "pool-0", None).into(),
+    )
+    .await
+    .expect("sent");
     nc.flush().await.expect("flush");
     refused_publish(&events, &theirs);
     // Under its own key, unproven (or credited to the real worker): stored,
@@ -710,11 +737,14 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
     let own = format!("{results}.{claim_key}.ledger-0");
     for (credited, proof) in [("ledger-0", None), ("pool-0", Some("00ff"))] {
         let js = async_nats::jetstream::new(nc.clone());
-        js.publish(own.clone(), forged_result(&run, &task, attempt, credited, proof).into())
-            .await
-            .expect("sent")
-            .await
-            .expect("the server stores what the permissions allow");
+        js.publish(
+            own.clone(),
+            forged_result(&run, &task, attempt, credited, proof).into(),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("the server stores what the permissions allow");
         coordinator.await_output("security: refused forged_result", Duration::from_secs(30));
     }
 
@@ -730,11 +760,14 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
     })
     .expect("encode");
     let js = async_nats::jetstream::new(nc.clone());
-    js.publish(format!("$KV.{}.{claim_key}", wire::BUCKET_CLAIMS), forged_claim.into())
-        .await
-        .expect("sent")
-        .await
-        .expect("stored");
+    js.publish(
+        format!("$KV.{}.{claim_key}", wire::BUCKET_CLAIMS),
+        forged_claim.into(),
+    )
+    .await
+    .expect("sent")
+    .await
+    .expect("stored");
     worker.await_output("security: refused forged_claim", Duration::from_secs(30));
 
     // Destroying, submitting, reading memory and the run's grant secret.
@@ -745,7 +778,11 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
         format!("$JS.API.STREAM.DELETE.OBJ_{}", wire::OBJECT_STORE),
         format!("$JS.API.STREAM.UPDATE.{}", wire::STREAM_TASKS),
         format!("$JS.API.STREAM.MSG.DELETE.{}", wire::STREAM_TASKS),
-        format!("$JS.API.CONSUMER.DELETE.{}.{}", wire::STREAM_TASKS, wire::consumer_skill("gate")),
+        format!(
+            "$JS.API.CONSUMER.DELETE.{}.{}",
+            wire::STREAM_TASKS,
+            wire::consumer_skill("gate")
+        ),
         format!(
             "$JS.API.DIRECT.GET.KV_{m}.$KV.{m}.{}",
             wire::key_memory_run(&run.as_str().into(), "k"),
@@ -774,13 +811,23 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
     let text = std::fs::read_to_string(&out).expect("results file");
     let r: Value = serde_json::from_str(&text).expect("results json");
     assert_eq!(r["status"], "success", "{r}");
-    assert_eq!(r["stages"]["secret"]["output"], serde_json::json!({ "real": true }), "{r}");
+    assert_eq!(
+        r["stages"]["secret"]["output"],
+        serde_json::json!({ "real": true }),
+        "{r}"
+    );
     assert!(!text.contains("forged"), "{text}");
-    assert!(!text.contains("ledger-0"), "no credit to the attacker: {text}");
+    assert!(
+        !text.contains("ledger-0"),
+        "no credit to the attacker: {text}"
+    );
     // Nothing of the run reached the attacker's taps.
     for mut tap in taps {
         let got = futures::FutureExt::now_or_never(tap.next());
-        assert!(!matches!(got, Some(Some(_))), "a refused tap received {got:?}");
+        assert!(
+            !matches!(got, Some(Some(_))),
+            "a refused tap received {got:?}"
+        );
     }
     // The server logged the violations.
     let violations = server.violations().join("\n");
@@ -792,7 +839,9 @@ async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
         assert!(violations.contains(needle), "{needle} in:\n{violations}");
     }
     assert!(
-        violations.lines().all(|l| l.contains("cascade-worker-ledger")),
+        violations
+            .lines()
+            .all(|l| l.contains("cascade-worker-ledger")),
         "only the attacker was refused anything:\n{violations}"
     );
 }

@@ -92,9 +92,15 @@ pub async fn any_result(
         cascade_proto::wire::BUCKET_RESULTS,
         attempt_key.as_ref()
     );
-    match results.stream.direct_get_next_for_subject(filter, None).await {
+    match results
+        .stream
+        .direct_get_next_for_subject(filter, None)
+        .await
+    {
         Ok(m) => Ok(Some(m.payload)),
-        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

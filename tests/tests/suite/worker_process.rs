@@ -110,7 +110,10 @@ async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
 
 async fn result(sw: &Swarm, task: &str) -> ResultRecord {
     eventually(&format!("the result of `{task}`"), WAIT, || async {
-        let bytes = support::any_result(&sw.results, key(task)).await.ok().flatten()?;
+        let bytes = support::any_result(&sw.results, key(task))
+            .await
+            .ok()
+            .flatten()?;
         decode(&bytes).ok()
     })
     .await
@@ -174,7 +177,10 @@ async fn a_task_whose_grace_runs_out_is_given_back_and_finished_elsewhere() {
     a.signal(Signal::SIGTERM);
     assert_eq!(a.exit().await.code(), Some(0), "{}", a.log());
     assert!(
-        support::any_result(&sw.results, key("t")).await.expect("kv").is_none(),
+        support::any_result(&sw.results, key("t"))
+            .await
+            .expect("kv")
+            .is_none(),
         "not finished by a"
     );
     let b = Proc::start(&server, "b", &["--skills", "sleep"]);

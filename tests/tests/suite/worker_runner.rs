@@ -283,7 +283,10 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     result(&sw, &key("r", "after")).await;
     for task in ["early", "late"] {
         assert!(
-            support::any_result(&sw.results, key("r", task)).await.expect("kv").is_none(),
+            support::any_result(&sw.results, key("r", task))
+                .await
+                .expect("kv")
+                .is_none(),
             "`{task}`: no result from a fenced worker"
         );
     }
@@ -444,7 +447,10 @@ async fn a_cancel_request_stops_a_running_attempt() {
                 .publish(wire::subject_cancel(&"run-c".into()), payload)
                 .await
                 .ok()?;
-            let bytes = support::any_result(&sw.results, key("run-c", "t")).await.ok().flatten()?;
+            let bytes = support::any_result(&sw.results, key("run-c", "t"))
+                .await
+                .ok()
+                .flatten()?;
             decode::<ResultRecord>(&bytes).ok()
         }
     })

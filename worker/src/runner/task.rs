@@ -73,8 +73,8 @@ async fn attempt(
 ) -> Result<(), RunnerError> {
     let spec = &tm.spec;
     let claim_key = ClaimKey::attempt(&spec.run_id, &spec.task_id, spec.attempt);
-    let result_key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt)
-        .with_grant(tm.grant.clone());
+    let result_key =
+        ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt).with_grant(tm.grant.clone());
     let key = result_key.to_string();
     // A message that arrived after the drain began is handed back; one
     // claimed before is in flight and gets the grace period.
