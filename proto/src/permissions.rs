@@ -23,8 +23,9 @@
 //! memory, submissions, leases (where the grant secrets live) or reports;
 //! write a result under another worker's name (result keys end with the
 //! writer's name, `wire::key_result`). What it still can: write any claim
-//! key, and replace any object of the object store (see ARCHITECTURE.md,
-//! "Least privilege").
+//! key (claims without a proof of delivery are ignored), and replace any
+//! object of the object store (objects are named after their content, so a
+//! replaced one reads as an error); see ARCHITECTURE.md, "Least privilege".
 //!
 //! The subjects a KV bucket `B` uses (async-nats 0.51, nats-server 2.10+):
 //! put, create, update and delete publish to `$KV.B.<key>`; get is a direct

@@ -119,7 +119,7 @@ fn describe() {
     describe_counter!("cascade_model_calls_total", "Model calls made.");
     describe_counter!(
         "cascade_security_events_total",
-        "Writes refused as forged (a result without a valid proof of delivery), by kind."
+        "Writes refused as forged (a result or claim without a valid proof of delivery, a replaced object), by kind."
     );
 }
 

@@ -245,14 +245,15 @@ impl EventLog for JsEventLog {
             // object store and the log holds its name. The writer's name
             // keeps a superseded coordinator from overwriting the object
             // the winning entry points at.
-            let name = format!(
+            let prefix = format!(
                 "events.{}.{}.{}",
                 run_key(run),
                 expected + 1,
                 wire::token(writer)
             );
             let value = serde_json::to_value(record)
-                .map_err(|e| StoreError::encode("event log entry", &name, e))?;
+                .map_err(|e| StoreError::encode("event log entry", &prefix, e))?;
+            let name = super::content_name(&prefix, &value)?;
             self.objects.put_json(&name, &value).await?;
             let stub = EventRecord {
                 v: PROTOCOL_VERSION,
@@ -980,7 +981,7 @@ impl Reports for JsReports {
             let key = run_key(run);
             let mut bytes = enc("report", &key, report)?;
             if bytes.len() > wire::INLINE_LIMIT {
-                let name = format!("report.{key}");
+                let name = super::content_name(&format!("report.{key}"), report)?;
                 self.objects.put_json(&name, report).await?;
                 bytes = enc("report", &key, &json!({ "$ref": name }))?;
             }
@@ -1163,6 +1164,16 @@ impl Objects for JsObjects {
                     class: super::Class::Retryable,
                     source: Box::new(e),
                 })?;
+            if let Some(want) = super::promised_digest(name)
+                && super::sha256_hex(&bytes) != want
+            {
+                crate::ops::security_event(
+                    "replaced_object",
+                    name,
+                    "content does not match its name",
+                );
+                return Err(StoreError::decode("object", name, super::NotItsContent));
+            }
             // JSON first: MessagePack would read JSON's opening `{` as the
             // integer 123 and "succeed". Objects written as MessagePack (by
             // older versions) still read.

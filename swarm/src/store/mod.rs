@@ -384,11 +384,45 @@ pub trait Memory: Send + Sync {
     fn clear_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, ()>;
 }
 
+/// What an object name that says what it holds ends with
+/// ([`content_name`]).
+const CONTENT_MARK: &str = ".sha256-";
+
+/// `<prefix>.sha256-<hex>`: the name of an object holding `value`, with
+/// the SHA-256 of its JSON text. [`Objects::get_json`] refuses an object
+/// under such a name whose content does not hash to it: any worker may
+/// write any object of the store (no permission can restrict names), so one
+/// replaced by someone else reads as an error, never as other content.
+pub fn content_name(prefix: &str, value: &Value) -> Result<String, StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode("object", prefix, e))?;
+    Ok(format!("{prefix}{CONTENT_MARK}{}", sha256_hex(&bytes)))
+}
+
+/// The digest a content name promises, if it is one.
+pub(crate) fn promised_digest(name: &str) -> Option<&str> {
+    let (_, hex) = name.rsplit_once(CONTENT_MARK)?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An object whose content is not what its name promises.
+#[derive(Debug, thiserror::Error)]
+#[error("its content does not match the digest in its name: it was replaced")]
+pub struct NotItsContent;
+
 /// Large JSON values by reference. Objects hold plain JSON text (what
 /// workers write too): readable with any tool, never taken for MessagePack.
 pub trait Objects: Send + Sync {
     fn put_json<'a>(&'a self, name: &'a str, value: &'a Value) -> Fut<'a, ()>;
-    /// `Err(Missing)` when there is no such object.
+    /// `Err(Missing)` when there is no such object; `Err(Decode)` when
+    /// its name is a [`content_name`] its content does not match.
     fn get_json<'a>(&'a self, name: &'a str) -> Fut<'a, Value>;
 }
 

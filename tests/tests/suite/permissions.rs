@@ -545,6 +545,33 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
         );
     }
     refused(&format!("$JS.API.STREAM.PURGE.OBJ_{}", wire::OBJECT_STORE));
+
+    // Any worker may replace any object (names cannot be restricted), but
+    // an object under a content name (a task's large inputs, a report, an
+    // event, large outputs) that was replaced reads as an error, never as
+    // the replacement.
+    let inputs = serde_json::json!({ "secret": "real inputs" });
+    let name = cascade_swarm::store::content_name("inputs.run.task.1", &inputs).expect("name");
+    let coordinator = coord.coordinator_stores();
+    coordinator
+        .objects
+        .put_json(&name, &inputs)
+        .await
+        .expect("the coordinator stores the inputs");
+    let pool = swarm.stores();
+    assert_eq!(pool.objects.get_json(&name).await.expect("reads"), inputs);
+    pool.objects
+        .put_json(&name, &serde_json::json!({ "secret": "injected" }))
+        .await
+        .expect("the server lets the pool replace the object");
+    for (who, stores) in [("the pool", &pool), ("the coordinator", &coordinator)] {
+        let e = stores
+            .objects
+            .get_json(&name)
+            .await
+            .expect_err("a replaced object does not read");
+        assert!(e.to_string().contains("replaced"), "{who}: {e}");
+    }
 }
 
 /// Connects as `user` running as worker `name` (its own inbox prefix, as

@@ -279,7 +279,8 @@ async fn complete(
         if json.len() > wire::INLINE_LIMIT {
             // Objects are named after this worker's result key: no two
             // workers write one name.
-            let name = result_key.of_writer(&result.worker);
+            let name =
+                cascade_swarm::store::content_name(&result_key.of_writer(&result.worker), outputs)?;
             shared.stores.objects.put_json(&name, outputs).await?;
             *outputs = Value::Null;
             outputs_ref = Some(name);

@@ -247,6 +247,7 @@ async fn publish_task(
             "inputs.{}",
             ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt)
         );
+        let name = cascade_swarm::store::content_name(&name, &spec.inputs)?; // a replaced object reads as an error
         shared.stores.objects.put_json(&name, &spec.inputs).await?;
         spec.inputs = Value::Null;
         inputs_ref = Some(name);
