@@ -467,3 +467,37 @@ impl std::fmt::Debug for Stores {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_names_promise_their_content() {
+        let v = serde_json::json!({"a": [1, 2, 3]});
+        let name = content_name("inputs.r.t.1", &v).expect("name");
+        assert!(name.starts_with("inputs.r.t.1.sha256-"), "{name}");
+        let bytes = serde_json::to_vec(&v).expect("json");
+        assert_eq!(promised_digest(&name), Some(sha256_hex(&bytes).as_str()));
+        assert_ne!(
+            content_name("inputs.r.t.1", &serde_json::json!({"a": []})).expect("name"),
+            name
+        );
+        for plain in ["report.r", "inputs.r.t.1", "x.sha256-zz", "x.sha256-"] {
+            assert_eq!(promised_digest(plain), None, "{plain}");
+        }
+    }
+
+    #[test]
+    fn result_keys_name_the_attempt_and_each_writer() {
+        let k = ResultKey::new(&"r".into(), &"t#0".into(), Attempt(2)).with_grant(Some("g".into()));
+        assert_eq!(k.as_str(), "r.t=230.2");
+        assert_eq!(k.of_writer("w.1"), "r.t=230.2.w=2E1");
+        assert_eq!(k.all_writers(), "r.t=230.2.*");
+        assert_eq!(
+            k,
+            ResultKey::new(&"r".into(), &"t#0".into(), Attempt(2)),
+            "the grant is no part of the key"
+        );
+    }
+}
