@@ -368,6 +368,9 @@ pub struct BatchMessage {
     /// the lead hands on with the task.
     #[serde(default)]
     pub grants: BTreeMap<String, String>,
+    /// The batch's own grant: the lead proves its claim on the batch with it.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// Which delivery of an attempt a worker holds. A worker acts on the

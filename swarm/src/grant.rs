@@ -95,6 +95,16 @@ fn tag_ok(grant: &str, parts: &[&[u8]], proof: &str) -> bool {
     m.verify_slice(&bytes).is_ok()
 }
 
+/// The grant of a lead's batch under the run's secret.
+pub fn batch_grant(secret: &[u8], run: &RunId, batch: &str) -> String {
+    let mut m = mac(secret);
+    feed(
+        &mut m,
+        &[b"batch", run.as_str().as_bytes(), batch.as_bytes()],
+    );
+    hex(&m.finalize().into_bytes())
+}
+
 /// What a writer puts in its result: proof of the grant, bound to its name.
 pub fn proof(grant: &str, writer: &str) -> String {
     tag(grant, &[b"result", writer.as_bytes()])

@@ -358,6 +358,8 @@ impl TaskBus for JsTaskBus {
                         let grant = g.grant(&s.run_id, &s.task_id, s.attempt).await?;
                         b.grants.insert(s.task_id.as_str().to_owned(), grant);
                     }
+                    let secret = g.secret(&batch.run_id).await?;
+                    b.grant = Some(grant::batch_grant(&secret, &batch.run_id, &batch.batch));
                     stamped = b;
                     &stamped
                 }

@@ -583,6 +583,7 @@ async fn a_lead_fans_a_batch_out_to_its_members_and_reports_once() {
             .collect(),
         dispatched_at: 0,
         grants: Default::default(),
+        grant: None,
     };
     publish_raw(
         &sw,

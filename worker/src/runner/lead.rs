@@ -57,7 +57,7 @@ pub(crate) async fn handle(
         claim_key,
         &shared.config.name,
         delivery,
-        None,
+        batch.grant.as_deref(),
     )
     .await?
     {

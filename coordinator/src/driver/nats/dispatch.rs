@@ -62,6 +62,7 @@ impl Driver {
                     dispatched_at: self.shared.now(),
                     // Stamped by the coordinator's task bus (cascade_swarm::grant).
                     grants: Default::default(),
+                    grant: None,
                 };
                 self.sends.push(Send::Batch {
                     lead: lead.clone(),
