@@ -12,8 +12,20 @@
 //! - **client** (`submit`, `status`, `watch`, `cancel`, `results`,
 //!   `workers`): submits, reads run state and reports, requests cancels.
 //!
-//! Every role subscribes to `_INBOX.>`: async-nats receives JetStream API
-//! replies and KV watches there.
+//! No role subscribes to `_INBOX.>`: each process connects with its own
+//! inbox prefix (`wire::INBOX_COORDINATOR`, `wire::INBOX_CLIENT`,
+//! `wire::inbox_worker(name)`), where async-nats receives JetStream API
+//! replies, pull batches and KV watches, and its user may subscribe to that
+//! prefix only: nobody reads another's deliveries.
+//!
+//! What a worker cannot do: purge, delete or update any stream, bucket or
+//! object store; publish tasks, submissions, events or cancels; read run
+//! memory, submissions, leases (where the grant secrets live) or reports;
+//! write a result under another worker's name (result keys end with the
+//! writer's name, `wire::key_result`). What it still can: write any claim
+//! key (claims without a proof of delivery are ignored), and replace any
+//! object of the object store (objects are named after their content, so a
+//! replaced one reads as an error); see ARCHITECTURE.md, "Least privilege".
 //!
 //! The subjects a KV bucket `B` uses (async-nats 0.51, nats-server 2.10+):
 //! put, create, update and delete publish to `$KV.B.<key>`; get is a direct
@@ -40,7 +52,11 @@ pub struct Permissions {
 
 /// The prefix of every JetStream API request.
 const API: &str = "$JS.API";
-const INBOX: &str = "_INBOX.>";
+
+/// Replies to a connection with inbox prefix `prefix`.
+fn inbox(p: &mut Permissions, prefix: &str) {
+    p.subscribe(format!("{prefix}.>"));
+}
 
 impl Permissions {
     fn publish(&mut self, subject: impl Into<String>) {
@@ -161,12 +177,12 @@ fn objects_read(p: &mut Permissions) {
     p.publish(format!("$JS.FC.{stream}.>"));
 }
 
-/// Writing objects. Overwriting one (a redelivered attempt stores its
-/// outputs under the same name) purges the old chunks: a purge of the
-/// store's stream, which grants nothing that writing `$O.>` does not.
+/// Writing objects. A worker's objects are named after its own result key,
+/// so it never replaces another's; replacing its own (a redelivered
+/// attempt) leaves the old chunks to the store's age limit, since a purge
+/// of the store's stream could empty it.
 fn objects_write(p: &mut Permissions) {
     p.publish(format!("$O.{}.>", wire::OBJECT_STORE));
-    p.publish(format!("{API}.STREAM.PURGE.{}", obj_stream()));
 }
 
 /// Pulling from and acking one durable consumer of the task queue, and
@@ -211,12 +227,24 @@ pub fn worker_permissions(names: &[String], skills: &[String], lead: bool) -> Pe
         }
         // Its registration and heartbeats, and nobody else's.
         kv_write(&mut p, wire::BUCKET_WORKERS, &token(name));
+        // Its results: the key's last token is the writer.
+        kv_write(
+            &mut p,
+            wire::BUCKET_RESULTS,
+            &format!("*.*.*.{}", token(name)),
+        );
+        inbox(&mut p, &wire::inbox_worker(name));
     }
-    // Claims fence deliveries; results are created once per attempt.
-    for bucket in [wire::BUCKET_CLAIMS, wire::BUCKET_RESULTS] {
-        kv_get(&mut p, bucket);
-        kv_write(&mut p, bucket, ">");
-    }
+    // Claims fence deliveries (any worker of the skill may take one over).
+    kv_get(&mut p, wire::BUCKET_CLAIMS);
+    kv_write(&mut p, wire::BUCKET_CLAIMS, ">");
+    // Whether an attempt has a result: every writer's key of it, in order
+    // (a direct get by subject filter, which names the stream only).
+    kv_get(&mut p, wire::BUCKET_RESULTS);
+    p.publish(format!(
+        "{API}.DIRECT.GET.{}",
+        kv_stream(wire::BUCKET_RESULTS)
+    ));
     // Is the run still wanted (not cancelled, not over)?
     kv_get(&mut p, wire::BUCKET_RUNS);
     // Inputs and outputs too large for a message.
@@ -236,7 +264,6 @@ pub fn worker_permissions(names: &[String], skills: &[String], lead: bool) -> Pe
             &crate::RunId::new("x"),
         )));
     }
-    p.subscribe(INBOX);
     p.subscribe(wire::CANCEL_WILDCARD);
     p
 }
@@ -277,6 +304,9 @@ pub fn coordinator_permissions() -> Permissions {
         kv_write(&mut p, bucket, ">");
     }
     objects_write(&mut p);
+    // A report or event object rewritten under its name drops the old
+    // chunks (only coordinators may purge, and only the object store).
+    p.publish(format!("{API}.STREAM.PURGE.{}", obj_stream()));
     for wildcard in [
         wire::TASKS_WILDCARD,
         wire::EVENTS_WILDCARD,
@@ -285,7 +315,7 @@ pub fn coordinator_permissions() -> Permissions {
     ] {
         p.publish(wildcard);
     }
-    p.subscribe(INBOX);
+    inbox(&mut p, wire::INBOX_COORDINATOR);
     p.subscribe(wire::advisory_max_deliveries("*"));
     p
 }
@@ -319,7 +349,7 @@ pub fn client_permissions() -> Permissions {
         kv_watch(&mut p, bucket);
     }
     objects_read(&mut p);
-    p.subscribe(INBOX);
+    inbox(&mut p, wire::INBOX_CLIENT);
     p
 }
 
@@ -396,12 +426,13 @@ mod tests {
             "$KV.cascade-workers.pool-0",
             "$KV.cascade-workers.pool-1",
             "$KV.cascade-claims.run.task.1",
-            "$KV.cascade-results.run.task.1",
-            "$JS.API.DIRECT.GET.KV_cascade-results.$KV.cascade-results.run.task.1",
+            "$KV.cascade-results.run.task.1.pool-0",
+            "$KV.cascade-results.run.task.1.pool-1",
+            "$JS.API.DIRECT.GET.KV_cascade-results.$KV.cascade-results.run.task.1.w",
+            "$JS.API.DIRECT.GET.KV_cascade-results",
             "$JS.API.DIRECT.GET.KV_cascade-runs.$KV.cascade-runs.run",
             "$JS.API.STREAM.INFO.KV_cascade-memory",
             "$O.cascade-objects.C.nuid",
-            "$JS.API.STREAM.PURGE.OBJ_cascade-objects",
             "cascade.dlq.undecodable",
         ] {
             assert!(p.allows_publish(ok), "{ok}");
@@ -412,12 +443,28 @@ mod tests {
             "$KV.cascade-leases.run",
             "$KV.cascade-memory.global.k",
             "$JS.API.DIRECT.GET.KV_cascade-submissions.$KV.cascade-submissions.r",
+            "$JS.API.DIRECT.GET.KV_cascade-memory.$KV.cascade-memory.run.r.k",
+            "$JS.API.DIRECT.GET.KV_cascade-leases.$KV.cascade-leases.r.grant",
             "$JS.API.CONSUMER.CREATE.KV_cascade-workers",
             "cascade.dlq.echo",
+            // Another worker's result, or one without a writer.
+            "$KV.cascade-results.run.task.1.pool-2",
+            "$KV.cascade-results.run.task.1",
+            "$KV.cascade-results.run.task.1.pool-0.x",
         ] {
             assert!(!p.allows_publish(refused), "{refused}");
         }
-        assert!(p.allows_subscribe("_INBOX.abc.*"));
+        assert!(p.allows_subscribe("_INBOX_worker_pool-0.abc.*"));
+        assert!(p.allows_subscribe("_INBOX_worker_pool-1.>"));
+        for other in [
+            "_INBOX.>",
+            "_INBOX.abc.*",
+            "_INBOX_worker_pool-2.>",
+            "_INBOX_coordinator.>",
+            ">",
+        ] {
+            assert!(!p.allows_subscribe(other), "{other}");
+        }
         assert!(p.allows_subscribe("cascade.cancel.>"));
         assert!(!p.allows_subscribe("cascade.>"));
         assert!(!p.allows_subscribe("cascade.task.skill.echo"));
@@ -482,6 +529,25 @@ mod tests {
             assert!(!p.allows_publish(refused), "{refused}");
         }
         assert!(p.allows_subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.CASCADE_TASKS.*"));
+        assert!(p.allows_subscribe("_INBOX_coordinator.x.*"));
+        assert!(!p.allows_subscribe("_INBOX.>"));
+    }
+
+    #[test]
+    fn no_worker_purges_deletes_or_updates_anything() {
+        let p = worker_permissions(&strings(&["w"]), &strings(&["echo"]), true);
+        for s in &p.publish {
+            for verb in [".PURGE.", ".DELETE.", ".UPDATE.", "STREAM.CREATE"] {
+                assert!(!s.contains(verb), "{s}");
+            }
+        }
+        for stream in swarm_streams() {
+            for verb in ["PURGE", "DELETE", "UPDATE", "CREATE", "MSG.DELETE"] {
+                let subject = format!("$JS.API.STREAM.{verb}.{stream}");
+                assert!(!p.allows_publish(&subject), "{subject}");
+            }
+        }
+        assert!(!p.allows_publish("cascade.submit"));
     }
 
     #[test]
@@ -509,6 +575,8 @@ mod tests {
         ] {
             assert!(!p.allows_publish(refused), "{refused}");
         }
+        assert!(p.allows_subscribe("_INBOX_client.x.*"));
+        assert!(!p.allows_subscribe("_INBOX.>"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!      cascade.task.worker.<worker>  star: one per worker
 //!      cascade.task.lead.<worker>    hierarchical: batches for a team lead
 //!  worker ──claim──▶ KV cascade-claims  (who holds which delivery)
-//!  worker ──result─▶ KV cascade-results  `<run>.<task>.<attempt>` (create: first wins)
+//!  worker ──result─▶ KV cascade-results  `<run>.<task>.<attempt>.<worker>` (each writer its own key)
 //!  coordinator ◀── watches $KV.cascade-results.<run>.>
 //!  coordinator ──▶ CASCADE_EVENTS  cascade.event.<run> (the run's event log)
 //!  coordinator ──▶ cascade.cancel.<run> (core NATS, best effort; fencing is the guarantee)
@@ -102,8 +102,8 @@ pub fn advisory_max_deliveries(consumer: &str) -> String {
     format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM_TASKS}.{consumer}")
 }
 
-/// Key of a task attempt's result: `<run>.<task>.<attempt>`.
-pub fn key_result(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
+/// The attempt part of result keys: `<run>.<task>.<attempt>`.
+pub fn key_result_attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
     format!(
         "{}.{}.{}",
         token(run.as_str()),
@@ -112,13 +112,32 @@ pub fn key_result(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
     )
 }
 
+/// Key of one writer's result of a task attempt:
+/// `<run>.<task>.<attempt>.<writer>`. The writer (a worker name) is the
+/// last token so that a worker's NATS user may write only under its own
+/// names ([`crate::permissions`]): nobody can squat or overwrite another
+/// worker's result. Which result of an attempt counts is decided by its
+/// reader (the first whose proof verifies, in stream order).
+pub fn key_result(run: &RunId, task: &TaskId, attempt: Attempt, writer: &str) -> String {
+    format!(
+        "{}.{}",
+        key_result_attempt(run, task, attempt),
+        token(writer)
+    )
+}
+
+/// Every writer's result of one attempt (a subject filter).
+pub fn key_results_of_attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
+    format!("{}.*", key_result_attempt(run, task, attempt))
+}
+
 /// Every result key of a run, for a watch.
 pub fn key_results_of_run(run: &RunId) -> String {
     format!("{}.>", token(run.as_str()))
 }
 
 /// Key of the claim on a task attempt in the claims bucket:
-/// `<run>.<task>.<attempt>`. The same shape as [`key_result`], in another
+/// `<run>.<task>.<attempt>`. The same shape as [`key_result_attempt`], in another
 /// bucket: each bucket's keys are built by their own function, so the two
 /// can never be used for each other.
 pub fn key_claim(run: &RunId, task: &TaskId, attempt: Attempt) -> String {
@@ -139,6 +158,25 @@ pub fn key_claim_batch(run: &RunId, batch: &str) -> String {
 /// Core NATS (not stored): a team lead's [`BatchReport`]s for a run.
 pub fn subject_batch_report(run: &RunId) -> String {
     format!("cascade.batch.{}", token(run.as_str()))
+}
+
+/// Where the coordinators keep a run's grant secret: in the leases bucket,
+/// which no worker or client may read. Two tokens, so it never collides
+/// with a lease (whose key is the run's one token).
+pub fn key_grant_secret(run: &RunId) -> String {
+    format!("{}.grant", token(run.as_str()))
+}
+
+/// The inbox prefix of `coordinator serve` (async-nats receives replies to
+/// its requests, pull batches and watches there).
+pub const INBOX_COORDINATOR: &str = "_INBOX_coordinator";
+/// The inbox prefix of the one-shot client commands.
+pub const INBOX_CLIENT: &str = "_INBOX_client";
+
+/// The inbox prefix of worker `name`: each worker its own, so a worker's
+/// user may subscribe only to its own replies.
+pub fn inbox_worker(name: &str) -> String {
+    format!("_INBOX_worker_{}", token(name))
 }
 
 pub fn key_memory_global(key: &str) -> String {
@@ -314,6 +352,12 @@ pub struct TaskMessage {
     /// `spec.inputs` is then `null`.
     #[serde(default)]
     pub inputs_ref: Option<String>,
+    /// The attempt's grant: an HMAC over run, task and attempt under a
+    /// secret only coordinators can read. Whoever was delivered the task
+    /// proves it with the grant in its result ([`ResultRecord::proof`]);
+    /// the grant itself is never stored anywhere else.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// A batch for a team lead (hierarchical topology).
@@ -324,6 +368,13 @@ pub struct BatchMessage {
     pub run_id: RunId,
     pub tasks: Vec<TaskSpec>,
     pub dispatched_at: Millis,
+    /// Task id -> the grant of its attempt ([`TaskMessage::grant`]), which
+    /// the lead hands on with the task.
+    #[serde(default)]
+    pub grants: BTreeMap<String, String>,
+    /// The batch's own grant: the lead proves its claim on the batch with it.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// Which delivery of an attempt a worker holds. A worker acts on the
@@ -341,6 +392,12 @@ pub struct Claim {
     /// claims compare `(stream_seq, delivered)`.
     #[serde(default)]
     pub stream_seq: Option<u64>,
+    /// Proof that the claimant was delivered the attempt: an HMAC under
+    /// the attempt's grant over worker, delivery and stream sequence
+    /// (`cascade_swarm::grant::claim_proof`). A claim whose proof does not
+    /// verify is ignored (and overwritten) by everyone holding the grant.
+    #[serde(default)]
+    pub proof: Option<String>,
 }
 
 /// A task attempt's result, written once (KV create) by whoever finished
@@ -357,6 +414,11 @@ pub struct ResultRecord {
     /// How the task reached the worker, and who led it (hierarchical).
     #[serde(default)]
     pub route: Option<Route>,
+    /// Proof that the writer was delivered the attempt: an HMAC under the
+    /// attempt's grant over the writer's name (`cascade_swarm::grant`). A
+    /// coordinator drops a result whose proof does not verify.
+    #[serde(default)]
+    pub proof: Option<String>,
 }
 
 /// Ask workers to stop an attempt (best effort).
@@ -432,7 +494,14 @@ mod tests {
 
     #[test]
     fn result_keys_are_dotted_tokens() {
-        let k = key_result(&RunId::new("r-1"), &TaskId::new("a/b#0@1"), Attempt(3));
-        assert_eq!(k, "r-1.a=2Fb=230=401.3");
+        let k = key_result(
+            &RunId::new("r-1"),
+            &TaskId::new("a/b#0@1"),
+            Attempt(3),
+            "w.1",
+        );
+        assert_eq!(k, "r-1.a=2Fb=230=401.3.w=2E1");
+        let all = key_results_of_attempt(&RunId::new("r-1"), &TaskId::new("a/b#0@1"), Attempt(3));
+        assert_eq!(all, "r-1.a=2Fb=230=401.3.*");
     }
 }

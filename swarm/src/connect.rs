@@ -96,10 +96,26 @@ pub enum NatsError {
     Setup { what: String, message: String },
 }
 
-/// Connects, names the connection, and checks the server version.
+/// Connects as a client command (inbox prefix
+/// [`wire::INBOX_CLIENT`](cascade_proto::wire::INBOX_CLIENT)); see
+/// [`connect_as`].
 pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, NatsError> {
+    connect_as(args, name, cascade_proto::wire::INBOX_CLIENT).await
+}
+
+/// Connects, names the connection, and checks the server version. Replies
+/// (JetStream API answers, pull batches, KV and object watches) arrive on
+/// `inbox_prefix.>`: each kind of process has its own prefix
+/// (`cascade_proto::wire::{INBOX_COORDINATOR, INBOX_CLIENT, inbox_worker}`),
+/// the only inbox its generated NATS user may subscribe to.
+pub async fn connect_as(
+    args: &NatsArgs,
+    name: &str,
+    inbox_prefix: &str,
+) -> Result<async_nats::Client, NatsError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(inbox_prefix)
         .connection_timeout(Duration::from_secs(10))
         .max_reconnects(None);
     if let Some(path) = &args.creds {

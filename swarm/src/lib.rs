@@ -12,11 +12,12 @@
 
 pub mod clock;
 pub mod connect;
+pub mod grant;
 pub mod ops;
 pub mod setup;
 mod spawn;
 pub mod store;
 
-pub use connect::{NatsArgs, NatsError, connect, warn_if_single_node};
+pub use connect::{NatsArgs, NatsError, connect, connect_as, warn_if_single_node};
 pub use setup::{QueueSettings, Swarm};
 pub use spawn::spawn_named;

@@ -117,6 +117,22 @@ fn describe() {
         "Model cost in US dollars since the process started (prices from the models file)."
     );
     describe_counter!("cascade_model_calls_total", "Model calls made.");
+    describe_counter!(
+        "cascade_security_events_total",
+        "Writes refused as forged (a result or claim without a valid proof of delivery, a replaced object), by kind."
+    );
+}
+
+/// Something written with the swarm's credentials that its writer had no
+/// right to (a result for an attempt it was not delivered): refused,
+/// logged once here and counted.
+pub fn security_event(kind: &'static str, key: &str, why: &str) {
+    counter!("cascade_security_events_total", "kind" => kind).increment(1);
+    tracing::warn!(
+        security_event = kind,
+        key,
+        "security: refused {kind} `{key}`: {why}"
+    );
 }
 
 /// A task message was taken from a queue (its `delivered` count from the

@@ -285,7 +285,8 @@ mod tests {
         let helm = render(&worker(PermFormat::HelmValues)).expect("renders");
         assert!(helm.starts_with("- user: \"cascade-worker-pool\"\n"));
         assert!(helm.contains("  password: << $CASCADE_WORKER_POOL_PASSWORD >>\n"));
-        assert!(helm.contains("        - \"_INBOX.>\"\n"));
+        assert!(helm.contains("        - \"_INBOX_worker_pool-0.>\"\n"));
+        assert!(!helm.contains("\"_INBOX.>\""));
     }
 
     #[test]
@@ -293,7 +294,7 @@ mod tests {
         let text = render(&args(Role::Client, PermFormat::Nsc)).expect("renders");
         assert!(text.starts_with("nsc add user --account 'CASCADE' --name 'cascade-client'"));
         assert!(text.contains("--allow-pub 'cascade.submit'"));
-        assert!(text.contains("--allow-sub '_INBOX.>'"));
+        assert!(text.contains("--allow-sub '_INBOX_client.>'"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cascade_core::duration::parse_nonzero_duration;
-use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect, warn_if_single_node};
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect_as, warn_if_single_node};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,7 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
         },
         None => None,
     };
-    let client = match connect(&a.nats, &name).await {
+    let client = match connect_as(&a.nats, &name, cascade_proto::wire::INBOX_COORDINATOR).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,6 +1,7 @@
 //! The stores on JetStream: streams and KV buckets as [`Swarm::setup`]
 //! created them. Every key is built here from `cascade_proto::wire`.
 
+use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use super::{
     Results, RunChange, Runs, StoreError, Stores, Submissions, TaskBus, TaskQueue, Watch,
     WorkerChange,
 };
-use crate::{NatsError, Swarm};
+use crate::{NatsError, Swarm, grant};
 
 /// Compare-and-set rounds on a run record before giving up (each re-reads).
 const RECORD_RETRIES: usize = 10;
@@ -33,8 +34,23 @@ const RECORD_RETRIES: usize = 10;
 const CANCEL_RETRIES: usize = 100;
 
 impl Swarm {
-    /// The typed stores over this connection.
+    /// The typed stores over this connection, as a worker or a client uses
+    /// them: results are counted by the grant of their key, if any.
     pub fn stores(&self) -> Stores {
+        self.stores_with(None)
+    }
+
+    /// The stores of `coordinator serve`: task messages get their attempt's
+    /// grant, and results are counted only when proven with it (the run's
+    /// grant secret lives in the leases bucket, created on first use).
+    pub fn coordinator_stores(&self) -> Stores {
+        self.stores_with(Some(Arc::new(Grants {
+            leases: self.leases.clone(),
+            cache: std::sync::Mutex::new(HashMap::new()),
+        })))
+    }
+
+    fn stores_with(&self, grants: Option<Arc<Grants>>) -> Stores {
         let objects = Arc::new(JsObjects(self.objects.clone()));
         Stores {
             settings: self.settings.clone(),
@@ -47,9 +63,16 @@ impl Swarm {
                 client: self.client.clone(),
                 js: self.js.clone(),
                 stream: self.tasks.clone(),
+                grants: grants.clone(),
             }),
-            claims: Arc::new(JsClaims(self.claims.clone())),
-            results: Arc::new(JsResults(self.results.clone())),
+            claims: Arc::new(JsClaims {
+                kv: self.claims.clone(),
+                grants: grants.clone(),
+            }),
+            results: Arc::new(JsResults {
+                kv: self.results.clone(),
+                grants,
+            }),
             leases: Arc::new(JsLeases(self.leases.clone())),
             runs: Arc::new(JsRuns(self.runs.clone())),
             submissions: Arc::new(JsSubmissions {
@@ -90,6 +113,90 @@ fn nats_other(
         key: key.into(),
         class: Class::Retryable,
         source: e.into(),
+    }
+}
+
+// ---- grants --------------------------------------------------------------
+
+/// Runs whose grant secret is cached; past it the cache starts again (a
+/// secret is one KV read away).
+const GRANT_CACHE: usize = 4096;
+
+/// The coordinators' per-run grant secrets (`cascade_swarm::grant`).
+pub(crate) struct Grants {
+    leases: kv::Store,
+    cache: std::sync::Mutex<HashMap<RunId, [u8; grant::SECRET_LEN]>>,
+}
+
+impl Grants {
+    async fn read(&self, key: &str) -> Result<Option<[u8; grant::SECRET_LEN]>, StoreError> {
+        let value = self
+            .leases
+            .get(key)
+            .await
+            .map_err(|e| StoreError::nats("read grant secret", key, e))?;
+        Ok(value.and_then(|b| <[u8; grant::SECRET_LEN]>::try_from(b.as_ref()).ok()))
+    }
+
+    /// The run's secret: read, or created by the first coordinator that
+    /// needs it (KV create: every coordinator ends up with the same one).
+    async fn secret(&self, run: &RunId) -> Result<[u8; grant::SECRET_LEN], StoreError> {
+        if let Some(s) = self.cache.lock().ok().and_then(|c| c.get(run).copied()) {
+            return Ok(s);
+        }
+        let key = wire::key_grant_secret(run);
+        let secret = match self.read(&key).await? {
+            Some(s) => s,
+            None => {
+                let fresh =
+                    grant::new_secret().map_err(|e| StoreError::encode("grant secret", &key, e))?;
+                match self
+                    .leases
+                    .create(&key, Bytes::copy_from_slice(&fresh))
+                    .await
+                {
+                    Ok(_) => fresh,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        self.read(&key).await?.ok_or(StoreError::Missing {
+                            what: "grant secret",
+                            key: key.clone(),
+                        })?
+                    }
+                    Err(e) => return Err(StoreError::nats("create grant secret", &key, e)),
+                }
+            }
+        };
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= GRANT_CACHE {
+                c.clear();
+            }
+            c.insert(run.clone(), secret);
+        }
+        Ok(secret)
+    }
+
+    async fn grant(
+        &self,
+        run: &RunId,
+        task: &cascade_proto::TaskId,
+        attempt: cascade_proto::Attempt,
+    ) -> Result<String, StoreError> {
+        Ok(grant::grant(&self.secret(run).await?, run, task, attempt))
+    }
+}
+
+/// Why a result stored under `key` does not count, if it does not: its
+/// key must be its own worker's key of its own attempt, and its proof
+/// must verify with the attempt's grant.
+fn unproven(key: &str, rec: &ResultRecord, grant: &str) -> Option<&'static str> {
+    let r = &rec.result;
+    if key != wire::key_result(&rec.run_id, &r.task_id, r.attempt, &r.worker) {
+        return Some("its key is not its writer's key of its attempt");
+    }
+    match &rec.proof {
+        None => Some("it has no proof of delivery"),
+        Some(p) if !grant::verify(grant, &r.worker, p) => Some("its proof of delivery is wrong"),
+        Some(_) => None,
     }
 }
 
@@ -237,14 +344,15 @@ impl EventLog for JsEventLog {
             // object store and the log holds its name. The writer's name
             // keeps a superseded coordinator from overwriting the object
             // the winning entry points at.
-            let name = format!(
+            let prefix = format!(
                 "events.{}.{}.{}",
                 run_key(run),
                 expected + 1,
                 wire::token(writer)
             );
             let value = serde_json::to_value(record)
-                .map_err(|e| StoreError::encode("event log entry", &name, e))?;
+                .map_err(|e| StoreError::encode("event log entry", &prefix, e))?;
+            let name = super::content_name(&prefix, &value)?;
             self.objects.put_json(&name, &value).await?;
             let stub = EventRecord {
                 v: PROTOCOL_VERSION,
@@ -294,6 +402,7 @@ struct JsTaskBus {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    grants: Option<Arc<Grants>>,
 }
 
 impl JsTaskBus {
@@ -315,6 +424,17 @@ impl TaskBus for JsTaskBus {
         msg_id: String,
     ) -> Fut<'a, AckFuture> {
         async move {
+            let stamped;
+            let message = match &self.grants {
+                Some(g) if message.grant.is_none() => {
+                    let s = &message.spec;
+                    let mut m = message.clone();
+                    m.grant = Some(g.grant(&s.run_id, &s.task_id, s.attempt).await?);
+                    stamped = m;
+                    &stamped
+                }
+                _ => message,
+            };
             let payload = enc("task message", &msg_id, message)?;
             let publish = PublishMessage::build().payload(payload).message_id(msg_id);
             let publish = crate::ops::trace::inject(publish, &message.spec);
@@ -330,6 +450,21 @@ impl TaskBus for JsTaskBus {
         msg_id: String,
     ) -> Fut<'a, AckFuture> {
         async move {
+            let stamped;
+            let batch = match &self.grants {
+                Some(g) => {
+                    let mut b = batch.clone();
+                    for s in &batch.tasks {
+                        let grant = g.grant(&s.run_id, &s.task_id, s.attempt).await?;
+                        b.grants.insert(s.task_id.as_str().to_owned(), grant);
+                    }
+                    let secret = g.secret(&batch.run_id).await?;
+                    b.grant = Some(grant::batch_grant(&secret, &batch.run_id, &batch.batch));
+                    stamped = b;
+                    &stamped
+                }
+                None => batch,
+            };
             let payload = enc("batch message", &msg_id, batch)?;
             let publish = PublishMessage::build().payload(payload).message_id(msg_id);
             self.send(subject, publish).await
@@ -576,13 +711,21 @@ impl Delivered for JsDelivered {
 
 // ---- claims --------------------------------------------------------------
 
-struct JsClaims(kv::Store);
+struct JsClaims {
+    kv: kv::Store,
+    /// On a coordinator: claims on attempts count only when proven.
+    grants: Option<Arc<Grants>>,
+}
 
 impl Claims for JsClaims {
     fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>> {
         async move {
+            let grant = match (&self.grants, key.of_attempt()) {
+                (Some(g), Some((run, task, attempt))) => Some(g.grant(run, task, *attempt).await?),
+                _ => None,
+            };
             let entry = self
-                .0
+                .kv
                 .entry(key.as_str())
                 .await
                 .map_err(|e| StoreError::nats("read claim", key.as_str(), e))?;
@@ -595,7 +738,19 @@ impl Claims for JsClaims {
                     delivered: 0,
                     at: 0,
                     stream_seq: Some(0),
+                    proof: None,
                 });
+                if let Some(g) = &grant
+                    && e.operation == kv::Operation::Put
+                    && !grant::claim_ok(g, &claim)
+                {
+                    crate::ops::security_event(
+                        "forged_claim",
+                        key.as_str(),
+                        "no proof of delivery",
+                    );
+                    return None;
+                }
                 (e.operation == kv::Operation::Put).then_some((claim, e.revision))
             }))
         }
@@ -605,7 +760,7 @@ impl Claims for JsClaims {
     fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>> {
         async move {
             let bytes = enc("claim", key.as_str(), claim)?;
-            match self.0.create(key.as_str(), bytes).await {
+            match self.kv.create(key.as_str(), bytes).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
                 Err(e) => Err(StoreError::nats("create claim", key.as_str(), e)),
@@ -622,7 +777,7 @@ impl Claims for JsClaims {
     ) -> Fut<'a, Option<u64>> {
         async move {
             let bytes = enc("claim", key.as_str(), claim)?;
-            match self.0.update(key.as_str(), bytes, revision).await {
+            match self.kv.update(key.as_str(), bytes, revision).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
                 Err(e) => Err(StoreError::nats("update claim", key.as_str(), e)),
@@ -634,32 +789,87 @@ impl Claims for JsClaims {
 
 // ---- results -------------------------------------------------------------
 
-struct JsResults(kv::Store);
+struct JsResults {
+    kv: kv::Store,
+    /// On a coordinator: results count only when proven.
+    grants: Option<Arc<Grants>>,
+}
+
+impl JsResults {
+    /// The grant results of `key` are checked against: the coordinator's,
+    /// else the one the key came with, else none (any result counts).
+    async fn grant_of(&self, key: &ResultKey) -> Result<Option<String>, StoreError> {
+        match &self.grants {
+            Some(g) => Ok(Some(g.grant(key.run(), key.task(), key.attempt()).await?)),
+            None => Ok(key.grant().map(str::to_owned)),
+        }
+    }
+}
 
 impl Results for JsResults {
     fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>> {
         async move {
-            let bytes = self
-                .0
-                .get(key.as_str())
-                .await
-                .map_err(|e| StoreError::nats("read result", key.as_str(), e))?;
-            bytes
-                .map(|b| {
-                    decode_current(&b).map_err(|e| StoreError::decode("result", key.as_str(), e))
-                })
-                .transpose()
+            let grant = self.grant_of(key).await?;
+            let filter = format!("$KV.{}.{}", wire::BUCKET_RESULTS, key.all_writers());
+            let prefix = format!("$KV.{}.", wire::BUCKET_RESULTS);
+            // Every writer's result of the attempt, in stream order: the
+            // first that counts is the attempt's result.
+            let mut seq = 1;
+            loop {
+                let msg = match self
+                    .kv
+                    .stream
+                    .direct_get_next_for_subject(filter.as_str(), Some(seq))
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(StoreError::nats("read result", key.as_str(), e)),
+                };
+                seq = msg.sequence + 1;
+                if msg.payload.is_empty() {
+                    continue; // a delete or purge marker
+                }
+                let stored = msg
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or_default();
+                let Ok(rec) = decode_current::<ResultRecord>(&msg.payload) else {
+                    continue;
+                };
+                match &grant {
+                    Some(g) if unproven(stored, &rec, g).is_some() => continue,
+                    _ => return Ok(Some(rec)),
+                }
+            }
         }
         .boxed()
     }
 
     fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created> {
         async move {
-            let bytes = enc("result", key.as_str(), record)?;
-            match self.0.create(key.as_str(), bytes).await {
+            // No look for other writers' results first (a round trip per
+            // task): a worker that has reason to (a redelivery) looks
+            // before it runs, and readers take the first proven result.
+            let own = key.of_writer(&record.result.worker);
+            let stamped;
+            let record = match (&self.grants, &record.proof) {
+                // The coordinator's own results (dead letters) prove
+                // themselves.
+                (Some(_), None) => {
+                    let grant = self.grant_of(key).await?.unwrap_or_default();
+                    let mut r = record.clone();
+                    r.proof = Some(grant::proof(&grant, &r.result.worker));
+                    stamped = r;
+                    &stamped
+                }
+                _ => record,
+            };
+            let bytes = enc("result", &own, record)?;
+            match self.kv.create(own.as_str(), bytes).await {
                 Ok(_) => Ok(Created::Written),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Exists),
-                Err(e) => Err(StoreError::nats("store result", key.as_str(), e)),
+                Err(e) => Err(StoreError::nats("store result", own, e)),
             }
         }
         .boxed()
@@ -668,18 +878,48 @@ impl Results for JsResults {
     fn watch_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<ResultRecord>> {
         async move {
             let pattern = wire::key_results_of_run(run);
+            let secret = match &self.grants {
+                Some(g) => Some(g.secret(run).await?),
+                None => None,
+            };
             let watch = self
-                .0
+                .kv
                 .watch_with_history(&pattern)
                 .await
                 .map_err(|e| StoreError::nats("watch results", &pattern, e))?;
-            // Per result: a decode, no allocation beyond it (the hot path).
+            let run = run.clone();
+            // Per result: a decode (and on a coordinator two HMACs), no
+            // allocation beyond it (the hot path).
             let stream = watch.filter_map(move |entry| {
                 std::future::ready(match entry {
-                    Ok(e) if e.operation == kv::Operation::Put => Some(
-                        decode_current::<ResultRecord>(&e.value)
-                            .map_err(|err| StoreError::decode("result", e.key, err)),
-                    ),
+                    Ok(e) if e.operation == kv::Operation::Put => {
+                        match decode_current::<ResultRecord>(&e.value) {
+                            Err(err) => Some(Err(StoreError::decode("result", e.key, err))),
+                            Ok(rec) => match &secret {
+                                None => Some(Ok(rec)),
+                                Some(secret) => {
+                                    let r = &rec.result;
+                                    let grant = grant::grant(secret, &run, &r.task_id, r.attempt);
+                                    let why = if rec.run_id != run {
+                                        Some("it names another run")
+                                    } else {
+                                        unproven(&e.key, &rec, &grant)
+                                    };
+                                    match why {
+                                        Some(why) => {
+                                            crate::ops::security_event(
+                                                "forged_result",
+                                                &e.key,
+                                                why,
+                                            );
+                                            None
+                                        }
+                                        None => Some(Ok(rec)),
+                                    }
+                                }
+                            },
+                        }
+                    }
                     Ok(_) => None,
                     Err(e) => Some(Err(StoreError::nats("watch results", pattern.clone(), e))),
                 })
@@ -1123,7 +1363,7 @@ impl Reports for JsReports {
             let key = run_key(run);
             let mut bytes = enc("report", &key, report)?;
             if bytes.len() > wire::INLINE_LIMIT {
-                let name = format!("report.{key}");
+                let name = super::content_name(&format!("report.{key}"), report)?;
                 self.objects.put_json(&name, report).await?;
                 bytes = enc("report", &key, &json!({ "$ref": name }))?;
             }
@@ -1297,11 +1537,20 @@ impl Objects for JsObjects {
             let bytes =
                 serde_json::to_vec(value).map_err(|e| StoreError::encode("object", name, e))?;
             let mut reader = bytes.as_slice();
-            self.0
-                .put(name, &mut reader)
-                .await
-                .map(|_| ())
-                .map_err(|e| StoreError::nats("store object", name, e))
+            match self.0.put(name, &mut reader).await {
+                Ok(_) => Ok(()),
+                // The object was replaced; only the old copy's chunks could
+                // not be purged (workers may not purge: they stay until the
+                // store's age limit).
+                Err(e) if e.kind() == object_store::PutErrorKind::PurgeOldChunks => {
+                    tracing::debug!(
+                        name,
+                        "object replaced; its old chunks stay until they age out: {e}"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(StoreError::nats("store object", name, e)),
+            }
         }
         .boxed()
     }
@@ -1328,6 +1577,16 @@ impl Objects for JsObjects {
                     class: super::Class::Retryable,
                     source: Box::new(e),
                 })?;
+            if let Some(want) = super::promised_digest(name)
+                && super::sha256_hex(&bytes) != want
+            {
+                crate::ops::security_event(
+                    "replaced_object",
+                    name,
+                    "content does not match its name",
+                );
+                return Err(StoreError::decode("object", name, super::NotItsContent));
+            }
             // JSON first: MessagePack would read JSON's opening `{` as the
             // integer 123 and "succeed". Objects written as MessagePack (by
             // older versions) still read.

@@ -392,6 +392,7 @@ impl TaskBus for InMemory {
                 route: wire::Route::Mesh,
                 dispatched_at: batch.dispatched_at,
                 inputs_ref: None,
+                grant: batch.grants.get(spec.task_id.as_str()).cloned(),
             })
             .collect();
         let payload = encode(batch).unwrap_or_default();
@@ -1013,6 +1014,7 @@ mod tests {
             delivered: 1,
             at: 0,
             stream_seq: Some(1),
+            proof: None,
         };
         let key = ClaimKey::attempt(&run, &"t".into(), cascade_proto::Attempt::FIRST);
         let rev = stores.claims.create(&key, &claim).await.ok().flatten();
@@ -1139,6 +1141,7 @@ mod tests {
             route: wire::Route::Mesh,
             dispatched_at: 0,
             inputs_ref: None,
+            grant: None,
         };
         let of = QueueOf::Skill("lint".into());
         let ack = stores

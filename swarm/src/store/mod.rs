@@ -51,39 +51,120 @@ pub type Watch<T> = BoxStream<'static, Result<T, StoreError>>;
 /// many before waiting on any (the hot path pipelines them).
 pub type AckFuture = BoxFuture<'static, Result<(), StoreError>>;
 
-/// The result key of one task attempt (`<run>.<task>.<attempt>`): only
-/// ever used with [`Results`] (and to name an attempt's objects).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResultKey(String);
+/// The results of one task attempt (`<run>.<task>.<attempt>`): only ever
+/// used with [`Results`] (and to name an attempt's objects). Each writer
+/// stores its result under its own key below it
+/// ([`wire::key_result`]); a reader that was given the attempt's grant
+/// ([`ResultKey::with_grant`]) counts only results proven with it.
+#[derive(Clone, Debug)]
+pub struct ResultKey {
+    attempt: String,
+    run: RunId,
+    task: TaskId,
+    n: Attempt,
+    grant: Option<String>,
+}
 
 impl ResultKey {
     pub fn new(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
-        ResultKey(wire::key_result(run, task, attempt))
+        ResultKey {
+            attempt: wire::key_result_attempt(run, task, attempt),
+            run: run.clone(),
+            task: task.clone(),
+            n: attempt,
+            grant: None,
+        }
+    }
+
+    /// The grant that came with the task ([`TaskMessage::grant`]).
+    pub fn with_grant(mut self, grant: Option<String>) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    pub fn grant(&self) -> Option<&str> {
+        self.grant.as_deref()
+    }
+
+    pub fn run(&self) -> &RunId {
+        &self.run
+    }
+
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    pub fn attempt(&self) -> Attempt {
+        self.n
+    }
+
+    /// The key `writer` stores its result under.
+    pub fn of_writer(&self, writer: &str) -> String {
+        wire::key_result(&self.run, &self.task, self.n, writer)
+    }
+
+    /// Every writer's key of this attempt (a subject filter).
+    pub fn all_writers(&self) -> String {
+        wire::key_results_of_attempt(&self.run, &self.task, self.n)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.attempt
+    }
+}
+
+impl PartialEq for ResultKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.attempt == other.attempt
+    }
+}
+
+impl Eq for ResultKey {}
+
+impl std::hash::Hash for ResultKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.attempt.hash(state);
+    }
+}
+
+impl PartialOrd for ResultKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResultKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.attempt.cmp(&other.attempt)
     }
 }
 
 impl std::fmt::Display for ResultKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.attempt)
     }
 }
 
 /// The claim key of one task attempt, or of a lead's batch: only ever used
 /// with [`Claims`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClaimKey(String);
+pub struct ClaimKey(String, Option<(RunId, TaskId, Attempt)>);
 
 impl ClaimKey {
     pub fn attempt(run: &RunId, task: &TaskId, attempt: Attempt) -> Self {
-        ClaimKey(wire::key_claim(run, task, attempt))
+        ClaimKey(
+            wire::key_claim(run, task, attempt),
+            Some((run.clone(), task.clone(), attempt)),
+        )
     }
 
     pub fn batch(run: &RunId, batch: &str) -> Self {
-        ClaimKey(wire::key_claim_batch(run, batch))
+        ClaimKey(wire::key_claim_batch(run, batch), None)
+    }
+
+    /// The attempt claimed (`None` for a lead's batch).
+    pub fn of_attempt(&self) -> Option<&(RunId, TaskId, Attempt)> {
+        self.1.as_ref()
     }
 
     pub fn as_str(&self) -> &str {
@@ -333,7 +414,8 @@ impl Delivery {
 
 /// Who holds which delivery.
 pub trait Claims: Send + Sync {
-    /// The claim and its revision.
+    /// The claim and its revision. On a coordinator's stores, a claim on
+    /// an attempt whose proof does not verify reads as no claim.
     fn entry<'a>(&'a self, key: &'a ClaimKey) -> Fut<'a, Option<(Claim, u64)>>;
     /// Creates the claim; `None` when one exists.
     fn create<'a>(&'a self, key: &'a ClaimKey, claim: &'a Claim) -> Fut<'a, Option<u64>>;
@@ -353,11 +435,21 @@ pub enum Created {
     Exists,
 }
 
-/// Attempt results: the first completion recorded wins.
+/// Attempt results: the first completion recorded wins. Each writer has
+/// its own key per attempt (so no user can squat another's), and the
+/// result that counts is the first, in stream order, that is proven: on a
+/// coordinator's stores ([`crate::Swarm::coordinator_stores`]) by the run's
+/// grant secret, elsewhere by the grant of the key, if it has one.
 pub trait Results: Send + Sync {
+    /// The attempt's result that counts.
     fn get<'a>(&'a self, key: &'a ResultKey) -> Fut<'a, Option<ResultRecord>>;
+    /// Stores `record` under its worker's key; `Exists` when this writer
+    /// stored one for the attempt before. Another writer's result does not
+    /// stop it: readers take the first proven result in stream order.
     fn create<'a>(&'a self, key: &'a ResultKey, record: &'a ResultRecord) -> Fut<'a, Created>;
-    /// Every result of a run: those stored already, then new ones.
+    /// Every result of a run: those stored already, then new ones. On a
+    /// coordinator's stores, results that are not proven are dropped here
+    /// (logged and counted as security events).
     fn watch_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, Watch<ResultRecord>>;
 }
 
@@ -517,11 +609,45 @@ pub trait Memory: Send + Sync {
     fn clear_run<'a>(&'a self, run: &'a RunId) -> Fut<'a, ()>;
 }
 
+/// What an object name that says what it holds ends with
+/// ([`content_name`]).
+const CONTENT_MARK: &str = ".sha256-";
+
+/// `<prefix>.sha256-<hex>`: the name of an object holding `value`, with
+/// the SHA-256 of its JSON text. [`Objects::get_json`] refuses an object
+/// under such a name whose content does not hash to it: any worker may
+/// write any object of the store (no permission can restrict names), so one
+/// replaced by someone else reads as an error, never as other content.
+pub fn content_name(prefix: &str, value: &Value) -> Result<String, StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode("object", prefix, e))?;
+    Ok(format!("{prefix}{CONTENT_MARK}{}", sha256_hex(&bytes)))
+}
+
+/// The digest a content name promises, if it is one.
+pub(crate) fn promised_digest(name: &str) -> Option<&str> {
+    let (_, hex) = name.rsplit_once(CONTENT_MARK)?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An object whose content is not what its name promises.
+#[derive(Debug, thiserror::Error)]
+#[error("its content does not match the digest in its name: it was replaced")]
+pub struct NotItsContent;
+
 /// Large JSON values by reference. Objects hold plain JSON text (what
 /// workers write too): readable with any tool, never taken for MessagePack.
 pub trait Objects: Send + Sync {
     fn put_json<'a>(&'a self, name: &'a str, value: &'a Value) -> Fut<'a, ()>;
-    /// `Err(Missing)` when there is no such object.
+    /// `Err(Missing)` when there is no such object; `Err(Decode)` when
+    /// its name is a [`content_name`] its content does not match.
     fn get_json<'a>(&'a self, name: &'a str) -> Fut<'a, Value>;
 }
 
@@ -564,5 +690,39 @@ impl std::fmt::Debug for Stores {
         f.debug_struct("Stores")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_names_promise_their_content() {
+        let v = serde_json::json!({"a": [1, 2, 3]});
+        let name = content_name("inputs.r.t.1", &v).expect("name");
+        assert!(name.starts_with("inputs.r.t.1.sha256-"), "{name}");
+        let bytes = serde_json::to_vec(&v).expect("json");
+        assert_eq!(promised_digest(&name), Some(sha256_hex(&bytes).as_str()));
+        assert_ne!(
+            content_name("inputs.r.t.1", &serde_json::json!({"a": []})).expect("name"),
+            name
+        );
+        for plain in ["report.r", "inputs.r.t.1", "x.sha256-zz", "x.sha256-"] {
+            assert_eq!(promised_digest(plain), None, "{plain}");
+        }
+    }
+
+    #[test]
+    fn result_keys_name_the_attempt_and_each_writer() {
+        let k = ResultKey::new(&"r".into(), &"t#0".into(), Attempt(2)).with_grant(Some("g".into()));
+        assert_eq!(k.as_str(), "r.t=230.2");
+        assert_eq!(k.of_writer("w.1"), "r.t=230.2.w=2E1");
+        assert_eq!(k.all_writers(), "r.t=230.2.*");
+        assert_eq!(
+            k,
+            ResultKey::new(&"r".into(), &"t#0".into(), Attempt(2)),
+            "the grant is no part of the key"
+        );
     }
 }

@@ -2,15 +2,20 @@
 //! real nats-server that enforces them: a coordinator, workers and a client,
 //! each connected as its own restricted user, run cascades end to end (mesh
 //! queues, a worker's own queue, a team lead, values through the object
-//! store) without one permissions violation; and a worker's user is refused
-//! other skills' queues and subjects while it may use its own.
+//! store) without one permissions violation; a worker's user is refused
+//! other skills' queues and subjects while it may use its own; and the
+//! attacks of issue 10, made with another skill's worker credentials while a
+//! run is in flight (eavesdropping on inboxes, forged results and claims,
+//! purging and deleting, submitting, reading memory and grant secrets), are
+//! refused by the server or dropped by the coordinator and workers, and the
+//! run succeeds with its real output.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cascade_proto::wire;
-use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect};
+use cascade_swarm::{NatsArgs, QueueSettings, Swarm, connect_as};
 use cascade_tests::{Proc, TEST_ACK_WAIT, TEST_WORKER_TTL, await_condition, binary, write_tree};
 use futures::StreamExt;
 use serde_json::Value;
@@ -43,7 +48,15 @@ const POOL: User = User {
         "--name",
         "pool-0,pool-1",
         "--skills",
-        "echo,big,measure",
+        "echo,big,measure,gate",
+    ],
+};
+/// Another skill's worker: the attacker's credentials.
+const LEDGER: User = User {
+    name: "cascade-worker-ledger",
+    password: "pw-ledger",
+    args: &[
+        "--role", "worker", "--name", "ledger-0", "--skills", "ledger",
     ],
 };
 const LEAD: User = User {
@@ -53,7 +66,7 @@ const LEAD: User = User {
         "--role", "worker", "--name", "lead-0", "--skills", "echo", "--lead",
     ],
 };
-const USERS: [&User; 4] = [&COORDINATOR, &CLIENT, &POOL, &LEAD];
+const USERS: [&User; 5] = [&COORDINATOR, &CLIENT, &POOL, &LEAD, &LEDGER];
 
 /// A nats-server whose only users are the generated ones, in one account
 /// with JetStream; passwords come from its environment, as in the Helm
@@ -251,7 +264,12 @@ fn submit(server: &AuthServer, file: &Path, out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out).expect("results file")).expect("results json")
 }
 
-const SKILLS: [(&str, &str); 2] = [
+const SKILLS: [(&str, &str); 3] = [
+    (
+        // Holds its task until the file named by its `gate` input exists.
+        "skills/gate.yaml",
+        "run: |\n  python3 -c 'import json,os,sys,time; d=json.load(sys.stdin)\n  for _ in range(1200):\n      if os.path.exists(d[\"gate\"]): break\n      time.sleep(0.05)\n  print(json.dumps({\"real\": True}))'\n",
+    ),
     (
         "skills/big.yaml",
         "run: |\n  python3 -c 'import json; print(json.dumps({\"data\": \"x\" * 700000}))'\n",
@@ -296,8 +314,8 @@ fn a_swarm_of_restricted_users_runs_cascades_without_a_violation() {
     let worker_http = http_flag("worker", &[]);
     let mut workers = Vec::new();
     for (name, user, skills, extra) in [
-        ("pool-0", &POOL, "echo,big,measure", &[][..]),
-        ("pool-1", &POOL, "echo,big,measure", &[][..]),
+        ("pool-0", &POOL, "echo,big,measure,gate", &[][..]),
+        ("pool-1", &POOL, "echo,big,measure,gate", &[][..]),
         ("lead-0", &LEAD, "echo", &["--role", "lead"][..]),
     ] {
         let mut cmd = server.command("worker", user);
@@ -402,7 +420,7 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
     // pool's skill) and one for `deploy` (not the pool's), each with its
     // consumer, as workers with those skills would have made them.
     let coord = Swarm::setup(
-        connect(&server.args(&COORDINATOR), "c")
+        connect_as(&server.args(&COORDINATOR), "c", wire::INBOX_COORDINATOR)
             .await
             .expect("coordinator connects"),
         QueueSettings::default(),
@@ -429,38 +447,8 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
     }
 
     // The pool's user, with the violations it is told about.
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = events.clone();
-    let nc = async_nats::ConnectOptions::new()
-        .user_and_password(POOL.name.into(), POOL.password.into())
-        .event_callback(move |e| {
-            let sink = sink.clone();
-            async move {
-                if let Ok(mut v) = sink.lock() {
-                    v.push(e.to_string().to_lowercase());
-                }
-            }
-        })
-        .connect(server.url.as_str())
-        .await
-        .expect("the pool's user connects");
-    let refused = |subject: &str| {
-        let want = format!(
-            "permissions violation for publish to \"{}\"",
-            subject.to_lowercase()
-        );
-        let events = events.clone();
-        await_condition(
-            &format!("the server to refuse {subject}"),
-            Duration::from_secs(10),
-            move || {
-                errors_of(&events)
-                    .iter()
-                    .any(|e| e.contains(&want))
-                    .then_some(())
-            },
-        );
-    };
+    let (nc, events) = connect_user(&server, &POOL, "pool-0").await;
+    let refused = |subject: &str| refused_publish(&events, subject);
 
     // Publishing a task for another skill (or its own: only coordinators
     // and leads dispatch).
@@ -532,24 +520,356 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
     assert_eq!(info.state.messages, 1, "only the echo task was taken");
 
     // Large outputs: a redelivered attempt stores them again under the same
-    // name, which purges the first copy's chunks; the coordinator rewrites
-    // objects too.
-    for (who, store) in [
-        ("the pool", &swarm.raw().objects),
-        ("the coordinator", &coord.raw().objects),
+    // name. The pool may not purge the first copy's chunks (they age out),
+    // the coordinator may; either way the object reads as the last write.
+    for (who, stores) in [
+        ("the pool", swarm.stores()),
+        ("the coordinator", coord.coordinator_stores()),
     ] {
         for round in 0..2 {
-            let mut data: &[u8] = b"{\"data\": \"large\"}";
-            store
-                .put("run.task.1", &mut data)
+            let value = serde_json::json!({ "data": "large", "round": round });
+            stores
+                .objects
+                .put_json("run.task.1.pool-0", &value)
                 .await
                 .unwrap_or_else(|e| panic!("{who} stores an object (round {round}): {e}"));
         }
-        let mut obj = store.get("run.task.1").await.expect("read back");
-        let mut text = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut obj, &mut text)
+        let back = stores
+            .objects
+            .get_json("run.task.1.pool-0")
             .await
-            .expect("object text");
-        assert_eq!(text, "{\"data\": \"large\"}");
+            .expect("read back");
+        assert_eq!(
+            back,
+            serde_json::json!({ "data": "large", "round": 1 }),
+            "{who}"
+        );
     }
+    refused(&format!("$JS.API.STREAM.PURGE.OBJ_{}", wire::OBJECT_STORE));
+
+    // Any worker may replace any object (names cannot be restricted), but
+    // an object under a content name (a task's large inputs, a report, an
+    // event, large outputs) that was replaced reads as an error, never as
+    // the replacement.
+    let inputs = serde_json::json!({ "secret": "real inputs" });
+    let name = cascade_swarm::store::content_name("inputs.run.task.1", &inputs).expect("name");
+    let coordinator = coord.coordinator_stores();
+    coordinator
+        .objects
+        .put_json(&name, &inputs)
+        .await
+        .expect("the coordinator stores the inputs");
+    let pool = swarm.stores();
+    assert_eq!(pool.objects.get_json(&name).await.expect("reads"), inputs);
+    pool.objects
+        .put_json(&name, &serde_json::json!({ "secret": "injected" }))
+        .await
+        .expect("the server lets the pool replace the object");
+    for (who, stores) in [("the pool", &pool), ("the coordinator", &coordinator)] {
+        let e = stores
+            .objects
+            .get_json(&name)
+            .await
+            .expect_err("a replaced object does not read");
+        assert!(e.to_string().contains("replaced"), "{who}: {e}");
+    }
+}
+
+/// Connects as `user` running as worker `name` (its own inbox prefix, as
+/// the worker derives it), recording the server errors it is told about.
+async fn connect_user(
+    server: &AuthServer,
+    user: &User,
+    name: &str,
+) -> (
+    async_nats::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = events.clone();
+    let nc = async_nats::ConnectOptions::new()
+        .user_and_password(user.name.into(), user.password.into())
+        .custom_inbox_prefix(wire::inbox_worker(name))
+        .event_callback(move |e| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(e.to_string().to_lowercase());
+                }
+            }
+        })
+        .connect(server.url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("{} connects: {e}", user.name));
+    (nc, events)
+}
+
+/// Waits for the server to tell the connection it refused `what` to `subject`.
+fn refused_to(events: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, what: &str, subject: &str) {
+    let want = format!(
+        "permissions violation for {what} \"{}\"",
+        subject.to_lowercase()
+    );
+    let events = events.clone();
+    await_condition(
+        &format!("the server to refuse {what} {subject}"),
+        Duration::from_secs(10),
+        move || {
+            errors_of(&events)
+                .iter()
+                .any(|e| e.contains(&want))
+                .then_some(())
+        },
+    );
+}
+
+fn refused_publish(events: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, subject: &str) {
+    refused_to(events, "publish to", subject);
+}
+
+/// A forged result record for `(run, task, attempt)` credited to `worker`.
+fn forged_result(
+    run: &str,
+    task: &str,
+    attempt: u32,
+    worker: &str,
+    proof: Option<&str>,
+) -> Vec<u8> {
+    use cascade_proto::{Attempt, PROTOCOL_VERSION, TaskOutcome, TaskResult};
+    cascade_proto::encode(&wire::ResultRecord {
+        v: PROTOCOL_VERSION,
+        run_id: run.into(),
+        result: TaskResult {
+            task_id: task.into(),
+            attempt: Attempt(attempt),
+            worker: worker.into(),
+            duration_ms: 1,
+            outcome: TaskOutcome::Succeeded {
+                outputs: serde_json::json!({ "forged": true }),
+            },
+            usage: None,
+            model: None,
+            notes: Vec::new(),
+        },
+        outputs_ref: None,
+        route: None,
+        proof: proof.map(str::to_owned),
+    })
+    .expect("encode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_skills_worker_cannot_eavesdrop_forge_or_destroy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = dir.path().join("go");
+    let cascade = format!(
+        "name: gated\nstages:\n  - stage: secret\n    skill: gate\n    inputs: {{gate: \"{}\", token: s3cret-input}}\n",
+        gate.display()
+    );
+    let mut files: Vec<(&str, &str)> = SKILLS.to_vec();
+    files.push(("gated.yaml", &cascade));
+    write_tree(dir.path(), &files);
+    let skills_dir = dir.path().join("skills").display().to_string();
+    let server = AuthServer::start();
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut cmd = server.command("coordinator", &COORDINATOR);
+    cmd.args(["serve", "--name", "c1", "--lease-ttl", "2s"]);
+    let mut coordinator = Proc::spawn("c1", cmd, logs.path());
+    coordinator.await_output("serving", Duration::from_secs(30));
+    let mut cmd = server.command("worker", &POOL);
+    cmd.args([
+        "--name",
+        "pool-0",
+        "--skills",
+        "gate",
+        "--skills-dir",
+        &skills_dir,
+    ]);
+    let mut worker = Proc::spawn("pool-0", cmd, logs.path());
+    worker.await_output("ready", Duration::from_secs(30));
+
+    // The attacker: the `ledger` skill's worker user, with the inbox its
+    // worker would use. Eavesdropping on anybody else's inbox is refused.
+    let (nc, events) = connect_user(&server, &LEDGER, "ledger-0").await;
+    let mut taps = Vec::new();
+    for inbox in [
+        "_INBOX.>".to_owned(),
+        format!("{}.>", wire::inbox_worker("pool-0")),
+        format!("{}.>", wire::INBOX_COORDINATOR),
+        format!("{}.>", wire::INBOX_CLIENT),
+    ] {
+        taps.push(nc.subscribe(inbox.clone()).await.expect("sent"));
+        nc.flush().await.expect("flush");
+        refused_to(&events, "subscription to", &inbox);
+    }
+
+    // A run whose one task holds (secret inputs and all) until the gate opens.
+    let out = dir.path().join("out.json");
+    let mut cmd = server.command("coordinator", &CLIENT);
+    cmd.args([
+        "submit",
+        &dir.path().join("gated.yaml").display().to_string(),
+        "--wait",
+        "--output",
+    ])
+    .arg(&out);
+    let mut submit = Proc::spawn("submit", cmd, logs.path());
+    // The attempt in flight, as the claims bucket names it (read as the
+    // coordinator: the attacker may not list it).
+    let admin = Swarm::setup(
+        connect_as(&server.args(&COORDINATOR), "admin", wire::INBOX_COORDINATOR)
+            .await
+            .expect("admin connects"),
+        QueueSettings {
+            align_existing: false,
+            ..QueueSettings::default()
+        },
+    )
+    .await
+    .expect("admin opens the layout");
+    let claim_key = {
+        let claims = admin.raw().claims.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let keys: Vec<String> = match claims.keys().await {
+                Ok(k) => k.filter_map(|k| async move { k.ok() }).collect().await,
+                Err(_) => Vec::new(),
+            };
+            if let Some(k) = keys.into_iter().next() {
+                break k;
+            }
+            assert!(std::time::Instant::now() < deadline, "no claim appeared");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let parts: Vec<&str> = claim_key.split('.').collect();
+    assert_eq!(parts.len(), 3, "{claim_key}");
+    let (run_t, task_t) = (parts[0], parts[1]);
+    let attempt: u32 = parts[2].parse().expect("attempt number");
+    let run = wire::untoken(run_t).expect("run token");
+    let task = wire::untoken(task_t).expect("task token");
+    let results = format!("$KV.{}", wire::BUCKET_RESULTS);
+
+    // Forged results. Under the real worker's key: refused by the server.
+    let theirs = format!("{results}.{claim_key}.pool-0");
+    nc.publish(
+        theirs.clone(),
+        forged_result(&run, &task, attempt, "pool-0", None).into(),
+    )
+    .await
+    .expect("sent");
+    nc.flush().await.expect("flush");
+    refused_publish(&events, &theirs);
+    // Under its own key, unproven (or credited to the real worker): stored,
+    // and dropped by the coordinator as a security event.
+    let own = format!("{results}.{claim_key}.ledger-0");
+    for (credited, proof) in [("ledger-0", None), ("pool-0", Some("00ff"))] {
+        let js = async_nats::jetstream::new(nc.clone());
+        js.publish(
+            own.clone(),
+            forged_result(&run, &task, attempt, credited, proof).into(),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("the server stores what the permissions allow");
+        coordinator.await_output("security: refused forged_result", Duration::from_secs(30));
+    }
+
+    // A forged claim, newer than any delivery: the holder finds it at its
+    // next touch, overwrites it and goes on.
+    let forged_claim = cascade_proto::encode(&wire::Claim {
+        v: cascade_proto::PROTOCOL_VERSION,
+        worker: "ledger-0".into(),
+        delivered: 99,
+        at: 0,
+        stream_seq: Some(u64::MAX / 2),
+        proof: None,
+    })
+    .expect("encode");
+    let js = async_nats::jetstream::new(nc.clone());
+    js.publish(
+        format!("$KV.{}.{claim_key}", wire::BUCKET_CLAIMS),
+        forged_claim.into(),
+    )
+    .await
+    .expect("sent")
+    .await
+    .expect("stored");
+    worker.await_output("security: refused forged_claim", Duration::from_secs(30));
+
+    // Destroying, submitting, reading memory and the run's grant secret.
+    for subject in [
+        format!("$JS.API.STREAM.PURGE.OBJ_{}", wire::OBJECT_STORE),
+        format!("$JS.API.STREAM.PURGE.KV_{}", wire::BUCKET_RESULTS),
+        format!("$JS.API.STREAM.DELETE.KV_{}", wire::BUCKET_RESULTS),
+        format!("$JS.API.STREAM.DELETE.OBJ_{}", wire::OBJECT_STORE),
+        format!("$JS.API.STREAM.UPDATE.{}", wire::STREAM_TASKS),
+        format!("$JS.API.STREAM.MSG.DELETE.{}", wire::STREAM_TASKS),
+        format!(
+            "$JS.API.CONSUMER.DELETE.{}.{}",
+            wire::STREAM_TASKS,
+            wire::consumer_skill("gate")
+        ),
+        format!(
+            "$JS.API.DIRECT.GET.KV_{m}.$KV.{m}.{}",
+            wire::key_memory_run(&run.as_str().into(), "k"),
+            m = wire::BUCKET_MEMORY
+        ),
+        format!(
+            "$JS.API.DIRECT.GET.KV_{l}.$KV.{l}.{}",
+            wire::key_grant_secret(&run.as_str().into()),
+            l = wire::BUCKET_LEASES
+        ),
+        wire::SUBJECT_SUBMIT.to_owned(),
+    ] {
+        nc.publish_with_reply(subject.clone(), nc.new_inbox(), "{}".into())
+            .await
+            .expect("sent");
+        nc.flush().await.expect("flush");
+        refused_publish(&events, &subject);
+    }
+
+    // The gate opens: the run succeeds with the real worker's real output.
+    std::fs::write(&gate, "").expect("open the gate");
+    let status = await_condition("submit to finish", Duration::from_secs(60), || {
+        submit.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{}", submit.stderr());
+    let text = std::fs::read_to_string(&out).expect("results file");
+    let r: Value = serde_json::from_str(&text).expect("results json");
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(
+        r["stages"]["secret"]["output"],
+        serde_json::json!({ "real": true }),
+        "{r}"
+    );
+    assert!(!text.contains("forged"), "{text}");
+    assert!(
+        !text.contains("ledger-0"),
+        "no credit to the attacker: {text}"
+    );
+    // Nothing of the run reached the attacker's taps.
+    for mut tap in taps {
+        let got = futures::FutureExt::now_or_never(tap.next());
+        assert!(
+            !matches!(got, Some(Some(_))),
+            "a refused tap received {got:?}"
+        );
+    }
+    // The server logged the violations.
+    let violations = server.violations().join("\n");
+    for needle in [
+        "Subscription Violation - Subject \"_INBOX.>\"",
+        "Publish Violation - Subject \"$JS.API.STREAM.PURGE.OBJ_cascade-objects\"",
+        "Publish Violation - Subject \"cascade.submit\"",
+    ] {
+        assert!(violations.contains(needle), "{needle} in:\n{violations}");
+    }
+    assert!(
+        violations
+            .lines()
+            .all(|l| l.contains("cascade-worker-ledger")),
+        "only the attacker was refused anything:\n{violations}"
+    );
 }

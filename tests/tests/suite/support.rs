@@ -76,8 +76,33 @@ pub async fn publish_task(swarm: &Swarm, subject: String, spec: TaskSpec, route:
         route,
         dispatched_at: 0,
         inputs_ref: None,
+        grant: None,
     };
     publish_raw(swarm, subject, encode(&msg).expect("encode")).await;
+}
+
+/// The first result stored for an attempt (`wire::key_result_attempt`),
+/// whoever wrote it (each writer has its own key under the attempt's).
+pub async fn any_result(
+    results: &async_nats::jetstream::kv::Store,
+    attempt_key: impl AsRef<str>,
+) -> Result<Option<Bytes>, async_nats::jetstream::stream::DirectGetError> {
+    let filter = format!(
+        "$KV.{}.{}.*",
+        cascade_proto::wire::BUCKET_RESULTS,
+        attempt_key.as_ref()
+    );
+    match results
+        .stream
+        .direct_get_next_for_subject(filter, None)
+        .await
+    {
+        Ok(m) => Ok(Some(m.payload)),
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Publishes `bytes` on `subject` and waits for JetStream's ack.

@@ -96,7 +96,7 @@ async fn publish_sleep(sw: &Swarm, task: &str, seconds: f64) {
 }
 
 fn key(task: &str) -> String {
-    wire::key_result(&"r".into(), &task.into(), Attempt::FIRST)
+    wire::key_result_attempt(&"r".into(), &task.into(), Attempt::FIRST)
 }
 
 async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
@@ -110,7 +110,10 @@ async fn claim_of(sw: &Swarm, task: &str, holder: &str) -> Claim {
 
 async fn result(sw: &Swarm, task: &str) -> ResultRecord {
     eventually(&format!("the result of `{task}`"), WAIT, || async {
-        let bytes = sw.raw().results.get(key(task)).await.ok().flatten()?;
+        let bytes = support::any_result(&sw.raw().results, key(task))
+            .await
+            .ok()
+            .flatten()?;
         decode(&bytes).ok()
     })
     .await
@@ -150,10 +153,7 @@ async fn sigterm_lets_the_running_task_finish_then_exits_0_and_deregisters() {
     w.signal(Signal::SIGTERM);
     let status = w.exit().await;
     assert_eq!(status.code(), Some(0), "{}", w.log());
-    let rec = sw
-        .raw()
-        .results
-        .get(key("t"))
+    let rec = support::any_result(&sw.raw().results, key("t"))
         .await
         .expect("kv")
         .expect("the task finished during the drain");
@@ -177,7 +177,10 @@ async fn a_task_whose_grace_runs_out_is_given_back_and_finished_elsewhere() {
     a.signal(Signal::SIGTERM);
     assert_eq!(a.exit().await.code(), Some(0), "{}", a.log());
     assert!(
-        sw.raw().results.get(key("t")).await.expect("kv").is_none(),
+        support::any_result(&sw.raw().results, key("t"))
+            .await
+            .expect("kv")
+            .is_none(),
         "not finished by a"
     );
     let b = Proc::start(&server, "b", &["--skills", "sleep"]);

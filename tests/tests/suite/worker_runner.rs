@@ -84,14 +84,14 @@ fn spec(run: &str, task: &str, skill: &str, inputs: Value) -> TaskSpec {
 }
 
 fn key(run: &str, task: &str) -> String {
-    wire::key_result(&run.into(), &task.into(), Attempt::FIRST)
+    wire::key_result_attempt(&run.into(), &task.into(), Attempt::FIRST)
 }
 
 async fn result(swarm: &Swarm, key: &str) -> ResultRecord {
     let results = swarm.raw().results.clone();
     let bytes = eventually(&format!("result `{key}`"), WAIT, || {
         let (results, key) = (results.clone(), key.to_owned());
-        async move { results.get(key).await.ok().flatten() }
+        async move { support::any_result(&results, key).await.ok().flatten() }
     })
     .await;
     decode(&bytes).expect("result record decodes")
@@ -227,6 +227,7 @@ fn newer_claim(holder: &str) -> Bytes {
             delivered: 7,
             at: 0,
             stream_seq: Some(u64::MAX),
+            proof: None,
         })
         .expect("encode"),
     )
@@ -284,9 +285,7 @@ async fn a_worker_never_acks_a_delivery_whose_claim_a_newer_one_holds() {
     result(&sw, &key("r", "after")).await;
     for task in ["early", "late"] {
         assert!(
-            sw.raw()
-                .results
-                .get(key("r", task))
+            support::any_result(&sw.raw().results, key("r", task))
                 .await
                 .expect("kv")
                 .is_none(),
@@ -321,6 +320,7 @@ async fn garbage_is_dead_lettered_and_not_retried() {
     )
     .await;
     let mut wrong_version = encode(&TaskMessage {
+        grant: None,
         v: PROTOCOL_VERSION + 1,
         spec: spec("r", "v2", "noop", json!({})),
         route: Route::Mesh,
@@ -450,10 +450,7 @@ async fn a_cancel_request_stops_a_running_attempt() {
                 .publish(wire::subject_cancel(&"run-c".into()), payload)
                 .await
                 .ok()?;
-            let bytes = sw
-                .raw()
-                .results
-                .get(key("run-c", "t"))
+            let bytes = support::any_result(&sw.raw().results, key("run-c", "t"))
                 .await
                 .ok()
                 .flatten()?;
@@ -492,6 +489,7 @@ async fn large_inputs_and_outputs_travel_through_the_object_store() {
         route: Route::Mesh,
         dispatched_at: 0,
         inputs_ref: Some("inputs.big".into()),
+        grant: None,
     };
     publish_raw(
         &sw,
@@ -537,10 +535,7 @@ async fn a_drain_finishes_the_running_task_and_deregisters() {
     })
     .await;
     w.stop().await;
-    let rec = sw
-        .raw()
-        .results
-        .get(key("r", "t"))
+    let rec = support::any_result(&sw.raw().results, key("r", "t"))
         .await
         .expect("kv")
         .expect("finished within the grace period");
@@ -592,6 +587,8 @@ async fn a_lead_fans_a_batch_out_to_its_members_and_reports_once() {
             .map(|i| spec("rb", &format!("t{i}"), "noop", json!({})))
             .collect(),
         dispatched_at: 0,
+        grants: Default::default(),
+        grant: None,
     };
     publish_raw(
         &sw,

@@ -14,6 +14,12 @@
 //!                     Lost: drop the message, never ack/nak/term it
 //! ```
 //!
+//! A task message carries its attempt's grant; a claim made with it
+//! carries a proof ([`grant::claim_proof`]) bound to the claimed delivery.
+//! A claim on the attempt without a valid proof was written by someone who
+//! was never delivered it: it counts for nothing and is overwritten (and
+//! reported as a security event), at the claim and at every touch.
+//!
 //! A delivery is ordered by `(stream_seq, delivered)`: a task re-published
 //! by the coordinator's sweeper is a newer message than every delivery of
 //! the old one, although its own delivery count starts again at 1.
@@ -30,6 +36,7 @@ use std::time::Duration;
 
 use cascade_proto::PROTOCOL_VERSION;
 use cascade_proto::wire::Claim;
+use cascade_swarm::grant;
 use cascade_swarm::store::{ClaimKey, Claims, Delivery, Position};
 
 use super::RunnerError;
@@ -46,6 +53,22 @@ pub(crate) struct Fence<'a> {
     /// Our claim as written, and the revision of our last write of it.
     claim: Claim,
     revision: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The attempt's grant, when the message had one.
+    grant: Option<String>,
+}
+
+/// Whether a stored claim counts: proven with the grant (any claim counts
+/// for a message without one).
+fn counts(grant: Option<&str>, key: &ClaimKey, claim: &Claim) -> bool {
+    let ok = grant.is_none_or(|g| grant::claim_ok(g, claim));
+    if !ok {
+        cascade_swarm::ops::security_event(
+            "forged_claim",
+            key.as_str(),
+            "no proof of delivery: overwritten",
+        );
+    }
+    ok
 }
 
 impl std::fmt::Debug for Fence<'_> {
@@ -79,6 +102,7 @@ pub(crate) async fn claim<'a>(
     key: ClaimKey,
     worker: &str,
     mine: Position,
+    grant: Option<&str>,
 ) -> Result<Claimed<'a>, RunnerError> {
     let record = Claim {
         v: PROTOCOL_VERSION,
@@ -86,12 +110,14 @@ pub(crate) async fn claim<'a>(
         delivered: mine.delivered,
         at: now_ms(),
         stream_seq: Some(mine.stream_seq),
+        proof: grant.map(|g| grant::claim_proof(g, worker, mine.delivered, mine.stream_seq)),
     };
     let fence = |revision: u64| Fence {
         claims,
         key: key.clone(),
         claim: record.clone(),
         revision: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(revision)),
+        grant: grant.map(str::to_owned),
     };
     for _ in 0..CLAIM_RETRIES {
         if let Some(rev) = claims.create(&key, &record).await? {
@@ -105,7 +131,7 @@ pub(crate) async fn claim<'a>(
         if holder == worker && their == mine {
             return Ok(Claimed::Won(fence(revision)));
         }
-        if their >= mine {
+        if their >= mine && counts(grant, &key, &stored) {
             return Ok(Claimed::Lost {
                 holder,
                 delivered: their.delivered,
@@ -127,7 +153,18 @@ impl Fence<'_> {
     pub async fn still_ours(&self) -> Result<bool, RunnerError> {
         use std::sync::atomic::Ordering;
         let rev = self.revision.load(Ordering::Acquire);
-        match self.claims.update(&self.key, &self.claim, rev).await? {
+        if let Some(new) = self.claims.update(&self.key, &self.claim, rev).await? {
+            self.revision.store(new, Ordering::Release);
+            return Ok(true);
+        }
+        // Someone wrote since: a newer delivery, or a forgery to take back.
+        let Some((stored, theirs)) = self.claims.entry(&self.key).await? else {
+            return Ok(false);
+        };
+        if counts(self.grant.as_deref(), &self.key, &stored) {
+            return Ok(false);
+        }
+        match self.claims.update(&self.key, &self.claim, theirs).await? {
             Some(new) => {
                 self.revision.store(new, Ordering::Release);
                 Ok(true)

@@ -55,6 +55,7 @@ pub(crate) async fn handle(
         claim_key,
         &shared.config.name,
         delivery,
+        batch.grant.as_deref(),
     )
     .await?
     {
@@ -146,6 +147,8 @@ async fn fan_out(
             },
             dispatched_at: now_ms(),
             inputs_ref: None,
+            // The member proves its result with the attempt's grant.
+            grant: batch.grants.get(spec.task_id.as_str()).cloned(),
         };
         let msg_id = format!("{}:{}:{}", spec.run_id, spec.task_id, spec.attempt);
         let ack = shared

@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use cascade_exec::Executor;
 use cascade_swarm::store::{QueueOf, TaskQueue};
-use cascade_swarm::{NatsError, Swarm, connect};
+use cascade_swarm::{NatsError, Swarm, connect_as};
 use pull::{Gate, QueueKind};
 use registry::Registration;
 
@@ -135,7 +135,12 @@ pub(crate) struct Shared {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunnerError> {
     config.validate()?;
     let started_at = now_ms();
-    let client = connect(&config.nats, &config.name).await?;
+    let client = connect_as(
+        &config.nats,
+        &config.name,
+        &cascade_proto::wire::inbox_worker(&config.name),
+    )
+    .await?;
     let swarm = Swarm::setup(client, config.settings.clone()).await?;
     swarm.warn_if_single_node();
     let queues = open_queues(&swarm, &config).await?;

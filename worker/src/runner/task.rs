@@ -72,7 +72,8 @@ async fn attempt(
 ) -> Result<(), RunnerError> {
     let spec = &tm.spec;
     let claim_key = ClaimKey::attempt(&spec.run_id, &spec.task_id, spec.attempt);
-    let result_key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
+    let result_key =
+        ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt).with_grant(tm.grant.clone());
     let key = result_key.to_string();
     // A message that arrived after the drain began is handed back; one
     // claimed before is in flight and gets the grace period.
@@ -82,6 +83,7 @@ async fn attempt(
         claim_key,
         &shared.config.name,
         delivery,
+        tm.grant.as_deref(),
     )
     .await?
     {
@@ -276,18 +278,26 @@ async fn complete(
         let json = serde_json::to_vec(outputs)
             .map_err(|e| RunnerError::nats("encode outputs", &key, e))?;
         if json.len() > wire::INLINE_LIMIT {
-            // Objects are named after the attempt's result.
-            shared.stores.objects.put_json(&key, outputs).await?;
+            // Objects are named after this worker's result key: no two
+            // workers write one name.
+            let name =
+                cascade_swarm::store::content_name(&result_key.of_writer(&result.worker), outputs)?;
+            shared.stores.objects.put_json(&name, outputs).await?;
             *outputs = Value::Null;
-            outputs_ref = Some(key.clone());
+            outputs_ref = Some(name);
         }
     }
+    // Proof that this worker was delivered the attempt.
+    let proof = result_key
+        .grant()
+        .map(|g| cascade_swarm::grant::proof(g, &result.worker));
     let record = ResultRecord {
         v: PROTOCOL_VERSION,
         run_id,
         result,
         outputs_ref,
         route: Some(route),
+        proof,
     };
     match shared.stores.results.create(&result_key, &record).await? {
         Created::Written => {

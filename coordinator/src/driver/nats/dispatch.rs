@@ -53,6 +53,9 @@ impl Out {
                     run_id: self.run_id.clone(),
                     tasks: chunk,
                     dispatched_at: self.shared.now(),
+                    // Stamped by the coordinator's task bus (cascade_swarm::grant).
+                    grants: Default::default(),
+                    grant: None,
                 };
                 self.sends.push(Send::Batch {
                     lead: lead.clone(),
@@ -275,6 +278,7 @@ async fn publish_task(
             "inputs.{}",
             ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt)
         );
+        let name = cascade_swarm::store::content_name(&name, &spec.inputs)?; // a replaced object reads as an error
         shared.stores.objects.put_json(&name, &spec.inputs).await?;
         spec.inputs = Value::Null;
         inputs_ref = Some(name);
@@ -285,6 +289,8 @@ async fn publish_task(
         route,
         dispatched_at: now,
         inputs_ref,
+        // Stamped by the coordinator's task bus (cascade_swarm::grant).
+        grant: None,
     };
     shared
         .stores

@@ -91,6 +91,8 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
             result,
             outputs_ref: None,
             route: route.clone(),
+            // The coordinator's results store proves it.
+            proof: None,
         };
         let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
         if let Err(e) = shared.stores.results.create(&key, &rec).await {

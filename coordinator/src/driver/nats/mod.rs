@@ -93,7 +93,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), ServeError> {
     let shared = Arc::new(Shared {
-        stores: swarm.stores(),
+        stores: swarm.coordinator_stores(),
         opts,
         registry: Registry::default(),
         clock: now_ms,

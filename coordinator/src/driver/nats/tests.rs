@@ -146,6 +146,7 @@ async fn complete(mem: &Arc<InMemory>, task: &TaskMessage, outputs: Value) {
         },
         outputs_ref: None,
         route: Some(task.route.clone()),
+        proof: None,
     };
     let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
     mem.stores(QueueSettings::default())
@@ -257,6 +258,7 @@ async fn the_sweeper_re_enqueues_an_attempt_nobody_will_finish() {
         delivered: 1,
         at: test_clock(),
         stream_seq: Some(seq),
+        proof: None,
     };
     c.stores.claims.create(&key, &claim).await.expect("claim");
     mem.remove_queued(seq);
@@ -584,6 +586,7 @@ async fn the_sweeper_dead_letters_a_task_at_its_limit_whose_advisory_was_missed(
         delivered: limit,
         at: test_clock(),
         stream_seq: Some(seq),
+        proof: None,
     };
     c.stores.claims.create(&key, &claim).await.expect("claim");
     let outcome = handle.await.expect("driver task");
