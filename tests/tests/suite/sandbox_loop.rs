@@ -148,7 +148,8 @@ async fn rust_off_by_one_is_fixed_in_one_iteration() {
     assert!(first["line"].as_u64().is_some());
     assert_eq!(
         out["history"][0]["targeted"],
-        serde_json::json!({"total": 2, "passed": 2, "failed": 0})
+        serde_json::json!({"total": 2, "passed": 2, "failed": 0}),
+        "the targeted run of the two failures (it once counted one pass: the whole result follows)\n{out:#}"
     );
     assert_eq!(
         out["tests"],
