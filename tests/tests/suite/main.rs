@@ -48,6 +48,8 @@ mod permissions;
 mod swarm_cli;
 mod swarm_examples;
 mod swarm_faults;
+// Every fault, seeded and measured (tests/FAULTS.md).
+mod fault_matrix;
 mod swarm_payloads;
 mod swarm_setup;
 mod worker_process;
