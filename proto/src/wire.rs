@@ -291,6 +291,12 @@ pub struct Lease {
     pub v: u32,
     pub owner: String,
     pub expires_at: Millis,
+    /// The run's clock when this was written: the first owner's wall clock,
+    /// carried on by every coordinator that takes the run over, so the
+    /// times in its log and its timers stay on one base whatever the
+    /// machines' clocks say. 0 from writers that predate it.
+    #[serde(default)]
+    pub clock: Millis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

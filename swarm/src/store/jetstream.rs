@@ -934,14 +934,20 @@ impl Results for JsResults {
 
 struct JsLeases(kv::Store);
 
-fn lease_bytes(key: &str, owner: &str, expires_at: Millis) -> Result<Bytes, StoreError> {
+fn lease_bytes(
+    key: &str,
+    owner: &str,
+    clock: Millis,
+    ttl: std::time::Duration,
+) -> Result<Bytes, StoreError> {
     enc(
         "lease",
         key,
         &Lease {
             v: PROTOCOL_VERSION,
             owner: owner.to_owned(),
-            expires_at,
+            expires_at: clock + ttl.as_millis() as u64,
+            clock,
         },
     )
 }
@@ -952,11 +958,12 @@ impl Leases for JsLeases {
         run: &'a RunId,
         owner: &'a str,
         stale: Option<u64>,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: std::time::Duration,
     ) -> Fut<'a, Acquired> {
         async move {
             let key = run_key(run);
-            let value = lease_bytes(&key, owner, expires_at)?;
+            let value = lease_bytes(&key, owner, clock, ttl)?;
             let held = |revision| {
                 Acquired::Held(LeaseHeld {
                     run: run.clone(),
@@ -1006,11 +1013,12 @@ impl Leases for JsLeases {
         &'a self,
         held: &'a mut LeaseHeld,
         owner: &'a str,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: std::time::Duration,
     ) -> Fut<'a, bool> {
         async move {
             let key = run_key(&held.run);
-            let value = lease_bytes(&key, owner, expires_at)?;
+            let value = lease_bytes(&key, owner, clock, ttl)?;
             match self.0.update(&key, value, held.revision).await {
                 Ok(rev) => {
                     held.revision = rev;
@@ -1054,6 +1062,7 @@ impl Leases for JsLeases {
                                 run,
                                 owner: l.owner,
                                 revision: e.revision,
+                                clock: l.clock,
                             },
                             None => LeaseChange::Gone(run),
                         }))

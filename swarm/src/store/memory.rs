@@ -191,9 +191,9 @@ impl InMemory {
         self.lock().events.get(run).cloned().unwrap_or_default()
     }
 
-    /// Another process writes the lease of `run` (the holder's next
-    /// renewal fails).
-    pub fn steal_lease(&self, run: &RunId, owner: &str, expires_at: Millis) {
+    /// Another process writes the lease of `run` as `owner`, its run clock
+    /// at `clock` (the holder's next renewal fails).
+    pub fn steal_lease(&self, run: &RunId, owner: &str, clock: Millis) {
         let mut st = self.lock();
         st.revision += 1;
         let rev = st.revision;
@@ -203,11 +203,18 @@ impl InMemory {
                 Lease {
                     v: PROTOCOL_VERSION,
                     owner: owner.to_owned(),
-                    expires_at,
+                    expires_at: clock,
+                    clock,
                 },
                 rev,
             ),
         );
+        let _ = self.leases_tx.send(LeaseChange::Written {
+            run: run.clone(),
+            owner: owner.to_owned(),
+            revision: rev,
+            clock,
+        });
     }
 
     pub fn lease(&self, run: &RunId) -> Option<Lease> {
@@ -637,7 +644,8 @@ impl Leases for InMemory {
         run: &'a RunId,
         owner: &'a str,
         stale: Option<u64>,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: Duration,
     ) -> Fut<'a, Acquired> {
         let mut st = self.lock();
         if st.leases_down {
@@ -657,13 +665,15 @@ impl Leases for InMemory {
         let lease = Lease {
             v: PROTOCOL_VERSION,
             owner: owner.to_owned(),
-            expires_at,
+            expires_at: clock + ttl.as_millis() as u64,
+            clock,
         };
         st.leases.insert(run.clone(), (lease, revision));
         let _ = self.leases_tx.send(LeaseChange::Written {
             run: run.clone(),
             owner: owner.to_owned(),
             revision,
+            clock,
         });
         ready(Ok(Acquired::Held(LeaseHeld {
             run: run.clone(),
@@ -675,7 +685,8 @@ impl Leases for InMemory {
         &'a self,
         held: &'a mut LeaseHeld,
         owner: &'a str,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: Duration,
     ) -> Fut<'a, bool> {
         let mut st = self.lock();
         if st.leases_down {
@@ -689,13 +700,15 @@ impl Leases for InMemory {
         let lease = Lease {
             v: PROTOCOL_VERSION,
             owner: owner.to_owned(),
-            expires_at,
+            expires_at: clock + ttl.as_millis() as u64,
+            clock,
         };
         st.leases.insert(held.run.clone(), (lease, held.revision));
         let _ = self.leases_tx.send(LeaseChange::Written {
             run: held.run.clone(),
             owner: owner.to_owned(),
             revision: held.revision,
+            clock,
         });
         ready(Ok(true))
     }
@@ -719,6 +732,7 @@ impl Leases for InMemory {
                 run: run.clone(),
                 owner: l.owner.clone(),
                 revision: *revision,
+                clock: l.clock,
             })
             .collect();
         ready(Ok(tail(history, rx, |_| true)))

@@ -480,6 +480,8 @@ pub enum LeaseChange {
         run: RunId,
         owner: String,
         revision: u64,
+        /// The run's clock at the write ([`Lease::clock`](cascade_proto::wire::Lease)).
+        clock: Millis,
     },
     Gone(RunId),
 }
@@ -493,19 +495,22 @@ pub trait Leases: Send + Sync {
     /// Takes the lease if it is free (none, released or unreadable),
     /// already `owner`'s, or still at revision `stale` (the caller saw that
     /// revision unchanged for a TTL: its holder stopped renewing).
+    /// `clock`: the run's clock now; the lease says it expires `ttl` later.
     fn acquire<'a>(
         &'a self,
         run: &'a RunId,
         owner: &'a str,
         stale: Option<u64>,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: std::time::Duration,
     ) -> Fut<'a, Acquired>;
     /// Extends a held lease; false when someone else wrote it since.
     fn renew<'a>(
         &'a self,
         held: &'a mut LeaseHeld,
         owner: &'a str,
-        expires_at: Millis,
+        clock: Millis,
+        ttl: std::time::Duration,
     ) -> Fut<'a, bool>;
     /// Gives the run up, if the lease is still ours.
     fn release<'a>(&'a self, held: &'a LeaseHeld) -> Fut<'a, ()>;

@@ -4,7 +4,9 @@
 //! (`own_runs`); its holder gives the run up first (see [`Keeper`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
+use cascade_proto::Millis;
 use tokio::time::Instant;
 
 use cascade_swarm::store::LeaseHeld;
@@ -26,8 +28,9 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// `sent`: when the write that took the lease was sent.
-    pub fn start(shared: Arc<Shared>, held: LeaseHeld, sent: Instant) -> Keeper {
+    /// `sent`: when the write that took the lease was sent; `clock`: the
+    /// run's clock (renewals carry it, see [`RunClock`]).
+    pub fn start(shared: Arc<Shared>, held: LeaseHeld, sent: Instant, clock: RunClock) -> Keeper {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         let (l, s, sh) = (lost.clone(), stop.clone(), shared.clone());
@@ -48,11 +51,11 @@ impl Keeper {
                         return held;
                     }
                     _ = tick.tick() => {
-                        let expires = sh.now() + ttl.as_millis() as u64;
+                        let now = clock.now(&sh);
                         let sent = Instant::now();
                         let renewed = tokio::time::timeout_at(
                             valid_until,
-                            sh.stores.leases.renew(&mut held, &sh.opts.name, expires),
+                            sh.stores.leases.renew(&mut held, &sh.opts.name, now, ttl),
                         );
                         match renewed.await {
                             Ok(Ok(true)) => valid_until = sent + ttl,
@@ -94,6 +97,37 @@ impl Keeper {
             && !self.lost.is_cancelled()
         {
             let _ = self.shared.stores.leases.release(&held).await;
+        }
+    }
+}
+
+/// A run's clock: this coordinator's wall clock plus an offset, so that the
+/// times in the run's log and its timers stay on the base of the run's
+/// first owner whatever the clocks of the machines that take it over. The
+/// offset comes from the lease a takeover read (the run's clock in it
+/// against ours when we saw it), and never lets the clock go back behind
+/// the log's last entry.
+#[derive(Clone, Debug, Default)]
+pub struct RunClock(Arc<AtomicI64>);
+
+impl RunClock {
+    pub fn new(offset: i64) -> RunClock {
+        RunClock(Arc::new(AtomicI64::new(offset)))
+    }
+
+    pub fn now(&self, shared: &Shared) -> Millis {
+        shared
+            .now()
+            .saturating_add_signed(self.0.load(Ordering::Relaxed))
+    }
+
+    /// The clock is at least `at` now (a logged time): moves the offset
+    /// forward if it was behind.
+    pub fn not_before(&self, shared: &Shared, at: Millis) {
+        let behind = i64::try_from(at).unwrap_or(i64::MAX)
+            - i64::try_from(self.now(shared)).unwrap_or(i64::MAX);
+        if behind > 0 {
+            self.0.fetch_add(behind, Ordering::Relaxed);
         }
     }
 }

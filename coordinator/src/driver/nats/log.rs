@@ -35,6 +35,8 @@ impl Driver {
             let rec = rec.map_err(|e| err(&self.run_id, e))?;
             self.last_seq = seq;
             count += 1;
+            // The run's clock never goes back behind its own log.
+            self.clock.not_before(&self.shared, rec.at);
             for event in rec.events {
                 self.core.step(event, rec.at, Mode::Replay, &mut self.out);
                 let sends = std::mem::take(&mut self.out.sends);
@@ -127,7 +129,7 @@ impl Driver {
 
     /// Appends events to the log, expecting to be its only writer.
     fn append(&self, events: Vec<Event>) -> Io {
-        let at = self.shared.now();
+        let at = self.now();
         let rec = EventRecord {
             v: PROTOCOL_VERSION,
             at,

@@ -210,11 +210,11 @@ async fn own_runs(
             _ = tick.tick() => open_runs(&shared).await.into_iter().map(|r| (r, None)).collect(),
             change = watch.next() => {
                 match change {
-                    Some(Ok(LeaseChange::Written { run, owner, revision })) => {
+                    Some(Ok(LeaseChange::Written { run, owner, revision, clock })) => {
                         if owner == shared.opts.name {
                             seen.forget(&run);
                         } else {
-                            seen.saw(run, revision);
+                            seen.saw(run, revision, Some(clock), shared.now());
                         }
                     }
                     Some(Ok(LeaseChange::Gone(run))) => seen.forget(&run),
@@ -234,18 +234,20 @@ async fn own_runs(
             if driving.contains(&run_id) {
                 continue;
             }
-            let expires_at = shared.now() + ttl.as_millis() as u64;
+            // The run's clock as the last owner kept it (a takeover), else ours.
+            let offset = stale.and_then(|_| seen.offset(&run_id)).unwrap_or(0);
+            let clock = shared.now().saturating_add_signed(offset);
             let sent = tokio::time::Instant::now();
             let acquired = shared
                 .stores
                 .leases
-                .acquire(&run_id, &shared.opts.name, stale, expires_at)
+                .acquire(&run_id, &shared.opts.name, stale, clock, ttl)
                 .await;
             let held = match acquired {
                 Ok(Acquired::Held(held)) => held,
                 Ok(Acquired::Busy { owner, revision }) => {
                     if owner != shared.opts.name {
-                        seen.saw(run_id, revision);
+                        seen.saw(run_id, revision, None, shared.now());
                     }
                     continue;
                 }
@@ -271,7 +273,7 @@ async fn own_runs(
             let (shared, driving, cancel) = (shared.clone(), driving.clone(), cancel.clone());
             tracker.spawn(async move {
                 let id = held.run.clone();
-                match run::drive(shared, held, sent, cancel).await {
+                match run::drive(shared, held, sent, offset, cancel).await {
                     Ok(()) => {}
                     Err(state::RunError::LeaseLost(_)) => tracing::info!(run_id = %id, "stopped driving run"),
                     Err(e) => tracing::error!(run_id = %id, error = %e, "run driver failed; another coordinator may take over"),
@@ -283,18 +285,41 @@ async fn own_runs(
     }
 }
 
-/// Other holders' leases: the revision last seen of each, and when (on
-/// the monotonic clock) it was first seen.
+/// Other holders' leases: the revision last seen of each, when (on the
+/// monotonic clock) it was first seen, and how far the run's clock in it
+/// was from ours then.
 #[derive(Debug, Default)]
-struct Observed(HashMap<RunId, (u64, tokio::time::Instant)>);
+struct Observed(HashMap<RunId, Seen>);
+
+#[derive(Debug)]
+struct Seen {
+    revision: u64,
+    at: tokio::time::Instant,
+    /// The run's clock minus ours, when the lease carried its clock.
+    offset: Option<i64>,
+}
 
 impl Observed {
-    /// A revision seen now; the clock restarts only when it changed.
-    fn saw(&mut self, run: RunId, revision: u64) {
-        let now = tokio::time::Instant::now();
-        let e = self.0.entry(run).or_insert((revision, now));
-        if e.0 != revision {
-            *e = (revision, now);
+    /// A revision seen now (with the run's clock it carries, if known, and
+    /// our wall clock); the clock restarts only when it changed.
+    fn saw(&mut self, run: RunId, revision: u64, clock: Option<Millis>, now: Millis) {
+        let offset = clock
+            .filter(|c| *c > 0)
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(0));
+        let at = tokio::time::Instant::now();
+        let e = self.0.entry(run).or_insert(Seen {
+            revision,
+            at,
+            offset,
+        });
+        if e.revision != revision {
+            *e = Seen {
+                revision,
+                at,
+                offset,
+            };
+        } else if e.offset.is_none() {
+            e.offset = offset;
         }
     }
 
@@ -302,9 +327,14 @@ impl Observed {
         self.0.remove(run);
     }
 
+    /// The run's clock minus ours, as its last owner kept it.
+    fn offset(&self, run: &RunId) -> Option<i64> {
+        self.0.get(run).and_then(|s| s.offset)
+    }
+
     /// When the oldest revision becomes stale.
     fn next_stale(&self, ttl: Duration) -> Option<tokio::time::Instant> {
-        self.0.values().map(|(_, at)| *at + ttl).min()
+        self.0.values().map(|s| s.at + ttl).min()
     }
 
     /// The runs whose revision has not changed for `ttl`, with it.
@@ -312,8 +342,8 @@ impl Observed {
         let now = tokio::time::Instant::now();
         self.0
             .iter()
-            .filter(|(_, (_, at))| now >= *at + ttl)
-            .map(|(run, (revision, _))| (run.clone(), Some(*revision)))
+            .filter(|(_, s)| now >= s.at + ttl)
+            .map(|(run, s)| (run.clone(), Some(s.revision)))
             .collect()
     }
 }

@@ -100,12 +100,14 @@ pub async fn drive(
     shared: Arc<Shared>,
     lease: LeaseHeld,
     sent: tokio::time::Instant,
+    offset: i64,
     cancel: CancellationToken,
 ) -> Result<(), RunError> {
     let run_id = lease.run.clone();
+    let clock = super::lease::RunClock::new(offset);
     // Renewed from now on, whatever the driver is busy with (a long replay
     // must not let the lease lapse).
-    let lease = super::lease::Keeper::start(shared.clone(), lease, sent);
+    let lease = super::lease::Keeper::start(shared.clone(), lease, sent, clock.clone());
     let sub = match load_submission(&shared, &run_id).await? {
         Ok(sub) => sub,
         Err(msg) => {
@@ -157,6 +159,7 @@ pub async fn drive(
         shared: shared.clone(),
         run_id: run_id.clone(),
         core: RunCore::new(Engine::new(plan), ops),
+        clock,
         last_seq: 0,
         cancel_sent: false,
         pending: Vec::new(),
@@ -348,8 +351,8 @@ impl Driver {
                     }
                     self.pending.extend(batch);
                 }
-                () = sleep_until_ms(next_timer, self.shared.now()), if next_timer.is_some() => {
-                    let due = self.core.due(self.shared.now());
+                () = sleep_until_ms(next_timer, self.now()), if next_timer.is_some() => {
+                    let due = self.core.due(self.now());
                     self.pending.extend(due);
                 }
                 update = run_watch.next() => {

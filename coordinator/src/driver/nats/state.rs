@@ -50,6 +50,13 @@ impl RunError {
     }
 }
 
+impl Driver {
+    /// Now on the run's clock.
+    pub(super) fn now(&self) -> Millis {
+        self.clock.now(&self.shared)
+    }
+}
+
 pub(super) fn err(run: &RunId, source: StoreError) -> RunError {
     RunError::Store {
         run: run.clone(),
@@ -65,6 +72,8 @@ pub(super) struct Driver {
     pub(super) shared: Arc<Shared>,
     pub(super) run_id: RunId,
     pub(super) core: RunCore,
+    /// The run's clock: what its log's times and its timers are on.
+    pub(super) clock: super::lease::RunClock,
     pub(super) last_seq: u64,
     pub(super) cancel_sent: bool,
     /// Events waiting for the next log entry.

@@ -94,18 +94,17 @@ async fn drive(
     run: &RunId,
 ) -> (JoinHandle<Result<(), RunError>>, CancellationToken) {
     let sent = tokio::time::Instant::now();
-    let expires_at = shared.now() + LEASE_TTL.as_millis() as u64;
     let acquired = shared
         .stores
         .leases
-        .acquire(run, &shared.opts.name, None, expires_at)
+        .acquire(run, &shared.opts.name, None, shared.now(), LEASE_TTL)
         .await
         .expect("lease store");
     let Acquired::Held(held) = acquired else {
         panic!("the lease is not free: {acquired:?}")
     };
     let cancel = CancellationToken::new();
-    let handle = tokio::spawn(run::drive(shared.clone(), held, sent, cancel.clone()));
+    let handle = tokio::spawn(run::drive(shared.clone(), held, sent, 0, cancel.clone()));
     (handle, cancel)
 }
 
@@ -191,7 +190,7 @@ async fn after_lease_loss_the_new_owner_takes_over_and_finishes() {
     let (handle, _cancel) = drive(&first, &run).await;
     until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
     // Another coordinator writes the lease: the next renewal fails.
-    mem.steal_lease(&run, "c2", test_clock() + 10 * LEASE_TTL.as_millis() as u64);
+    mem.steal_lease(&run, "c2", test_clock());
     let outcome = handle.await.expect("driver task");
     assert!(
         matches!(outcome, Err(RunError::LeaseLost(_))),
@@ -496,7 +495,7 @@ async fn a_dead_owners_lease_is_taken_over_within_a_ttl_whatever_its_clock_said(
     let run = submit(&mem, "r1", TWO_STAGES).await;
     // The owner's clock was an hour fast: its lease "expires" in an hour.
     // It died right after writing it.
-    mem.steal_lease(&run, "dead", fast_clock() + LEASE_TTL.as_millis() as u64);
+    mem.steal_lease(&run, "dead", fast_clock());
     let second = coordinator(&mem, "c2");
     let start = tokio::time::Instant::now();
     let (owner, cancel) = own(&second);
@@ -601,4 +600,75 @@ async fn the_sweeper_dead_letters_a_task_at_its_limit_whose_advisory_was_missed(
         !mem.sent().iter().any(|s| s.msg_id.contains(":swept")),
         "not re-sent: it would only reach its limit again"
     );
+}
+
+const RETRIED: &str = "\
+cascade:
+  name: retried
+stages:
+  - stage: a
+    skill: echo
+    error_handling: {strategy: retry, max_retries: 2, backoff: linear, base_delay: 20s, max_delay: 20s, jitter: false}
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_set_on_a_fast_clock_fires_on_time_after_a_takeover() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", RETRIED).await;
+    let fast = Arc::new(Shared {
+        clock: fast_clock,
+        ..Arc::into_inner(coordinator(&mem, "fast")).expect("one reference")
+    });
+    let (driver, _stop) = drive(&fast, &run).await;
+    until("a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    // The attempt fails: a retry in 2 s, on the owner's clock (an hour fast).
+    let task = sent_for_stage(&mem, "a")[0].clone();
+    let spec = &task.spec;
+    let record = ResultRecord {
+        v: PROTOCOL_VERSION,
+        run_id: spec.run_id.clone(),
+        result: TaskResult {
+            task_id: spec.task_id.clone(),
+            attempt: spec.attempt,
+            worker: "w1".into(),
+            duration_ms: 1,
+            outcome: TaskOutcome::Failed(cascade_proto::Failure::retryable("flaky")),
+            usage: None,
+            model: None,
+            notes: Vec::new(),
+        },
+        outputs_ref: None,
+        route: Some(task.route.clone()),
+        proof: None,
+    };
+    let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
+    let stores = mem.stores(QueueSettings::default());
+    stores.results.create(&key, &record).await.expect("result");
+    until("the failure is logged", || mem.log(&run).len() >= 2).await;
+    let failed = tokio::time::Instant::now();
+    // The run idles (nothing logged) for a while, then the owner dies; its
+    // last lease write carries its clock.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    mem.steal_lease(&run, "dead", fast_clock());
+    let outcome = driver.await.expect("driver task");
+    assert!(
+        matches!(outcome, Err(RunError::LeaseLost(_))),
+        "{outcome:?}"
+    );
+    // A coordinator on the right time takes over: the retry fires 20 s
+    // after the failure, not an hour later (the run's clock from the
+    // lease), nor 20 s after the takeover (the log's last time alone).
+    let (owner, cancel) = own(&coordinator(&mem, "c2"));
+    while sent_for_stage(&mem, "a").len() < 2 {
+        assert!(failed.elapsed() < Duration::from_secs(120), "no retry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = failed.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20) && waited <= Duration::from_secs(21),
+        "the retry came {waited:?} after the failure"
+    );
+    assert_eq!(sent_for_stage(&mem, "a")[1].spec.attempt.0, 2);
+    cancel.cancel();
+    owner.await.expect("owner loop");
 }
