@@ -243,7 +243,7 @@ pub(super) async fn send_all(
                 let ack = stores.tasks.publish_batch(subject, &batch, msg_id).await?;
                 acks.push(ack);
             }
-            Send::Memory(effect) => super::memory::perform(&shared, &run_id, &effect).await,
+            Send::Memory(effect) => super::memory::perform(&shared, &run_id, &effect).await?,
             // Best effort: fencing is the guarantee.
             Send::Cancel(req) => {
                 let _ = stores.tasks.cancel(&req).await;

@@ -2,7 +2,7 @@
 //! every run, cascade memory for one run.
 
 use cascade_proto::RunId;
-use cascade_swarm::store::MemoryScope as Scope;
+use cascade_swarm::store::{MemoryScope as Scope, StoreError};
 use serde_json::{Map, Value};
 
 use super::Shared;
@@ -16,18 +16,20 @@ fn scope(run: &RunId, s: MemoryScope) -> Scope<'_> {
     }
 }
 
-/// The memory a run starts with: its scope's keys.
-pub async fn load(shared: &Shared, run: &RunId, s: MemoryScope) -> Map<String, Value> {
-    match shared.stores.memory.load(scope(run, s)).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(run_id = %run, error = %e, "cannot load memory");
-            Map::new()
-        }
-    }
+/// The memory a run starts with: its scope's keys. An error is the
+/// driver's to act on (try again later, or fail the run visibly): starting
+/// with memory missing would silently change what the run computes.
+pub async fn load(
+    shared: &Shared,
+    run: &RunId,
+    s: MemoryScope,
+) -> Result<Map<String, Value>, StoreError> {
+    shared.stores.memory.load(scope(run, s)).await
 }
 
-pub async fn perform(shared: &Shared, run: &RunId, effect: &Effect) {
+/// Performs a memory effect. An error is returned, never only logged: a
+/// later stage may read what this one wrote.
+pub async fn perform(shared: &Shared, run: &RunId, effect: &Effect) -> Result<(), StoreError> {
     let memory = &shared.stores.memory;
     let outcome = match effect {
         Effect::PutMemory {
@@ -39,7 +41,8 @@ pub async fn perform(shared: &Shared, run: &RunId, effect: &Effect) {
         Effect::ClearRunMemory => memory.clear_run(run).await,
         _ => Ok(()),
     };
-    if let Err(e) = outcome {
+    if let Err(e) = &outcome {
         tracing::error!(run_id = %run, error = %e, "memory write failed");
     }
+    outcome
 }

@@ -183,7 +183,9 @@ pub async fn drive(
         if replayed == 0 {
             crate::driver::metrics::run_started();
             let scope = d.core.engine.plan().memory.scope;
-            let memory = super::memory::load(&shared, &run_id, scope).await;
+            let memory = super::memory::load(&shared, &run_id, scope)
+                .await
+                .map_err(|e| err(&run_id, e))?;
             let start = Event::RunStarted {
                 run_id: run_id.clone(),
                 inputs: sub.inputs.clone(),

@@ -672,3 +672,42 @@ async fn a_retry_set_on_a_fast_clock_fires_on_time_after_a_takeover() {
     cancel.cancel();
     owner.await.expect("owner loop");
 }
+
+const REMEMBERS: &str = "\
+cascade:
+  name: remembers
+memory:
+  persistence: enabled
+  scope: cascade
+  keys: [big]
+stages:
+  - stage: a
+    skill: echo
+    memory:
+      write_keys: [big]
+  - stage: b
+    skill: echo
+    inputs:
+      x: ${memory.big}
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_memory_write_that_fails_fails_the_run_visibly_instead_of_being_dropped() {
+    let mem = InMemory::new();
+    let run = submit(&mem, "r1", REMEMBERS).await;
+    let c = coordinator(&mem, "c1");
+    let (handle, _cancel) = drive(&c, &run).await;
+    until("a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
+    // More than a memory value may hold: the store refuses it for good.
+    let big = "x".repeat(cascade_proto::wire::INLINE_LIMIT + 1);
+    complete(&mem, &sent_for_stage(&mem, "a")[0], json!({ "big": big })).await;
+    let outcome = handle.await.expect("driver task");
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(finished(&mem, &run), Some(RunState::Failed));
+    let error = mem.record(&run).and_then(|r| r.error).unwrap_or_default();
+    assert!(error.contains("memory value `big`"), "{error}");
+    assert!(
+        sent_for_stage(&mem, "b").is_empty(),
+        "b never ran without it"
+    );
+}
