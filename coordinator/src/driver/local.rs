@@ -118,6 +118,7 @@ async fn drive<F: FnMut(&Effect, &Engine)>(
         store: opts.store,
         run_id: opts.run_id.clone(),
         observe,
+        failed: None,
     };
     let memory = match plan.memory.scope {
         MemoryScope::Global if plan.memory.enabled => {
@@ -128,8 +129,10 @@ async fn drive<F: FnMut(&Effect, &Engine)>(
                 io.clock.now(),
             ) {
                 Ok(m) => m,
+                // Running on without it would silently change what the run
+                // computes: it stops at once, saying why.
                 Err(e) => {
-                    tracing::warn!(error = %e, "global memory could not be read; starting with none");
+                    io.failed = Some(format!("global memory could not be read: {e}"));
                     Map::new()
                 }
             }
@@ -148,7 +151,10 @@ async fn drive<F: FnMut(&Effect, &Engine)>(
     while !core.engine.is_finished() {
         // Events the integrations raised (a failed gate stops the run)
         // come before anything new.
-        let raised = core.take_raised();
+        let mut raised = core.take_raised();
+        if let Some(reason) = io.failed.take() {
+            raised.push(Event::CancelRequested { reason });
+        }
         if !raised.is_empty() {
             for e in raised {
                 core.step(e, io.clock.now(), Mode::Live, &mut io);
@@ -193,6 +199,9 @@ struct Io<F> {
     run_id: RunId,
     /// Sees every effect (progress display).
     observe: F,
+    /// A memory write that failed: the run stops saying so (a later stage
+    /// may read what it should have written).
+    failed: Option<String>,
 }
 
 impl<F> Io<F> {
@@ -242,23 +251,29 @@ impl<F: FnMut(&Effect, &Engine)> Effects for Io<F> {
 
     fn memory(&mut self, effect: Effect) {
         let run = self.run_id.as_str();
-        match effect {
-            Effect::PutMemory { scope, key, value } => {
-                if let Err(e) = self.store.put(scope, run, &key, value, self.clock.now()) {
-                    tracing::error!(error = %e, key, "memory write failed");
-                }
-            }
-            Effect::DeleteMemory { scope, key } => {
-                if let Err(e) = self.store.delete(scope, run, &key) {
-                    tracing::error!(error = %e, key, "memory delete failed");
-                }
-            }
+        let failed = match effect {
+            Effect::PutMemory { scope, key, value } => self
+                .store
+                .put(scope, run, &key, value, self.clock.now())
+                .err()
+                .map(|e| format!("memory write of `{key}` failed: {e}")),
+            Effect::DeleteMemory { scope, key } => self
+                .store
+                .delete(scope, run, &key)
+                .err()
+                .map(|e| format!("memory delete of `{key}` failed: {e}")),
+            // The run is over: its memory not cleaned up is only a warning.
             Effect::ClearRunMemory => {
                 if let Err(e) = self.store.clear_run(run) {
-                    tracing::error!(error = %e, "memory cleanup failed");
+                    tracing::warn!(error = %e, "memory cleanup failed");
                 }
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(reason) = failed {
+            tracing::error!("{reason}: stopping the run");
+            self.failed.get_or_insert(reason);
         }
     }
 }

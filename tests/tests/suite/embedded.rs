@@ -191,3 +191,59 @@ stages:
     let r3 = run(dir.path(), "c.yaml", 2, CancellationToken::new()).await;
     assert_eq!(r3.memory_snapshot.get("runs"), Some(&json!(3)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_write_that_fails_stops_the_run_saying_which_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "skills/emit.yaml",
+                "run: |\n  echo '{\"note\": \"kept\"}'\n",
+            ),
+            (
+                "c.yaml",
+                "cascade:\n  name: remembers\nmemory:\n  persistence: enabled\n  scope: cascade\n  keys: [note]\nstages:\n  - stage: a\n    skill: emit\n    memory:\n      write_keys: [note]\n  - stage: b\n    skill: emit\n    depends_on: [a]\n    inputs:\n      x: ${memory.note}\n",
+            ),
+            // Where the memory files would go is a file: every write fails
+            // (even as root).
+            ("data", "not a directory"),
+        ],
+    );
+    let r = run(dir.path(), "c.yaml", 2, CancellationToken::new()).await;
+    assert_eq!(r.status.as_str(), "failed", "{r:?}");
+    let error = serde_json::to_value(&r).expect("report")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("memory write of `note` failed"), "{error}");
+    assert_ne!(
+        stage(&r, "b")["status"],
+        "success",
+        "b did not run without it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_memory_that_cannot_be_read_stops_the_run_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[
+            ("skills/emit.yaml", "run: |\n  echo {}\n"),
+            (
+                "c.yaml",
+                "cascade:\n  name: remembers\nmemory:\n  persistence: enabled\n  scope: global\n  keys: [note]\nstages:\n  - stage: a\n    skill: emit\n",
+            ),
+            ("data/memory/global.json", "{ not json"),
+        ],
+    );
+    let r = run(dir.path(), "c.yaml", 2, CancellationToken::new()).await;
+    assert_eq!(r.status.as_str(), "failed", "{r:?}");
+    let error = serde_json::to_value(&r).expect("report")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("global memory could not be read"), "{error}");
+}
