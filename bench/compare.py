@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Compares alternated rounds of two variants of Cascade in one sitting.
+"""Compares alternated rounds of variants of Cascade measured in one sitting.
 
-    bench/compare.py DIR        # DIR holds base-1, new-1, base-2, new-2, ... (bench/run.sh results)
+    bench/compare.py DIR        # DIR holds base-1, new-1, base-2, ... (bench/run.sh results)
 
-A round's cell is the median of its measured runs; the summary is the median
-of the round medians, [min-max] over every run of every round; new/base
-compares those medians (tasks/s: above 1 is faster; times: below 1 is faster).
-Prints a Markdown table."""
+Variants are the directory names without their `-N` round; `base` is the
+reference. A round's cell is the median of its measured runs; a variant's
+value is the median of its round medians, [min-max] over every run of every
+round; X/base compares those medians (tasks/s: above 1 is faster; times:
+below 1 is faster). Prints a Markdown table."""
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -23,10 +25,8 @@ def rows(d: Path):
             r = json.loads(line)
         except ValueError:
             continue
-        if "workload" not in r or "value_median" not in r:
-            continue
-        key = (r["variant"], r["workload"], r.get("metric", ""))
-        out[key] = r
+        if "workload" in r and "value_median" in r:
+            out[(r["variant"], r["workload"], r.get("metric", ""))] = r
     return out
 
 
@@ -36,30 +36,38 @@ def fmt(x):
 
 def main():
     root = Path(sys.argv[1])
-    rounds = {"base": [], "new": []}
+    rounds = {}
     for d in sorted(root.iterdir()):
-        for v in rounds:
-            if d.is_dir() and d.name.startswith(v + "-"):
-                rounds[v].append(rows(d))
+        m = re.fullmatch(r"(.+)-(\d+)", d.name)
+        if d.is_dir() and m:
+            rounds.setdefault(m.group(1), []).append(rows(d))
+    names = sorted(rounds, key=lambda v: (v != "base", v))
     keys = sorted({k for v in rounds.values() for r in v for k in r})
-    print("| variant | workload | base rounds | new rounds | base | new | new/base |")
-    print("|---|---|---|---|---|---|---|")
+    head = ["variant", "workload"] + [f"{v} rounds" for v in names] + names
+    head += [f"{v}/base" for v in names if v != "base"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for k in keys:
-        cells = []
-        med = {}
-        for v in ("base", "new"):
+        med, rcells, vcells = {}, [], []
+        for v in names:
             meds = [r[k]["value_median"] for r in rounds[v] if k in r]
-            lo = [r[k]["value_min"] for r in rounds[v] if k in r]
-            hi = [r[k]["value_max"] for r in rounds[v] if k in r]
             if not meds:
-                cells += ["-", "-"]
+                rcells.append("-")
+                vcells.append("-")
                 continue
+            lo = min(r[k]["value_min"] for r in rounds[v] if k in r)
+            hi = max(r[k]["value_max"] for r in rounds[v] if k in r)
             med[v] = statistics.median(meds)
-            cells.append(" / ".join(fmt(m) for m in meds))
-            cells.append(f"{fmt(med[v])} [{fmt(min(lo))}-{fmt(max(hi))}]")
-        ratio = fmt(med["new"] / med["base"]) if len(med) == 2 and med["base"] else "-"
+            rcells.append(" / ".join(fmt(m) for m in meds))
+            vcells.append(f"{fmt(med[v])} [{fmt(lo)}-{fmt(hi)}]")
+        ratios = []
+        for v in names:
+            if v == "base":
+                continue
+            ok = v in med and med.get("base")
+            ratios.append(fmt(med[v] / med["base"]) if ok else "-")
         variant, workload, metric = k
-        print(f"| {variant} | {workload} ({metric}) | {cells[0]} | {cells[2]} | {cells[1]} | {cells[3]} | {ratio} |")
+        print("| " + " | ".join([variant, f"{workload} ({metric})"] + rcells + vcells + ratios) + " |")
 
 
 if __name__ == "__main__":
