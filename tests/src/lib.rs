@@ -436,8 +436,12 @@ impl TestSwarm {
     /// be what a test kills).
     pub fn start_coordinator_with(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
         let mut cmd = self.coordinator_cmd();
-        cmd.envs(env.iter().copied());
-        cmd.args(["serve", "--name", name, "--lease-ttl", TEST_LEASE_TTL]);
+        // The tests' cascades are their own: run their on_run_end hooks
+        // (a test of the refusal sets it to false in `env`).
+        cmd.env("CASCADE_ALLOW_SUBMITTED_COMMANDS", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
+            .args(["serve", "--name", name, "--lease-ttl", TEST_LEASE_TTL]);
         let mut p = Proc::spawn(name, cmd, self.logs.path());
         p.await_output("serving", Duration::from_secs(30));
         self.coordinators.push(p);

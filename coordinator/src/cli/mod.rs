@@ -367,6 +367,8 @@ fn integrations_of(
             inputs: inputs.clone(),
             dir,
             env: Env::process(),
+            // The user's own file, run here.
+            commands: true,
         },
     )
 }

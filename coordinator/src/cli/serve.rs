@@ -75,6 +75,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub http_token: Option<String>,
+    /// Run the `on_run_end` hooks of submitted cascades here (they are
+    /// commands from whoever may submit); refused, and noted in the run's
+    /// report, without it.
+    #[arg(
+        long = "allow-submitted-commands",
+        env = "CASCADE_ALLOW_SUBMITTED_COMMANDS"
+    )]
+    pub allow_submitted_commands: bool,
 }
 
 pub fn host_name() -> String {
@@ -153,6 +161,7 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
             name,
             lease_ttl: a.lease_ttl,
             models,
+            allow_submitted_commands: a.allow_submitted_commands,
         },
         cancel,
     )

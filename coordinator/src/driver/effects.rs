@@ -234,6 +234,7 @@ hooks:
             inputs: Default::default(),
             dir: std::env::temp_dir(),
             env: crate::integrations::Env::fixed([]),
+            commands: true,
         };
         let ops = RunIntegrations::new(plan.clone(), setup);
         RunCore::new(Engine::new(plan), ops)

@@ -89,6 +89,8 @@ pub struct RunIntegrations {
     /// here).
     dir: PathBuf,
     env: Env,
+    /// Whether `on_run_end` hooks may run (see [`RunSetup::commands`]).
+    commands: bool,
     http: Option<reqwest::Client>,
     notifier: Notifier,
     task_hooks: Option<TaskHooks>,
@@ -116,6 +118,10 @@ pub struct RunSetup {
     pub inputs: Map<String, Value>,
     pub dir: PathBuf,
     pub env: Env,
+    /// Whether the cascade's `on_run_end` hooks may run here (`coordinator
+    /// run`: the user's own file; `serve`: only with
+    /// `--allow-submitted-commands`).
+    pub commands: bool,
 }
 
 fn http_client() -> Option<reqwest::Client> {
@@ -157,6 +163,7 @@ impl RunIntegrations {
             inputs: setup.inputs,
             dir: setup.dir,
             env: setup.env,
+            commands: setup.commands,
             http,
             notifier,
             background: TaskTracker::new(),
@@ -175,6 +182,7 @@ impl RunIntegrations {
                 inputs: Map::new(),
                 dir: PathBuf::new(),
                 env: Env::process(),
+                commands: false,
             },
         )
     }
@@ -417,6 +425,14 @@ impl RunIntegrations {
     }
 
     async fn on_run_end(&mut self, report: &Value) {
+        if !self.commands && !self.ops.hooks.on_run_end.is_empty() {
+            let note = "on_run_end hooks not run: they are commands from the submitted cascade, \
+                        and this coordinator does not run submitted commands; start `coordinator \
+                        serve` with --allow-submitted-commands (env CASCADE_ALLOW_SUBMITTED_COMMANDS=true)";
+            tracing::warn!(run_id = %self.run_id, "{note}");
+            self.notes.push(note.to_owned());
+            return;
+        }
         let env = [
             ("CASCADE_HOOK", "on_run_end".to_owned()),
             ("CASCADE_RUN_ID", self.run_id.clone()),

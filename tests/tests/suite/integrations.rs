@@ -1159,3 +1159,39 @@ fn submitted_hooks_run_on_a_worker_only_when_it_allows_submitted_commands() {
         "ran\n"
     );
 }
+
+#[test]
+fn a_submitted_on_run_end_hook_runs_on_serve_only_when_it_allows_submitted_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("run-end.json");
+    let cascade = format!(
+        "name: ends\nstages:\n  - {{stage_id: a, skill: echo}}\nhooks:\n  on_run_end: 'cat > \"{}\"'\n",
+        marker.display()
+    );
+    write_tree(dir.path(), &[("cascade.yaml", &cascade)]);
+    for allowed in [false, true] {
+        let _ = std::fs::remove_file(&marker);
+        let mut swarm = TestSwarm::new();
+        swarm.env.push((
+            "CASCADE_ALLOW_SUBMITTED_COMMANDS".into(),
+            allowed.to_string(),
+        ));
+        swarm.start_coordinator("c1");
+        swarm.start_worker("w1", "echo", &[]);
+        let out = dir.path().join("results.json");
+        let (code, _, stderr) = swarm.submit_wait(&dir.path().join("cascade.yaml"), &out, &[]);
+        assert_eq!(code, 0, "{stderr}");
+        let results = read_json(&out);
+        let notes = results["notes"].to_string();
+        if allowed {
+            assert!(marker.exists(), "the hook ran: {results}");
+        } else {
+            assert!(!marker.exists(), "a submitted hook ran on the coordinator");
+            assert!(
+                notes.contains("on_run_end hooks not run")
+                    && notes.contains("--allow-submitted-commands"),
+                "{results}"
+            );
+        }
+    }
+}

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub lease_ttl: Duration,
     /// The models file runs are planned with (routing, prices, fallbacks).
     pub models: std::sync::Arc<cascade_core::models::ModelCatalog>,
+    /// Whether submitted cascades' `on_run_end` hooks run here.
+    pub allow_submitted_commands: bool,
 }
 
 /// What every task of a coordinator shares: the stores (NATS in

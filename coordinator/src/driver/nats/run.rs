@@ -153,6 +153,7 @@ pub async fn drive(
             inputs: sub.inputs.clone(),
             dir: std::env::current_dir().unwrap_or_default(),
             env: Env::process(),
+            commands: shared.opts.allow_submitted_commands,
         },
     );
     let mut d = Driver {

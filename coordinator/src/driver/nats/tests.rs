@@ -44,6 +44,7 @@ fn coordinator(mem: &Arc<InMemory>, name: &str) -> Arc<Shared> {
             name: name.to_owned(),
             lease_ttl: LEASE_TTL,
             models: Arc::new(ModelCatalog::builtin()),
+            allow_submitted_commands: false,
         },
         registry: Registry::default(),
         clock: test_clock,
