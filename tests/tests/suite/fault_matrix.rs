@@ -494,3 +494,64 @@ fn version_gate() {
 fn rmp_serde_bytes(v: &Value) -> Vec<u8> {
     cascade_proto::encode(v).expect("encodes")
 }
+
+#[test]
+fn slow_worker_with_late_acks() {
+    matrix("slow worker with late acks", |rng| {
+        let w = Workload::new(false);
+        let mut swarm = TestSwarm::new();
+        swarm.start_coordinator("c1");
+        workers(&mut swarm, &w, &["w1", "w2"]);
+        let t = Instant::now();
+        let run = submit(&swarm, &w, "r", &[]);
+        after_starts(&w, 1 + rng.below(TASKS as u64 / 2) as usize);
+        // One worker keeps missing its ack windows: stopped past one,
+        // running for a moment, stopped again.
+        let slow = rng.below(2) as usize;
+        let ack_wait =
+            cascade_core::duration::parse_duration(cascade_tests::TEST_ACK_WAIT).expect("ack wait");
+        for _ in 0..3 {
+            if run.handle.is_finished() {
+                break;
+            }
+            swarm.workers[slow].signal("STOP");
+            std::thread::sleep(ack_wait + Duration::from_millis(200 + rng.below(600)));
+            swarm.workers[slow].signal("CONT");
+            std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        }
+        measure(&w, run, t, &stages())
+    });
+}
+
+#[test]
+fn redelivery_storm() {
+    matrix("redelivery storm", |rng| {
+        let w = Workload::new(false);
+        let mut swarm = TestSwarm::new();
+        swarm.start_coordinator("c1");
+        let skills = w.skills();
+        for name in ["w1", "w2"] {
+            swarm.start_worker(
+                name,
+                "work",
+                &["--skills-dir", &skills, "--concurrency", "6"],
+            );
+        }
+        let t = Instant::now();
+        let run = submit(&swarm, &w, "r", &[]);
+        after_starts(&w, 1 + rng.below(TASKS as u64 / 2) as usize);
+        // Every worker dies with its deliveries in flight: they all come
+        // back at once, one ack window later, to the new ones.
+        for p in &mut swarm.workers {
+            p.kill();
+        }
+        for name in ["w3", "w4"] {
+            swarm.start_worker(
+                name,
+                "work",
+                &["--skills-dir", &skills, "--concurrency", "6"],
+            );
+        }
+        measure(&w, run, t, &stages())
+    });
+}
