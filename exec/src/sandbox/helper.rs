@@ -34,12 +34,7 @@ use landlock::{
 };
 use nix::sys::resource::{Resource, setrlimit};
 
-/// `argv[1]` that turns a binary into the helper.
-pub const HELPER_MARKER: &str = "__cascade-sandbox-exec";
-/// The first words of the helper's error line on stderr.
-pub const HELPER_ERROR_PREFIX: &str = "cascade-sandbox-helper:";
-/// The helper's exit code when it could not set the sandbox up.
-pub const HELPER_ERROR_CODE: i32 = 125;
+pub use super::protocol::{HELPER_ERROR_CODE, HELPER_ERROR_PREFIX, HELPER_MARKER};
 /// The landlock ABI whose rights we ask for; older kernels get what they support.
 const LANDLOCK_ABI: ABI = ABI::V6;
 /// Devices a sandboxed command may write to.

@@ -40,6 +40,7 @@ pub mod fixloop;
 pub mod helper;
 pub mod parse;
 pub mod patch;
+mod protocol;
 pub mod report;
 pub mod runner;
 mod supervise;

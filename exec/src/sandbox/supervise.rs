@@ -36,7 +36,7 @@ use nix::sys::signal::{SigSet, Signal, kill, raise};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp, getpid, getppid, setpgid};
 
-use super::helper::{HELPER_ERROR_CODE, HELPER_ERROR_PREFIX, HELPER_MARKER};
+use super::protocol::{HELPER_ERROR_CODE, HELPER_ERROR_PREFIX, HELPER_MARKER};
 
 /// The parent-death signal: caught (through `sigwait`), so the helper can clean up.
 const PARENT_DEATH: Signal = Signal::SIGUSR1;
