@@ -555,3 +555,28 @@ fn redelivery_storm() {
         measure(&w, run, t, &stages())
     });
 }
+
+#[test]
+fn kill_between_result_and_ack() {
+    matrix("kill between result and ack", |_rng| {
+        let w = Workload::new(false);
+        let mut swarm = TestSwarm::new();
+        swarm.start_coordinator("c1");
+        let skills = w.skills();
+        // w1 dies right after storing its first result, before its ack.
+        swarm
+            .env
+            .push(("CASCADE_FAILPOINT".into(), "after-result-before-ack".into()));
+        swarm.start_worker("w1", "work", &["--skills-dir", &skills]);
+        swarm.env.pop();
+        let t = Instant::now();
+        let run = submit(&swarm, &w, "r", &[]);
+        await_condition(
+            "w1 to die at its failpoint",
+            Duration::from_secs(60),
+            || matches!(swarm.workers[0].child.try_wait(), Ok(Some(_))).then_some(()),
+        );
+        workers(&mut swarm, &w, &["w2"]);
+        measure(&w, run, t, &stages())
+    });
+}

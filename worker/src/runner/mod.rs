@@ -282,3 +282,12 @@ async fn drain(shared: &Arc<Shared>, registration: &Registration, pullers: TaskT
         shared.tasks.wait().await;
     }
 }
+
+/// Whether the failpoint `name` is set (`CASCADE_FAILPOINT=name`): the
+/// fault matrix makes a worker die at that point (read once per process).
+pub(crate) fn failpoint(name: &str) -> bool {
+    static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| std::env::var("CASCADE_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+}

@@ -309,6 +309,9 @@ async fn complete(
             // claim check. Should a newer delivery hold it, that worker finds
             // the stored result and stops; nothing is lost (the danger of a
             // late ack is deleting work that has no result yet).
+            if super::failpoint("after-result-before-ack") {
+                std::process::abort();
+            }
             msg.ack().await?;
         }
         Created::Exists => {
