@@ -159,3 +159,28 @@ async fn an_append_sent_again_is_written_once_and_not_superseded() {
     let next = stores.events.append(&run, &entry(3), seq, "coord-a").await;
     assert!(matches!(next, Ok(Appended::At(s)) if s > seq), "{next:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_under_its_content_name_is_written_once() {
+    let server = NatsServer::start();
+    let swarm = crate::support::swarm(&server, QueueSettings::default()).await;
+    let stores = swarm.stores();
+    let value = serde_json::json!({"big": "x".repeat(1000)});
+    let name = cascade_swarm::store::content_name("outputs.r.t.1", &value).expect("name");
+    stores
+        .objects
+        .put_json(&name, &value)
+        .await
+        .expect("first put");
+    let objects = swarm.raw().objects;
+    let first = objects.info(&name).await.expect("info");
+    // A redelivered attempt stores the same outputs again: already there.
+    stores
+        .objects
+        .put_json(&name, &value)
+        .await
+        .expect("second put");
+    let second = objects.info(&name).await.expect("info");
+    assert_eq!(first.nuid, second.nuid, "not rewritten");
+    assert_eq!(stores.objects.get_json(&name).await.expect("get"), value);
+}
