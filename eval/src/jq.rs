@@ -16,8 +16,9 @@
 //! `combinations`), and `*` (`"x" * 4000000000` repeats a string: an allocation failure
 //! aborts the process). What is left walks the context, whose size is bounded. A panic
 //! inside jaq is an error of the filter, not of the process. Still not bounded: filters
-//! whose outputs or values multiply (`[(.,.)|(.,.)|...]`, `reduce .xs[] as $x (.; [., .])
-//! | tojson` over a long list) — a real budget needs a step counter inside jaq.
+//! whose outputs or values multiply (`try (.. - .. - .. - ..)`, `[(.,.)|(.,.)|...]`,
+//! `reduce .xs[] as $x (.; [., .]) | tojson` over a long list) — a real budget needs a step
+//! counter inside jaq (`fuzz/open/README.md`).
 
 use std::fmt;
 use std::sync::Arc;
