@@ -8,8 +8,17 @@
 //!
 //! Purity: `env`, `now`, `localtime`, `strflocaltime`, `halt`, `input(s)` and the logging
 //! natives are replaced by stubs that fail or do nothing. Only the first output is taken;
-//! jq truthiness applies (false and null are false, no output is false). A filter that loops
-//! forever (`last(repeat(1))`) is not interrupted: jaq has no step budget.
+//! jq truthiness applies (false and null are false, no output is false).
+//!
+//! Termination: jaq has no step budget, so what can run without end is refused before
+//! compiling: definitions (`def`, the only way to write recursion) and the unbounded
+//! generators ([`UNBOUNDED`]: `repeat`, `range`, `while`, `until`, `recurse(f)`,
+//! `combinations`), and `*` (`"x" * 4000000000` repeats a string: an allocation failure
+//! aborts the process). What is left walks the context, whose size is bounded. A panic
+//! inside jaq is an error of the filter, not of the process. Still not bounded: filters
+//! whose outputs or values multiply (`try (.. - .. - .. - ..)`, `[(.,.)|(.,.)|...]`,
+//! `reduce .xs[] as $x (.; [., .]) | tojson` over a long list) — a real budget needs a step
+//! counter inside jaq (`fuzz/open/README.md`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,6 +39,10 @@ type Compiled = jaq_core::compile::Filter<Native<Data>>;
 const MAX_NESTING: usize = 64;
 
 const SHELL_SYNTAX: &str = "custom conditions take one jq filter; shell syntax is not evaluated";
+
+/// Generators that can run without end, refused in conditions (`recurse` only with an
+/// argument: plain `recurse`, like `..`, walks the input and stops).
+const UNBOUNDED: [&str; 5] = ["repeat", "range", "while", "until", "combinations"];
 
 /// A compiled jq filter.
 #[derive(Clone)]
@@ -77,7 +90,11 @@ impl JqFilter {
         let bytes = serde_json::to_vec(ctx.as_json()).map_err(|e| err(e.to_string()))?;
         let input = jaq_json::read::parse_single(&bytes).map_err(|e| err(e.to_string()))?;
         let jq_ctx = Ctx::<Data>::new(&self.compiled.lut, Vars::new([]));
-        let first = self.compiled.id.run((jq_ctx, input)).next();
+        // jaq panicked on `"ab" * 9223372036854775807` (capacity overflow) before `*` was
+        // refused; whatever else it panics on is this filter's failure, not the caller's.
+        let run = std::panic::AssertUnwindSafe(|| self.compiled.id.run((jq_ctx, input)).next());
+        let first = std::panic::catch_unwind(run)
+            .map_err(|_| err("the filter failed inside jq (panicked)".to_owned()))?;
         match first {
             None => Ok(false),
             Some(Ok(v)) => Ok(v.as_bool()),
@@ -131,6 +148,7 @@ fn stubs() -> impl Iterator<Item = Fun<Data>> {
 
 fn compile(filter: &str) -> Result<Compiled, EvalError> {
     check_nesting(filter)?;
+    check_terminates(filter)?;
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());
@@ -177,6 +195,62 @@ fn check_nesting(filter: &str) -> Result<(), EvalError> {
         }
     }
     Ok(())
+}
+
+/// Refuses what could run without end (see the module doc): `def` and the [`UNBOUNDED`]
+/// generators, found among the filter's words (keys such as `.range` are not words). A
+/// filter that does not lex is left to the compiler's messages.
+fn check_terminates(filter: &str) -> Result<(), EvalError> {
+    use jaq_core::load::lex::{StrPart, Tok, Token};
+    fn walk<'a>(tokens: &'a [Token<&'a str>], found: &mut Option<&'a str>) {
+        for (i, Token(s, tok)) in tokens.iter().enumerate() {
+            match tok {
+                Tok::Word => {
+                    let called = matches!(tokens.get(i + 1), Some(Token(n, Tok::Block(_))) if n.starts_with('('));
+                    let word = *s;
+                    if word == "def" || UNBOUNDED.contains(&word) || (word == "recurse" && called) {
+                        found.get_or_insert(word);
+                    }
+                }
+                // `"ab" * 922337203685477` asks for petabytes: an allocation failure aborts
+                // the process (not a panic). Multiplication is the one operator whose result
+                // can outgrow its operands without bound.
+                Tok::Sym if s.starts_with('*') => {
+                    found.get_or_insert("*");
+                }
+                Tok::Block(inner) => walk(inner, found),
+                Tok::Str(parts) => {
+                    for part in parts {
+                        if let StrPart::Term(t) = part {
+                            walk(std::slice::from_ref(t), found);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let Ok(tokens) = jaq_core::load::Lexer::new(filter).lex() else {
+        return Ok(());
+    };
+    let mut found = None;
+    walk(&tokens, &mut found);
+    match found {
+        None => Ok(()),
+        Some("def") => Err(jq_err(
+            filter,
+            "`def` is not allowed in conditions: a definition can recurse without end",
+        )),
+        Some("*") => Err(jq_err(
+            filter,
+            "`*` is not allowed in conditions: repeating a string can exhaust memory \
+             (compare with `/` instead: `.a / 2 > .b`)",
+        )),
+        Some(word) => Err(jq_err(
+            filter,
+            format!("`{word}` is not allowed in conditions: it can run without end"),
+        )),
+    }
 }
 
 /// Byte offset of `part` inside `whole`, if it is a slice of it.
@@ -407,6 +481,41 @@ mod tests {
                 continue;
             }
             assert_eq!(got, Ok(want), "{script}");
+        }
+    }
+
+    /// Found with the `jq` fuzz target (`fuzz/`): each of these hung, overflowed the stack,
+    /// panicked or exhausted memory; now each is refused.
+    #[test]
+    fn what_could_run_without_end_is_refused() {
+        for bad in [
+            "def f: 1 + f; f",
+            "def f: [f]; f",
+            "last(repeat(1))",
+            "[limit(100000000; repeat(1))] | length",
+            "last(range(1e10))",
+            "[range(0; 1e9; 1)] | length",
+            "last(recurse(. + 1))",
+            "first(until(false; .))",
+            "[while(true; .)] | length",
+            ".inputs | combinations",
+            "\"\\(repeat(1))\"",
+            "jq '[.[] | range(10)]'",
+            "\"ab\" * 922337203685477 < 5807",
+            "\"ab\" * 9223372036854775807",
+            ".inputs.n *= 2",
+        ] {
+            let err = JqFilter::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("not allowed in conditions"), "{bad}: {err}");
+        }
+        // Keys named like the refused words, and plain `recurse`, still work.
+        for ok in [
+            ".metrics.range == null",
+            ".def == null",
+            "[recurse] | length > 3",
+        ] {
+            let filter = JqFilter::parse(ok).expect(ok);
+            assert_eq!(filter.evaluate(&ctx()), Ok(true), "{ok}");
         }
     }
 

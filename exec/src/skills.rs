@@ -155,6 +155,13 @@ impl SkillDef {
         }
     }
 
+    /// Parses and validates a skill file's text exactly as [`SkillRegistry::load`] does
+    /// after reading it (size limit included); `path` names it in messages, gives the
+    /// default name (its stem) and becomes [`SkillDef::source`]. Nothing is read from disk.
+    pub fn parse(path: &Path, text: &str) -> Result<SkillDef, Vec<SkillLoadError>> {
+        file::parse(path, text)
+    }
+
     /// The directory of the file that defined the skill (`CASCADE_SKILL_DIR`).
     pub fn dir(&self) -> Option<&Path> {
         self.source.as_deref().and_then(Path::parent)

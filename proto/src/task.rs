@@ -91,15 +91,18 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Input and output tokens; saturates (a worker's report is not trusted
+    /// to be small: a wrapped sum would pass any budget).
     pub fn tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 
+    /// Adds `other`'s counts, saturating like [`Usage::tokens`].
     pub fn add(&mut self, other: &Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.cost_usd += other.cost_usd;
-        self.calls += other.calls;
+        self.calls = self.calls.saturating_add(other.calls);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -261,5 +264,31 @@ impl Failure {
     pub fn with_class(mut self, class: FailureClass) -> Self {
         self.class = Some(class);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing the wire decoder (`fuzz/`, target `wire`): a result whose usage
+    /// says `u64::MAX` input tokens overflowed the sum (a panic in debug builds, a wrapped
+    /// total that passes any budget in release).
+    #[test]
+    fn usage_sums_saturate() {
+        let huge = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: 20,
+            cost_usd: 0.0,
+            calls: u32::MAX,
+        };
+        assert_eq!(huge.tokens(), u64::MAX);
+        let mut total = Usage::default();
+        total.add(&huge);
+        total.add(&huge);
+        assert_eq!(total.input_tokens, u64::MAX);
+        assert_eq!(total.output_tokens, 40);
+        assert_eq!(total.calls, u32::MAX);
+        assert_eq!(total.tokens(), u64::MAX);
     }
 }

@@ -84,8 +84,21 @@ const FIELDS: &[&str] = &[
 /// Reads, parses and validates one skill file.
 pub(super) fn load_file(path: &Path) -> Result<SkillDef, Vec<SkillLoadError>> {
     let text = read_bounded(path).map_err(|e| vec![e])?;
-    let raw: RawSkill = serde_saphyr::from_str_with_options(&text, parse_options())
-        .map_err(|e| vec![parse_error(path, &text, &e)])?;
+    parse(path, &text)
+}
+
+/// Parses and validates one skill file's text, as [`load_file`] does after reading it;
+/// `path` names it in messages and gives the default name (its stem).
+pub(super) fn parse(path: &Path, text: &str) -> Result<SkillDef, Vec<SkillLoadError>> {
+    if text.len() as u64 > MAX_SKILL_FILE_BYTES {
+        return Err(vec![SkillLoadError::TooLarge {
+            path: path.to_owned(),
+            size: text.len() as u64,
+            limit: MAX_SKILL_FILE_BYTES,
+        }]);
+    }
+    let raw: RawSkill = serde_saphyr::from_str_with_options(text, parse_options())
+        .map_err(|e| vec![parse_error(path, text, &e)])?;
     into_def(path, raw)
 }
 

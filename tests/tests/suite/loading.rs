@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cascade_exec::skills::Builtin;
-use cascade_exec::{BUILTIN_SKILLS, SkillKind, SkillLoadError, SkillRegistry};
+use cascade_exec::{BUILTIN_SKILLS, SkillDef, SkillKind, SkillLoadError, SkillRegistry};
 
 fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
     let path = dir.join(file);
@@ -317,4 +317,41 @@ fn invalid_utf8_and_syntax_errors_are_reported() {
         errors[0]
     );
     assert!(errors[1].contains("syntax.yaml:"), "{}", errors[1]);
+}
+
+/// `SkillDef::parse` (the text entry point the `skill` fuzz target uses) is exactly what
+/// loading the file gives: the same skill, or the same messages.
+#[test]
+fn parsing_a_skill_files_text_is_loading_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        "name: full\ndescription: d\nrun: ./go.sh\ntimeout: 500ms\nenv:\n  MODE: fast\ninputs: [a]\n",
+        "command: [echo, hi]\noutputs: [x]\n",
+        "prompt: \"Summarise ${inputs.text}\"\noutput: json\nmax_tokens: 100\n",
+        "rnu: echo hi\n",
+        "run: x\ncommand: [y]\ntimeout: soon\n",
+        "run: [unclosed\n",
+    ];
+    for (i, text) in cases.into_iter().enumerate() {
+        let sub = dir.path().join(i.to_string());
+        fs::create_dir(&sub).expect("mkdir");
+        let path = write(&sub, "skill.yaml", text);
+        let parsed = SkillDef::parse(&path, text);
+        match SkillRegistry::load(&[sub]) {
+            Ok(r) => assert_eq!(
+                parsed.as_ref().ok(),
+                r.get("skill").or(r.get("full")),
+                "{text}"
+            ),
+            Err(errors) => {
+                let want: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let got: Vec<String> = parsed
+                    .expect_err(text)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                assert_eq!(got, want, "{text}");
+            }
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Property tests: no input, however malformed, makes the parsers or evaluators panic, and
 //! rendering a literal template is the identity.
 
-use cascade_eval::{Condition, Context, Expr, Template, render_value, value_references};
+use std::path::Path;
+
+use cascade_eval::{Condition, Context, Expr, JqFilter, Template, render_value, value_references};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -196,5 +198,61 @@ proptest! {
     fn inputs_render_with_their_type(v in json_value()) {
         let ctx = Context::new(json!({"v": v.clone()}), Value::Null, Value::Null);
         prop_assert_eq!(Template::parse("${inputs.v}").and_then(|t| t.render(&ctx)), Ok(v));
+    }
+}
+
+/// The inputs a fuzz target (`fuzz/`, `scripts/fuzz`) failed on, checked in beside its seeds
+/// as `fuzz/corpus/<target>/crash-*`.
+fn fuzz_findings(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("crash-").then(|| {
+                let bytes = std::fs::read(e.path()).expect("read a fuzz finding");
+                (name, bytes)
+            })
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no findings in {}", dir.display());
+    found
+}
+
+/// Each jq script that hung, overflowed the stack or panicked under the `jq` target is now
+/// refused at parse time or fails as a filter, promptly.
+#[test]
+fn fuzz_findings_jq_are_refused_or_fail() {
+    let ctx = Context::new(json!({"n": 3}), Value::Null, Value::Null);
+    for (name, bytes) in fuzz_findings("jq") {
+        let script = std::str::from_utf8(&bytes).expect("jq findings are text");
+        if let Ok(filter) = JqFilter::parse(script) {
+            let got = filter.evaluate(&ctx);
+            assert!(got.is_err(), "{name} `{script}` evaluated to {got:?}");
+        }
+    }
+}
+
+/// The wire result whose usage overflowed the engine's sums: it decodes, and summing it
+/// saturates.
+#[test]
+fn fuzz_findings_wire_usage_saturates() {
+    for (name, bytes) in fuzz_findings("wire") {
+        let (selector, message) = bytes.split_first().expect("a selector byte");
+        assert_eq!(
+            *selector, 13,
+            "{name}: a TaskResult (fuzz/fuzz_targets/wire_types.rs)"
+        );
+        let result: cascade_proto::TaskResult = cascade_proto::decode(message).expect(&name);
+        let usage = result.usage.expect("the finding carries usage");
+        let mut total = cascade_proto::Usage::default();
+        total.add(&usage);
+        total.add(&usage);
+        assert_eq!(usage.tokens(), u64::MAX, "{name}");
+        assert_eq!(total.tokens(), u64::MAX, "{name}");
     }
 }
