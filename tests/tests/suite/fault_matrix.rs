@@ -220,6 +220,30 @@ fn workers(swarm: &mut TestSwarm, w: &Workload, names: &[&str]) {
     }
 }
 
+/// The common shape of a fault: one coordinator, two workers, the fan-out
+/// submitted; `strike` is applied once some tasks (1 to `upto`, from the
+/// seed) started.
+fn struck(
+    rng: &mut Rng,
+    upto: u64,
+    strike: impl FnOnce(&mut TestSwarm, &Workload, &mut Rng),
+) -> Cell {
+    let w = Workload::new(false);
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    workers(&mut swarm, &w, &["w1", "w2"]);
+    let t = Instant::now();
+    let run = submit(&swarm, &w, "r", &[]);
+    after_starts(&w, 1 + rng.below(upto) as usize);
+    strike(&mut swarm, &w, rng);
+    measure(&w, run, t, &stages())
+}
+
+/// The tests' ack window.
+fn ack_wait() -> Duration {
+    cascade_core::duration::parse_duration(cascade_tests::TEST_ACK_WAIT).expect("ack wait")
+}
+
 /// Runs `fault` once per seed and records its row; asserts the invariants.
 fn matrix(fault: &str, mut one: impl FnMut(&mut Rng) -> Cell) {
     let mut total = Cell::default();
@@ -262,33 +286,21 @@ fn rows_dir() -> PathBuf {
 #[test]
 fn worker_kill_mid_task() {
     matrix("worker kill mid-task", |rng| {
-        let w = Workload::new(false);
-        let mut swarm = TestSwarm::new();
-        swarm.start_coordinator("c1");
-        workers(&mut swarm, &w, &["w1", "w2"]);
-        let t = Instant::now();
-        let run = submit(&swarm, &w, "r", &[]);
-        after_starts(&w, 1 + rng.below(TASKS as u64 / 2) as usize);
-        let victim = rng.below(2) as usize;
-        swarm.workers[victim].kill();
-        workers(&mut swarm, &w, &["w3"]);
-        measure(&w, run, t, &stages())
+        struck(rng, TASKS as u64 / 2, |swarm, w, rng| {
+            let victim = rng.below(2) as usize;
+            swarm.workers[victim].kill();
+            workers(swarm, w, &["w3"]);
+        })
     });
 }
 
 #[test]
 fn coordinator_kill() {
     matrix("coordinator kill", |rng| {
-        let w = Workload::new(false);
-        let mut swarm = TestSwarm::new();
-        let c1 = swarm.start_coordinator("c1");
-        workers(&mut swarm, &w, &["w1", "w2"]);
-        let t = Instant::now();
-        let run = submit(&swarm, &w, "r", &[]);
-        after_starts(&w, 1 + rng.below(TASKS as u64 - 1) as usize);
-        swarm.coordinators[c1].kill();
-        swarm.start_coordinator("c2");
-        measure(&w, run, t, &stages())
+        struck(rng, TASKS as u64 - 1, |swarm, _, _| {
+            swarm.coordinators[0].kill();
+            swarm.start_coordinator("c2");
+        })
     });
 }
 
@@ -326,36 +338,20 @@ fn owner(swarm: &TestSwarm) -> Option<String> {
 #[test]
 fn server_restart() {
     matrix("server restart", |rng| {
-        let w = Workload::new(false);
-        let mut swarm = TestSwarm::new();
-        swarm.start_coordinator("c1");
-        workers(&mut swarm, &w, &["w1", "w2"]);
-        let t = Instant::now();
-        let run = submit(&swarm, &w, "r", &[]);
-        after_starts(&w, 1 + rng.below(TASKS as u64 - 1) as usize);
-        swarm.nats.restart();
-        measure(&w, run, t, &stages())
+        struck(rng, TASKS as u64 - 1, |swarm, _, _| swarm.nats.restart())
     });
 }
 
 #[test]
 fn worker_paused_past_ack_wait() {
     matrix("worker paused past ack-wait", |rng| {
-        let w = Workload::new(false);
-        let mut swarm = TestSwarm::new();
-        swarm.start_coordinator("c1");
-        workers(&mut swarm, &w, &["w1", "w2"]);
-        let t = Instant::now();
-        let run = submit(&swarm, &w, "r", &[]);
-        after_starts(&w, 1 + rng.below(TASKS as u64 / 2) as usize);
-        let victim = rng.below(2) as usize;
-        swarm.workers[victim].signal("STOP");
-        // Past its ack window (2 s in tests): its tasks go elsewhere.
-        let ack_wait =
-            cascade_core::duration::parse_duration(cascade_tests::TEST_ACK_WAIT).expect("ack wait");
-        std::thread::sleep(ack_wait + Duration::from_millis(500 + rng.below(1500)));
-        swarm.workers[victim].signal("CONT");
-        measure(&w, run, t, &stages())
+        struck(rng, TASKS as u64 / 2, |swarm, _, rng| {
+            let victim = rng.below(2) as usize;
+            swarm.workers[victim].signal("STOP");
+            // Past its ack window: its tasks go elsewhere.
+            std::thread::sleep(ack_wait() + Duration::from_millis(500 + rng.below(1500)));
+            swarm.workers[victim].signal("CONT");
+        })
     });
 }
 
@@ -428,7 +424,9 @@ fn poison_task() {
 
 #[test]
 fn clock_skew() {
-    let Some(lib) = faketime() else { return };
+    let Some(lib) = crate::support::faketime() else {
+        return;
+    };
     matrix("clock skew (owner +1 h, killed)", |rng| {
         let w = Workload::new(false);
         let mut swarm = TestSwarm::new();
@@ -442,19 +440,6 @@ fn clock_skew() {
         swarm.coordinators[fast].kill();
         measure(&w, run, t, &stages())
     });
-}
-
-fn faketime() -> Option<&'static str> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
-    if found.is_none() {
-        eprintln!("skipped: libfaketime is not installed (scripts/test installs it as root)");
-    }
-    found
 }
 
 #[test]
@@ -498,28 +483,17 @@ fn rmp_serde_bytes(v: &Value) -> Vec<u8> {
 #[test]
 fn slow_worker_with_late_acks() {
     matrix("slow worker with late acks", |rng| {
-        let w = Workload::new(false);
-        let mut swarm = TestSwarm::new();
-        swarm.start_coordinator("c1");
-        workers(&mut swarm, &w, &["w1", "w2"]);
-        let t = Instant::now();
-        let run = submit(&swarm, &w, "r", &[]);
-        after_starts(&w, 1 + rng.below(TASKS as u64 / 2) as usize);
-        // One worker keeps missing its ack windows: stopped past one,
-        // running for a moment, stopped again.
-        let slow = rng.below(2) as usize;
-        let ack_wait =
-            cascade_core::duration::parse_duration(cascade_tests::TEST_ACK_WAIT).expect("ack wait");
-        for _ in 0..3 {
-            if run.handle.is_finished() {
-                break;
+        struck(rng, TASKS as u64 / 2, |swarm, _, rng| {
+            // One worker keeps missing its ack windows: stopped past one,
+            // running for a moment, stopped again.
+            let slow = rng.below(2) as usize;
+            for _ in 0..3 {
+                swarm.workers[slow].signal("STOP");
+                std::thread::sleep(ack_wait() + Duration::from_millis(200 + rng.below(600)));
+                swarm.workers[slow].signal("CONT");
+                std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
             }
-            swarm.workers[slow].signal("STOP");
-            std::thread::sleep(ack_wait + Duration::from_millis(200 + rng.below(600)));
-            swarm.workers[slow].signal("CONT");
-            std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
-        }
-        measure(&w, run, t, &stages())
+        })
     });
 }
 

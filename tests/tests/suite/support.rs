@@ -221,3 +221,19 @@ macro_rules! with_every_example {
     };
 }
 pub(crate) use with_every_example;
+
+/// libfaketime, to preload into a process to skew its clock (`LD_PRELOAD`
+/// and `FAKETIME`), or None with a note: the caller skips.
+pub fn faketime() -> Option<&'static str> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        eprintln!("skipped: libfaketime is not installed (scripts/test installs it as root)");
+    }
+    found
+}

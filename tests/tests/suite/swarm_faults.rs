@@ -578,22 +578,6 @@ fn a_cancelled_run_leaves_its_queued_tasks_unrun() {
     );
 }
 
-/// libfaketime, preloaded into a coordinator to skew its clock, or None
-/// with a note: the test is skipped.
-fn faketime() -> Option<&'static str> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
-    if found.is_none() {
-        eprintln!("skipped: libfaketime is not installed (scripts/test installs it as root)");
-    }
-    found
-}
-
 /// Submits without waiting; the run id.
 fn submit_run(swarm: &TestSwarm, file: &Path) -> String {
     let o = swarm
@@ -643,7 +627,9 @@ fn gated_cascade(dir: &Path) -> (std::path::PathBuf, String) {
 
 #[test]
 fn a_coordinator_an_hour_fast_that_dies_is_taken_over_within_a_lease_ttl() {
-    let Some(lib) = faketime() else { return };
+    let Some(lib) = crate::support::faketime() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, skills_dir) = gated_cascade(dir.path());
     let mut swarm = TestSwarm::new();
@@ -685,7 +671,9 @@ fn a_coordinator_an_hour_fast_that_dies_is_taken_over_within_a_lease_ttl() {
 
 #[test]
 fn a_skewed_coordinator_never_steals_a_live_lease() {
-    let Some(lib) = faketime() else { return };
+    let Some(lib) = crate::support::faketime() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, skills_dir) = gated_cascade(dir.path());
     let mut swarm = TestSwarm::new();
