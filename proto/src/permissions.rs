@@ -349,6 +349,12 @@ pub fn client_permissions() -> Permissions {
         kv_watch(&mut p, bucket);
     }
     objects_read(&mut p);
+    // `coordinator dlq`: read letters by id and delete them; `doctor`:
+    // list the task consumers.
+    for verb in ["MSG.GET", "MSG.DELETE"] {
+        p.publish(format!("{API}.STREAM.{verb}.{}", wire::STREAM_DLQ));
+    }
+    p.publish(format!("{API}.CONSUMER.LIST.{}", wire::STREAM_TASKS));
     inbox(&mut p, wire::INBOX_CLIENT);
     p
 }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod setup;
 mod spawn;
 pub mod store;
+pub mod verify;
 
 pub use connect::{NatsArgs, NatsError, connect, connect_as, warn_if_single_node};
 pub use setup::{QueueSettings, Swarm};

@@ -45,6 +45,10 @@ pub enum Command {
     Results(ResultsArgs),
     /// The swarm's live workers: skills, labels, load, last heartbeat.
     Workers(WorkersArgs),
+    /// Dead letters: list, show, replay (submit the run again) or drop them.
+    Dlq(super::dlq::DlqArgs),
+    /// Check the server, streams, buckets, permissions, clocks and worker coverage.
+    Doctor(super::doctor::DoctorArgs),
     /// Drive submitted runs on the swarm (run several for high availability).
     Serve(super::serve::ServeArgs),
     /// Print the NATS permissions of a worker, a coordinator or a client.

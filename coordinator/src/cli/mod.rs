@@ -6,6 +6,8 @@
 
 mod args;
 mod command;
+mod dlq;
+mod doctor;
 mod inputs;
 mod permissions;
 mod progress;
@@ -50,6 +52,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Cancel(a) => runs::cancel(a).await,
         Command::Results(a) => runs::results(a).await,
         Command::Workers(a) => workers::workers(a).await,
+        Command::Dlq(a) => dlq::dlq(a).await,
+        Command::Doctor(a) => doctor::doctor(a).await,
         Command::Serve(a) => serve::serve_cmd(a, cancel).await,
         Command::Permissions(a) => permissions::permissions_cmd(&a),
         Command::Schema(a) => schema_cmd(&a),

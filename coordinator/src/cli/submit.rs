@@ -162,7 +162,7 @@ pub async fn submit(a: SubmitArgs, cancel: CancellationToken) -> u8 {
 
 /// Why a submission was not sent.
 #[derive(Debug, thiserror::Error)]
-enum SubmitError {
+pub(super) enum SubmitError {
     #[error("idempotency key `{key}`: {source}")]
     Idempotency {
         key: String,
@@ -198,7 +198,7 @@ enum SubmitError {
 
 /// Records and publishes `s`; returns whether its idempotency key had
 /// already been used (`s.run_id` is then the earlier run's).
-async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, SubmitError> {
+pub(super) async fn send(swarm: &Client, s: &mut Submission) -> Result<bool, SubmitError> {
     let mut duplicate = false;
     if let Some(key) = &s.idempotency_key {
         let claim = swarm
@@ -317,7 +317,7 @@ async fn await_report(
     }
 }
 
-fn submitted_by() -> String {
+pub(super) fn submitted_by() -> String {
     let user = std::env::var("USER").unwrap_or_default();
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     match (user.is_empty(), host.is_empty()) {

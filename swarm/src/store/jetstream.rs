@@ -23,8 +23,8 @@ use super::{
     AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Class, Created, Delivered,
     Delivery, EventLog, Fut, KeyClaim, LeaseChange, LeaseHeld, Leases, LogEntry, Memory,
     MemoryScope, Objects, Position, QueueDepth, QueueOf, Queued, Registry, Reports, ResultKey,
-    Results, RunChange, Runs, StoreError, Stores, Submissions, TaskBus, TaskQueue, Watch,
-    WorkerChange,
+    Results, RunChange, Runs, StoreError, StoredLetter, Stores, Submissions, TaskBus, TaskQueue,
+    Watch, WorkerChange,
 };
 use crate::{NatsError, Swarm, grant};
 
@@ -78,6 +78,7 @@ impl Swarm {
                 stream: self.tasks.clone(),
                 grants: grants.clone(),
             }),
+            dead_letters: Arc::new(JsDeadLetters(self.dlq.clone())),
             claims: Arc::new(JsClaims {
                 kv: self.claims.clone(),
                 grants: grants.clone(),
@@ -622,6 +623,71 @@ impl TaskBus for JsTaskBus {
                 });
             }
             Ok(out)
+        }
+        .boxed()
+    }
+}
+
+// ---- dead letters (an operator's view) -----------------------------------
+
+struct JsDeadLetters(stream::Stream);
+
+impl JsDeadLetters {
+    async fn read(&self, id: u64) -> Result<Option<StoredLetter>, StoreError> {
+        match self.0.get_raw_message(id).await {
+            Ok(m) => {
+                let letter = decode::<DeadLetter>(&m.payload).ok();
+                Ok(Some(StoredLetter {
+                    id,
+                    subject: m.subject.to_string(),
+                    letter,
+                    raw: m.payload,
+                }))
+            }
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            // The server answers a missing sequence with an API error.
+            Err(e) if matches!(e.kind(), stream::RawMessageErrorKind::JetStream(_)) => Ok(None),
+            Err(e) => Err(StoreError::nats("read dead letter", id.to_string(), e)),
+        }
+    }
+}
+
+impl super::DeadLetters for JsDeadLetters {
+    fn list(&self) -> Fut<'_, Vec<StoredLetter>> {
+        async move {
+            let info = self
+                .0
+                .get_info()
+                .await
+                .map_err(|e| nats_other("stream info", wire::STREAM_DLQ, e))?;
+            let mut out = Vec::new();
+            if info.state.messages == 0 {
+                return Ok(out);
+            }
+            // Deleted sequences (dropped or replayed letters) read as none.
+            for id in info.state.first_sequence..=info.state.last_sequence {
+                if let Some(l) = self.read(id).await? {
+                    out.push(l);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn get(&self, id: u64) -> Fut<'_, Option<StoredLetter>> {
+        async move { self.read(id).await }.boxed()
+    }
+
+    fn remove(&self, id: u64) -> Fut<'_, bool> {
+        async move {
+            if self.read(id).await?.is_none() {
+                return Ok(false);
+            }
+            self.0
+                .delete_message(id)
+                .await
+                .map_err(|e| nats_other("delete dead letter", id.to_string(), e))
         }
         .boxed()
     }
@@ -1635,7 +1701,40 @@ impl Objects for JsObjects {
 
 struct JsRegistry(kv::Store);
 
+impl JsRegistry {
+    async fn stamped(&self) -> Result<Vec<(WorkerInfo, Millis)>, StoreError> {
+        let mut keys = self
+            .0
+            .keys()
+            .await
+            .map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| StoreError::nats("list workers", wire::BUCKET_WORKERS, e))?;
+            let Ok(Some(entry)) = self.0.entry(key.as_str()).await else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let at = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            match decode_current::<WorkerInfo>(&entry.value) {
+                Ok(info) => out.push((info, at)),
+                Err(e) => tracing::warn!(
+                    "`{key}` in bucket `{}` is not a worker record: {e}",
+                    wire::BUCKET_WORKERS
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Registry for JsRegistry {
+    fn list_stamped(&self) -> Fut<'_, Vec<(WorkerInfo, Millis)>> {
+        async move { self.stamped().await }.boxed()
+    }
+
     fn put<'a>(&'a self, info: &'a WorkerInfo) -> Fut<'a, ()> {
         async move {
             let key = wire::token(&info.name);

@@ -21,10 +21,11 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, Delivered, Delivery,
-    EventLog, Fut, KeyClaim, LeaseChange, LeaseHeld, Leases, LogEntry, Memory, MemoryScope,
-    Objects, Position, QueueDepth, QueueOf, Queued, Registry, Reports, ResultKey, Results,
-    RunChange, Runs, StoreError, Stores, Submissions, TaskBus, TaskQueue, Watch, WorkerChange,
+    AckFuture, Acquired, Appended, CancelOutcome, ClaimKey, Claims, Created, DeadLetters,
+    Delivered, Delivery, EventLog, Fut, KeyClaim, LeaseChange, LeaseHeld, Leases, LogEntry, Memory,
+    MemoryScope, Objects, Position, QueueDepth, QueueOf, Queued, Registry, Reports, ResultKey,
+    Results, RunChange, Runs, StoreError, StoredLetter, Stores, Submissions, TaskBus, TaskQueue,
+    Watch, WorkerChange,
 };
 use crate::setup::QueueSettings;
 
@@ -56,7 +57,9 @@ struct State {
     msg_ids: HashSet<String>,
     sent: Vec<Sent>,
     cancels: Vec<CancelRequest>,
-    dead_letters: Vec<DeadLetter>,
+    /// By id (the DLQ's own sequence): subject and letter.
+    dead_letters: BTreeMap<u64, (String, DeadLetter)>,
+    dlq_seq: u64,
     claims: BTreeMap<ClaimKey, (Claim, u64)>,
     results: BTreeMap<ResultKey, ResultRecord>,
     leases: BTreeMap<RunId, (Lease, u64)>,
@@ -153,6 +156,7 @@ impl InMemory {
             settings,
             events: self.clone(),
             tasks: self.clone(),
+            dead_letters: self.clone(),
             claims: self.clone(),
             results: self.clone(),
             leases: self.clone(),
@@ -261,7 +265,11 @@ impl InMemory {
 
     /// Dead letters stored so far.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.lock().dead_letters.clone()
+        self.lock()
+            .dead_letters
+            .values()
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     /// A worker's queue: the queued messages published on its subject.
@@ -418,11 +426,14 @@ impl TaskBus for InMemory {
 
     fn dead_letter<'a>(
         &'a self,
-        _subject: String,
+        subject: String,
         letter: &'a DeadLetter,
         _msg_id: Option<String>,
     ) -> Fut<'a, ()> {
-        self.lock().dead_letters.push(letter.clone());
+        let mut st = self.lock();
+        st.dlq_seq += 1;
+        let id = st.dlq_seq;
+        st.dead_letters.insert(id, (subject, letter.clone()));
         ready(Ok(()))
     }
 
@@ -967,7 +978,50 @@ impl Objects for InMemory {
     }
 }
 
+impl InMemory {
+    fn stored_letter(id: u64, subject: &str, letter: &DeadLetter) -> StoredLetter {
+        StoredLetter {
+            id,
+            subject: subject.to_owned(),
+            letter: Some(letter.clone()),
+            raw: encode(letter).map(bytes::Bytes::from).unwrap_or_default(),
+        }
+    }
+}
+
+impl DeadLetters for InMemory {
+    fn list(&self) -> Fut<'_, Vec<StoredLetter>> {
+        let st = self.lock();
+        ready(Ok(st
+            .dead_letters
+            .iter()
+            .map(|(id, (subject, l))| Self::stored_letter(*id, subject, l))
+            .collect()))
+    }
+
+    fn get(&self, id: u64) -> Fut<'_, Option<StoredLetter>> {
+        let st = self.lock();
+        ready(Ok(st
+            .dead_letters
+            .get(&id)
+            .map(|(subject, l)| Self::stored_letter(id, subject, l))))
+    }
+
+    fn remove(&self, id: u64) -> Fut<'_, bool> {
+        ready(Ok(self.lock().dead_letters.remove(&id).is_some()))
+    }
+}
+
 impl Registry for InMemory {
+    fn list_stamped(&self) -> Fut<'_, Vec<(WorkerInfo, Millis)>> {
+        ready(Ok(self
+            .lock()
+            .workers
+            .values()
+            .map(|w| (w.clone(), w.heartbeat_at))
+            .collect()))
+    }
+
     fn put<'a>(&'a self, info: &'a WorkerInfo) -> Fut<'a, ()> {
         self.lock().workers.insert(info.name.clone(), info.clone());
         let _ = self.workers_tx.send(WorkerChange::Up(info.clone()));

@@ -7,6 +7,7 @@
 //!  EventLog     cascade.event.<run>      append with the expected last sequence; read forward
 //!  TaskBus      cascade.task.*           publish with a message id (acks pipelined); DLQ; cancels;
 //!                                        queue depths; a worker's pulls (`TaskQueue`, `Delivery`)
+//!  DeadLetters  cascade.dlq.*            an operator's view of the DLQ: list, read, remove by id
 //!  Claims       cascade-claims           create, compare-and-set by revision
 //!  Results      cascade-results          create: the first write wins; watch a run's results
 //!  Leases       cascade-leases           acquire, renew by revision, release
@@ -263,6 +264,30 @@ pub trait TaskBus: Send + Sync {
     /// Messages waiting and delivered-but-unacknowledged in each skill's
     /// queue, by skill.
     fn queue_depths(&self) -> Fut<'_, Vec<QueueDepth>>;
+}
+
+/// One message of the dead-letter stream, by its id (the DLQ stream
+/// sequence).
+#[derive(Clone, Debug)]
+pub struct StoredLetter {
+    pub id: u64,
+    /// The DLQ subject (`cascade.dlq.<skill>`, `.undecodable`, `.submissions`).
+    pub subject: String,
+    /// The letter; `None` when the message is not a [`DeadLetter`] (then
+    /// `raw` holds it).
+    pub letter: Option<DeadLetter>,
+    pub raw: Bytes,
+}
+
+/// The dead letters, as operators handle them (`coordinator dlq`): writing
+/// one is [`TaskBus::dead_letter`].
+pub trait DeadLetters: Send + Sync {
+    /// Every letter, oldest first.
+    fn list(&self) -> Fut<'_, Vec<StoredLetter>>;
+    /// The letter with this id, if there is one.
+    fn get(&self, id: u64) -> Fut<'_, Option<StoredLetter>>;
+    /// Removes the letter; false when there was none.
+    fn remove(&self, id: u64) -> Fut<'_, bool>;
 }
 
 /// How full one skill's queue is.
@@ -669,6 +694,9 @@ pub trait Registry: Send + Sync {
     fn remove<'a>(&'a self, name: &'a str) -> Fut<'a, ()>;
     /// Every registration now (undecodable ones skipped).
     fn list(&self) -> Fut<'_, Vec<WorkerInfo>>;
+    /// Every registration now with the server's time of its last write
+    /// (`coordinator doctor` compares clocks with it).
+    fn list_stamped(&self) -> Fut<'_, Vec<(WorkerInfo, Millis)>>;
     /// Workers registered now, then every change.
     fn watch(&self) -> Fut<'_, Watch<WorkerChange>>;
 }
@@ -679,6 +707,7 @@ pub struct Stores {
     pub settings: QueueSettings,
     pub events: Arc<dyn EventLog>,
     pub tasks: Arc<dyn TaskBus>,
+    pub dead_letters: Arc<dyn DeadLetters>,
     pub claims: Arc<dyn Claims>,
     pub results: Arc<dyn Results>,
     pub leases: Arc<dyn Leases>,

@@ -375,6 +375,16 @@ fn a_swarm_of_restricted_users_runs_cascades_without_a_violation() {
     assert_eq!(code, 0, "{stderr}");
     let (code, _, stderr) = client(&server, &["cancel", &run]);
     assert_eq!(code, 1, "a finished run cannot be cancelled: {stderr}");
+    // The operator tools, as the client user.
+    let (code, listed, stderr) = client(&server, &["dlq", "list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(listed.trim(), "[]");
+    let (code, report, stderr) = client(&server, &["doctor"]);
+    assert!(
+        !report.contains("FAIL") && report.contains("ok    permissions:"),
+        "the client may do every check's reads: {report}{stderr}"
+    );
+    assert_eq!(code, 0, "{report}{stderr}");
 
     // The operations endpoints, where this build has them: the
     // coordinator's metrics read every skill's queue and the registry.

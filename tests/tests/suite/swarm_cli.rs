@@ -526,3 +526,110 @@ fn submit_wait_follows_the_run_and_writes_its_results() {
     );
     assert!(!Path::new(&env.dir.path().join("results.tmp")).exists());
 }
+
+/// A dead letter of one attempt of `run`, as the coordinator writes it.
+fn letter(run: &str) -> cascade_proto::wire::DeadLetter {
+    let task: cascade_proto::TaskSpec = serde_json::from_value(json!({
+        "run_id": run, "task_id": "build#0", "stage_id": "build", "skill": "echo",
+        "attempt": 1, "inputs": {"msg": "hi"},
+    }))
+    .expect("a task spec");
+    cascade_proto::wire::DeadLetter {
+        v: cascade_proto::PROTOCOL_VERSION,
+        stream_seq: 7,
+        subject: "cascade.task.skill.echo".into(),
+        deliveries: 5,
+        task: Some(task),
+        raw: None,
+        reason: "delivered 5 times without a result: the worker crashed or lost it each time"
+            .into(),
+        at: 1,
+    }
+}
+
+#[test]
+fn dlq_replay_refuses_what_it_cannot_replay_and_drop_deletes() {
+    let env = Env::new();
+    env.put_record(&record(
+        "r-running",
+        RunState::Running,
+        &[("build", "running")],
+    ));
+    env.put_record(&record("r-ok", RunState::Success, &[("build", "success")]));
+    let garbage = cascade_proto::wire::DeadLetter {
+        task: None,
+        raw: Some(b"\xffnot msgpack".to_vec()),
+        subject: "cascade.task.skill.echo".into(),
+        reason: "undecodable".into(),
+        ..letter("x")
+    };
+    let stores = env.swarm.stores();
+    env.rt.block_on(async {
+        for (subject, l) in [
+            ("cascade.dlq.echo", letter("r-running")),
+            ("cascade.dlq.echo", letter("r-ok")),
+            ("cascade.dlq.undecodable", garbage),
+        ] {
+            stores
+                .tasks
+                .dead_letter(subject.into(), &l, None)
+                .await
+                .expect("a dead letter");
+        }
+    });
+    let o = env.run(&["dlq", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let ids: Vec<u64> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|l| l["id"].as_u64().expect("an id"))
+        .collect();
+    assert_eq!(ids.len(), 3, "{all}");
+    let text = stdout(&env.run(&["dlq", "list"]));
+    assert!(
+        text.contains("r-running")
+            && text.contains("build#0")
+            && text.contains("delivered 5 times"),
+        "{text}"
+    );
+    for (id, why) in [
+        (ids[0], "is still running"),
+        (ids[1], "succeeded anyway"),
+        (ids[2], "holds no task"),
+    ] {
+        let o = env.run(&["dlq", "replay", &id.to_string()]);
+        assert_eq!(o.status.code(), Some(1), "refused: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{why}: {}", stderr(&o));
+    }
+    assert_eq!(env.submitted(), 0, "nothing was submitted");
+    let o = env.run(&["dlq", "show", "999"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let mut drop = vec!["dlq", "drop"];
+    drop.extend(ids.iter().map(String::as_str));
+    let o = env.run(&drop);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env.run(&["dlq", "list", "--json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+    let o = env.run(&["dlq", "drop", &ids[0]]);
+    assert_eq!(o.status.code(), Some(2), "gone: {}", stderr(&o));
+}
+
+#[test]
+fn doctor_fails_when_the_server_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let o = cascade_tests::coordinator_command()
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .args(["doctor"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("doctor");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("FAIL  server:"), "{}", stdout(&o));
+}

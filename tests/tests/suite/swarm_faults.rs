@@ -156,11 +156,11 @@ fn a_coordinator_killed_mid_run_is_replaced_and_no_stage_runs_twice() {
     assert_eq!(status["owner"], "c2", "{status}");
 }
 
-#[test]
-fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A cascade whose one task kills every worker that runs it, and a swarm
+/// with a coordinator and a worker for it (`--max-deliver 2`).
+fn poison_swarm(dir: &Path) -> (TestSwarm, String) {
     write_tree(
-        dir.path(),
+        dir,
         &[
             // Kills the worker that runs it, every time: the parent of its
             // parent, the helper that supervises it.
@@ -174,40 +174,208 @@ fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
             ),
         ],
     );
-    let skills_dir = dir.path().join("skills").display().to_string();
+    let skills_dir = dir.join("skills").display().to_string();
     let mut swarm = TestSwarm::new();
     swarm.start_coordinator("c1");
-    let out = dir.path().join("r.json");
     swarm.start_worker(
         "w0",
         "crash",
         &["--skills-dir", &skills_dir, "--max-deliver", "2"],
     );
-    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
-    // Keep a worker alive: each one the task kills is replaced.
+    (swarm, skills_dir)
+}
+
+/// Keeps a `crash` worker alive (each one the task kills is replaced)
+/// until `done`, for at most 8 workers in all.
+fn replace_killed_workers(
+    swarm: &mut TestSwarm,
+    skills_dir: &str,
+    done: impl Fn(&TestSwarm) -> bool,
+) {
     let mut started = 1;
-    while !waiter.is_finished() && started < 8 {
+    while !done(swarm) && started < 8 {
         let dead = swarm
             .workers
             .iter_mut()
             .all(|w| matches!(w.child.try_wait(), Ok(Some(_))));
         if dead {
             swarm.start_worker(
-                &format!("w{started}"),
+                &format!("w{}", swarm.workers.len()),
                 "crash",
-                &["--skills-dir", &skills_dir, "--max-deliver", "2"],
+                &["--skills-dir", skills_dir, "--max-deliver", "2"],
             );
             started += 1;
         } else {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut swarm, skills_dir) = poison_swarm(dir.path());
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    replace_killed_workers(&mut swarm, &skills_dir, |_| waiter.is_finished());
     let (code, stderr) = waiter.join().expect("submit thread");
     assert_eq!(code, 1, "the run fails: {stderr}");
     let r = results(&out);
     assert_eq!(r["stages"]["poison"]["status"], "failed");
     let err = r["stages"]["poison"]["error"].as_str().unwrap_or("");
     assert!(err.contains("dead-lettered"), "{err}");
+}
+
+/// `coordinator ARGS`: exit code and stdout (stderr on failure).
+fn cli(swarm: &TestSwarm, args: &[&str]) -> (i32, String, String) {
+    let o = swarm
+        .coordinator_cmd()
+        .args(args)
+        .output()
+        .expect("coordinator");
+    cascade_tests::exit_and_output(&o)
+}
+
+/// The letters `dlq list --json` shows.
+fn letters(swarm: &TestSwarm) -> Vec<Value> {
+    let (code, out, err) = cli(swarm, &["dlq", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_dead_letter_is_listed_shown_replayed_as_a_new_run_and_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut swarm, skills_dir) = poison_swarm(dir.path());
+    let out = dir.path().join("r.json");
+    let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
+    replace_killed_workers(&mut swarm, &skills_dir, |_| waiter.is_finished());
+    let (code, stderr) = waiter.join().expect("submit thread");
+    assert_eq!(code, 1, "the run fails: {stderr}");
+    let all = letters(&swarm);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let id = all[0]["id"].as_u64().expect("an id").to_string();
+    let run = all[0]["task"]["run_id"].as_str().expect("a run").to_owned();
+    assert_eq!(all[0]["task"]["skill"], "crash");
+    let (code, text, err) = cli(&swarm, &["dlq", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains(&run) && text.contains("crash") && text.contains("delivered"),
+        "{text}"
+    );
+    let (code, text, err) = cli(&swarm, &["dlq", "show", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("stage:       poison") && text.contains("reason:"),
+        "{text}"
+    );
+    let (_, json, _) = cli(&swarm, &["dlq", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        shown["id"].as_u64().map(|i| i.to_string()),
+        Some(id.clone())
+    );
+
+    // The run failed: replay submits it again, and the letter goes.
+    let (code, text, err) = cli(&swarm, &["dlq", "replay", &id]);
+    assert_eq!(code, 0, "{err}");
+    let again = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("the new run id")
+        .to_owned();
+    assert!(
+        text.contains(&format!("run {run} submitted again")),
+        "{text}"
+    );
+    assert_ne!(again, run);
+    let (code, _, err) = cli(&swarm, &["dlq", "replay", &id]);
+    assert_eq!(code, 2, "the letter is gone: {err}");
+    // The new run meets the same poison: its letter comes, and is dropped.
+    replace_killed_workers(&mut swarm, &skills_dir, |swarm| {
+        letters(swarm)
+            .iter()
+            .any(|l| l["task"]["run_id"] == again.as_str())
+    });
+    let all = letters(&swarm);
+    assert_eq!(all.len(), 1, "only the new run's letter: {all:?}");
+    assert_eq!(all[0]["task"]["run_id"], again.as_str());
+    let id2 = all[0]["id"].as_u64().expect("an id").to_string();
+    let (code, text, err) = cli(&swarm, &["dlq", "drop", &id2]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("dropped"), "{text}");
+    assert!(letters(&swarm).is_empty());
+}
+
+#[test]
+fn doctor_passes_a_healthy_swarm_and_fails_a_run_no_worker_can_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tree(
+        dir.path(),
+        &[
+            (
+                "ok.yaml",
+                "name: ok\nstages:\n  - stage: a\n    skill: noop\n",
+            ),
+            (
+                "lonely.yaml",
+                "name: lonely\nstages:\n  - stage: greet\n    skill: echo\n    inputs: {msg: hi}\n",
+            ),
+        ],
+    );
+    let mut swarm = TestSwarm::new();
+    swarm.start_coordinator("c1");
+    swarm.start_worker("w1", "noop", &[]);
+    let (code, _, err) =
+        swarm.submit_wait(&dir.path().join("ok.yaml"), &dir.path().join("r.json"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, text, err) = cli(&swarm, &["doctor"]);
+    assert_eq!(code, 0, "{text}{err}");
+    for line in text.lines() {
+        // One server is no cluster: the only warning a test swarm earns.
+        assert!(
+            line.starts_with("ok  ") || line.starts_with("warn  cluster:"),
+            "{line}\n{text}"
+        );
+    }
+    for what in [
+        "server:",
+        "stream CASCADE_TASKS:",
+        "bucket cascade-runs:",
+        "consumers:",
+        "permissions:",
+        "clocks:",
+        "workers:",
+    ] {
+        assert!(text.contains(what), "{what}: {text}");
+    }
+    let (code, json, _) = cli(&swarm, &["doctor", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["ok"], true);
+    // A run needs `echo`, which no worker offers.
+    let o = swarm
+        .coordinator_cmd()
+        .arg("submit")
+        .arg(dir.path().join("lonely.yaml"))
+        .output()
+        .expect("submit");
+    assert!(o.status.success());
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    await_condition("the run's record", Duration::from_secs(30), || {
+        (status(&swarm, &run)["state"] == "running").then_some(())
+    });
+    let (code, text, _) = cli(&swarm, &["doctor"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAIL  workers: no live worker offers skill `echo`") && text.contains(&run),
+        "{text}"
+    );
 }
 
 #[test]
