@@ -259,10 +259,10 @@ async fn execute(
                     // keep the delivery alive anyway, or the outage turns
                     // into a redelivery that counts toward max_deliver.
                     tracing::warn!(key = %fence.key, "progress: {e}");
-                    if e.is_broker_fault() {
-                        if let Err(e) = msg.progress().await {
-                            tracing::warn!(key = %fence.key, "progress ack: {e}");
-                        }
+                    if e.is_broker_fault()
+                        && let Err(e) = msg.progress().await
+                    {
+                        tracing::warn!(key = %fence.key, "progress ack: {e}");
                     }
                 }
             },

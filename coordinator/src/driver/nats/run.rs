@@ -231,10 +231,10 @@ pub async fn drive(
         // Passing: the lease stays ours until it expires, and the owner
         // loop tries the run again (replaying its log) at its next tick.
         Err(e) => {
-            if let RunError::Store { source, .. } = &e {
-                if source.is_broker_unavailable() {
-                    mark_degraded(&shared, &run_id, d.out.record.clone(), source).await;
-                }
+            if let RunError::Store { source, .. } = &e
+                && source.is_broker_unavailable()
+            {
+                mark_degraded(&shared, &run_id, d.out.record.clone(), source).await;
             }
             lease.finish(false).await;
             Err(e)
