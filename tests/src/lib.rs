@@ -61,8 +61,14 @@ struct Ports {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        Self::start_with_store(None)
+    }
+
+    /// A server whose JetStream store is `store` (for a store on a small
+    /// file system), or its own temporary folder.
+    pub fn start_with_store(store: Option<&Path>) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
-        let store = dir.path().join("store");
+        let store = store.map_or_else(|| dir.path().join("store"), Path::to_path_buf);
         let log = dir.path().join("server.log");
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js"])
@@ -387,8 +393,13 @@ pub struct TestSwarm {
 
 impl TestSwarm {
     pub fn new() -> TestSwarm {
+        Self::on(NatsServer::start())
+    }
+
+    /// A swarm on a server started by the caller.
+    pub fn on(nats: NatsServer) -> TestSwarm {
         TestSwarm {
-            nats: NatsServer::start(),
+            nats,
             logs: tempfile::tempdir().expect("log dir"),
             coordinators: Vec::new(),
             workers: Vec::new(),
