@@ -283,6 +283,12 @@ pub struct RunRecord {
     /// worker offers the skill): said instead of waiting silently.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub waiting: BTreeMap<String, String>,
+    /// Set while the coordinator's writes for the run fail because the
+    /// broker is unavailable ("broker unavailable since <RFC3339>: <error>"),
+    /// cleared when they succeed again. Best effort: a broker that takes no
+    /// writes at all cannot store it either (clients say so themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Who drives a run, until when. Renewed by compare-and-set.

@@ -49,6 +49,8 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
 pub struct NatsServer {
     child: Child,
     dir: tempfile::TempDir,
+    /// Its JetStream store (kept across a restart).
+    store: PathBuf,
     pub client_url: String,
     pub monitor_url: String,
 }
@@ -61,8 +63,15 @@ struct Ports {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        Self::start_with_store(None)
+    }
+
+    /// A server whose JetStream store is `store` (for a store on a small
+    /// file system), or its own temporary folder.
+    pub fn start_with_store(store: Option<&Path>) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
-        let (child, ports) = Self::spawn(dir.path(), "-1");
+        let store = store.map_or_else(|| dir.path().join("store"), Path::to_path_buf);
+        let (child, ports) = Self::spawn(dir.path(), &store, "-1");
         let client_url = ports
             .nats
             .first()
@@ -76,6 +85,7 @@ impl NatsServer {
         NatsServer {
             child,
             dir,
+            store,
             client_url,
             monitor_url,
         }
@@ -92,17 +102,16 @@ impl NatsServer {
             .next()
             .unwrap_or("-1")
             .to_owned();
-        let (child, _) = Self::spawn(self.dir.path(), &port);
+        let (child, _) = Self::spawn(self.dir.path(), &self.store, &port);
         self.child = child;
     }
 
-    fn spawn(dir: &Path, port: &str) -> (Child, Ports) {
-        let store = dir.join("store");
+    fn spawn(dir: &Path, store: &Path, port: &str) -> (Child, Ports) {
         let log = dir.join("server.log");
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", port, "-m", "-1", "-js"])
             .arg("-sd")
-            .arg(&store)
+            .arg(store)
             .arg("--ports_file_dir")
             .arg(dir)
             .arg("-l")
@@ -407,8 +416,13 @@ pub struct TestSwarm {
 
 impl TestSwarm {
     pub fn new() -> TestSwarm {
+        Self::on(NatsServer::start())
+    }
+
+    /// A swarm on a server started by the caller.
+    pub fn on(nats: NatsServer) -> TestSwarm {
         TestSwarm {
-            nats: NatsServer::start(),
+            nats,
             logs: tempfile::tempdir().expect("log dir"),
             coordinators: Vec::new(),
             workers: Vec::new(),

@@ -163,6 +163,9 @@ async fn status_one(swarm: &Client, run: &RunId, json: bool) -> u8 {
     if let Some(e) = &r.error {
         println!("error     {e}");
     }
+    if let Some(d) = &r.degraded {
+        println!("degraded  {d}");
+    }
     if !r.stages.is_empty() {
         let mut rows = vec![vec!["STAGE".to_owned(), "STATUS".to_owned()]];
         let waiting = !r.waiting.is_empty();
@@ -254,6 +257,16 @@ pub async fn watch(a: WatchArgs, cancel: CancellationToken) -> u8 {
                 );
             } else {
                 println!("{}", swarm::waiting_text(&stage, &why));
+            }
+        }
+        if let Some(change) = waits.degraded(r) {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"run_id": run.as_str(), "degraded": r.degraded})
+                );
+            } else {
+                println!("{}", change.text());
             }
         }
         if a.json {
@@ -381,6 +394,7 @@ async fn request_cancel(c: &Client, run: &RunId, reason: &str) -> Result<Cancel,
             error: None,
             cancel_requested: Some(reason.to_owned()),
             waiting: Default::default(),
+            degraded: None,
         };
         if c.stores.runs.create(&r).await? == Created::Written {
             return Ok(Cancel::Requested { queued: true });

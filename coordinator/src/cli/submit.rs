@@ -259,6 +259,9 @@ async fn wait(
         for (stage, why) in waits.diff(r) {
             eprintln!("{}", swarm::waiting_text(&stage, &why));
         }
+        if let Some(change) = waits.degraded(r) {
+            eprintln!("{}", change.text());
+        }
     })
     .await;
     let record = match followed {

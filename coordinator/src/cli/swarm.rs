@@ -111,6 +111,23 @@ pub struct StageChanges {
 #[derive(Debug, Default)]
 pub struct WaitingChanges {
     seen: BTreeMap<String, String>,
+    degraded: bool,
+}
+
+/// The broker became unavailable for the run, or came back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Degraded {
+    Began(String),
+    Ended,
+}
+
+impl Degraded {
+    pub fn text(&self) -> String {
+        match self {
+            Degraded::Began(why) => format!("! degraded: {why}"),
+            Degraded::Ended => "✓ the broker is back: the run goes on".to_owned(),
+        }
+    }
 }
 
 impl WaitingChanges {
@@ -124,6 +141,20 @@ impl WaitingChanges {
             .collect();
         self.seen = r.waiting.clone();
         new
+    }
+
+    /// Whether the record's `degraded` appeared or cleared since the last
+    /// record seen (said once each way, not at every new error text).
+    pub fn degraded(&mut self, r: &RunRecord) -> Option<Degraded> {
+        let now = r.degraded.is_some();
+        if now == self.degraded {
+            return None;
+        }
+        self.degraded = now;
+        Some(match &r.degraded {
+            Some(why) => Degraded::Began(why.clone()),
+            None => Degraded::Ended,
+        })
     }
 }
 
@@ -225,6 +256,7 @@ mod tests {
             error: None,
             cancel_requested: None,
             waiting: Default::default(),
+            degraded: None,
         };
         let mut ch = StageChanges::default();
         assert_eq!(
@@ -240,6 +272,38 @@ mod tests {
             .collect();
         assert_eq!(lines, ["✓ a", "• b weird"]);
         assert!(ch.diff(&r).is_empty());
+    }
+
+    #[test]
+    fn degraded_is_said_once_when_it_appears_and_once_when_it_clears() {
+        let mut r = RunRecord {
+            v: 1,
+            run_id: RunId::new("r"),
+            cascade: "c".into(),
+            state: cascade_proto::wire::RunState::Running,
+            created_at: 0,
+            updated_at: 0,
+            owner: None,
+            stages: BTreeMap::new(),
+            error: None,
+            cancel_requested: None,
+            waiting: Default::default(),
+            degraded: None,
+        };
+        let mut w = WaitingChanges::default();
+        assert_eq!(w.degraded(&r), None);
+        r.degraded = Some("broker unavailable since T: timed out".into());
+        assert_eq!(
+            w.degraded(&r),
+            Some(Degraded::Began(
+                "broker unavailable since T: timed out".into()
+            ))
+        );
+        r.degraded = Some("broker unavailable since T: no responders".into());
+        assert_eq!(w.degraded(&r), None, "a new error text is not a new outage");
+        r.degraded = None;
+        assert_eq!(w.degraded(&r), Some(Degraded::Ended));
+        assert_eq!(w.degraded(&r), None);
     }
 
     #[test]

@@ -1171,6 +1171,7 @@ mod tests {
             error: None,
             cancel_requested: None,
             waiting: Default::default(),
+            degraded: None,
         };
         stores.runs.create(&record("one")).await.expect("create");
         let mut all = stores.runs.watch_all().await.expect("watch");

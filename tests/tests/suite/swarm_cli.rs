@@ -142,6 +142,7 @@ fn record(run: &str, state: RunState, stages: &[(&str, &str)]) -> RunRecord {
         error: None,
         cancel_requested: None,
         waiting: Default::default(),
+        degraded: None,
     }
 }
 

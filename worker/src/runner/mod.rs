@@ -94,6 +94,16 @@ impl RunnerError {
         }
     }
 
+    /// Whether the broker failed, not the operation: JetStream unavailable
+    /// (a timeout, no responders, storage full, no leader), or a store
+    /// error retrying may fix. Such a failure is not a delivery.
+    pub(crate) fn is_broker_fault(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
     /// A problem with the configuration (exit code 2), as opposed to one
     /// met while running (exit code 1).
     pub fn is_config(&self) -> bool {

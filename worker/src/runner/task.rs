@@ -21,6 +21,7 @@ use cascade_swarm::clock::now_ms;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use cascade_proto::wire::{self, DeadLetter, ResultRecord, TaskMessage};
 use cascade_proto::{PROTOCOL_VERSION, TaskOutcome, TaskResult, TaskSpec, decode};
@@ -78,15 +79,17 @@ async fn attempt(
     // A message that arrived after the drain began is handed back; one
     // claimed before is in flight and gets the grace period.
     let arrived_draining = shared.draining.is_cancelled();
-    let fence = match fence::claim(
-        shared.stores.claims.as_ref(),
-        claim_key,
-        &shared.config.name,
-        delivery,
-        tm.grant.as_deref(),
-    )
-    .await?
-    {
+    let claimed = through_outage(shared, msg, "claim", &key, Persist::UntilGraceEnds, || {
+        fence::claim(
+            shared.stores.claims.as_ref(),
+            claim_key.clone(),
+            &shared.config.name,
+            delivery,
+            tm.grant.as_deref(),
+        )
+    })
+    .await?;
+    let fence = match claimed {
         Claimed::Won(f) => f,
         Claimed::Lost { holder, delivered } => {
             shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +119,15 @@ async fn attempt(
     }
     // An earlier delivery may have stored the result and died before its ack.
     if delivery.delivered > 1 {
-        let stored = shared.stores.results.get(&result_key).await?;
+        let stored = through_outage(
+            shared,
+            msg,
+            "read result",
+            &key,
+            Persist::UntilGraceEnds,
+            || async { Ok(shared.stores.results.get(&result_key).await?) },
+        )
+        .await?;
         if stored.is_some() {
             tracing::debug!(key, "result already stored by an earlier delivery: acking");
             fence.ack(msg).await?;
@@ -243,7 +254,17 @@ async fn execute(
                     lost = true;
                     token.cancel();
                 }
-                Err(e) => tracing::warn!(key = %fence.key, "progress: {e}"),
+                Err(e) => {
+                    // The claim cannot be touched (the broker is down):
+                    // keep the delivery alive anyway, or the outage turns
+                    // into a redelivery that counts toward max_deliver.
+                    tracing::warn!(key = %fence.key, "progress: {e}");
+                    if e.is_broker_fault()
+                        && let Err(e) = msg.progress().await
+                    {
+                        tracing::warn!(key = %fence.key, "progress ack: {e}");
+                    }
+                }
             },
         }
     };
@@ -264,7 +285,14 @@ async fn complete(
     mut result: TaskResult,
 ) -> Result<(), RunnerError> {
     let key = result_key.to_string();
-    if !fence.still_ours().await? {
+    // From here on the task has run: its result is retried through a
+    // broker outage for as long as it takes (never re-run, never dropped
+    // silently), the delivery kept alive with progress acks meanwhile.
+    let ours = through_outage(shared, msg, "touch claim", &key, Persist::Always, || {
+        fence.still_ours()
+    })
+    .await?;
+    if !ours {
         shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             key,
@@ -282,7 +310,15 @@ async fn complete(
             // workers write one name.
             let name =
                 cascade_swarm::store::content_name(&result_key.of_writer(&result.worker), outputs)?;
-            shared.stores.objects.put_json(&name, outputs).await?;
+            through_outage(
+                shared,
+                msg,
+                "store outputs",
+                &key,
+                Persist::Always,
+                || async { Ok(shared.stores.objects.put_json(&name, outputs).await?) },
+            )
+            .await?;
             *outputs = Value::Null;
             outputs_ref = Some(name);
         }
@@ -299,7 +335,16 @@ async fn complete(
         route: Some(route),
         proof,
     };
-    match shared.stores.results.create(&result_key, &record).await? {
+    let created = through_outage(
+        shared,
+        msg,
+        "store result",
+        &key,
+        Persist::Always,
+        || async { Ok(shared.stores.results.create(&result_key, &record).await?) },
+    )
+    .await?;
+    match created {
         Created::Written => {
             shared.stats.completed.fetch_add(1, Ordering::Relaxed);
             if failed {
@@ -329,4 +374,83 @@ async fn complete(
         }
     }
     Ok(())
+}
+
+/// How long a write is retried through a broker outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persist {
+    /// Until the worker's shutdown grace ends (nothing has run yet).
+    UntilGraceEnds,
+    /// Until it is written (the task ran: its result must not be lost).
+    Always,
+}
+
+/// The first and the longest pause between tries of a write the broker
+/// could not take.
+const OUTAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+
+/// Runs `op` until it succeeds or fails for a reason of its own. While the
+/// broker is unavailable ([`RunnerError::is_broker_fault`]) it backs off
+/// (bounded exponential, never beyond a third of the ack window) and keeps
+/// the delivery alive with progress acks: an outage is not a delivery and
+/// must not count toward max_deliver.
+async fn through_outage<T, F, Fut>(
+    shared: &Shared,
+    msg: &Delivery,
+    what: &'static str,
+    key: &str,
+    persist: Persist,
+    mut op: F,
+) -> Result<T, RunnerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RunnerError>>,
+{
+    let cap = OUTAGE_BACKOFF
+        .1
+        .min(shared.swarm.settings.ack_wait / 3)
+        .max(OUTAGE_BACKOFF.0);
+    let mut pause = OUTAGE_BACKOFF.0;
+    let mut tries = 0u32;
+    loop {
+        let e = match op().await {
+            Ok(v) => {
+                if tries > 0 {
+                    tracing::info!(key, tries, "{what}: the broker is back");
+                }
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        let grace_over = shared.hard_stop.is_cancelled();
+        if !e.is_broker_fault() || (persist == Persist::UntilGraceEnds && grace_over) {
+            return Err(e);
+        }
+        tries += 1;
+        if persist == Persist::Always && grace_over {
+            tracing::error!(
+                key,
+                tries,
+                "{what}: the broker is unavailable; the task ran, so shutdown waits until its result is stored: {e}"
+            );
+        } else {
+            tracing::warn!(
+                key,
+                tries,
+                "{what}: the broker is unavailable, retrying in {pause:?}: {e}"
+            );
+        }
+        if let Err(e) = msg.progress().await {
+            tracing::debug!(key, "progress ack during the outage: {e}");
+        }
+        if persist == Persist::UntilGraceEnds {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shared.hard_stop.cancelled() => {}
+            }
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+        pause = (pause * 2).min(cap);
+    }
 }

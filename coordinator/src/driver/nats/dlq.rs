@@ -44,9 +44,7 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
     let skill = tasks
         .first()
         .map_or_else(|| "undecodable".to_owned(), |t| t.skill.to_string());
-    let reason = format!(
-        "delivered {deliveries} times without a result: the worker crashed or lost it each time"
-    );
+    let reason = reason_text(shared, tasks.first(), deliveries).await;
     let letter = DeadLetter {
         v: PROTOCOL_VERSION,
         stream_seq: seq,
@@ -98,5 +96,38 @@ pub async fn dead_letter(shared: &Shared, seq: u64, deliveries: u64) {
         if let Err(e) = shared.stores.results.create(&key, &rec).await {
             tracing::error!(key = %key, error = %e, "cannot store a dead-lettered attempt's result");
         }
+    }
+}
+
+/// Why a message ran out of deliveries, as far as the claims show: a
+/// worker that claimed it and never stored a result (crashed, stopped, or
+/// could not write), or no claim at all (no worker got as far as claiming
+/// it: the broker refused the claim writes, or the workers lost it).
+async fn reason_text(
+    shared: &Shared,
+    task: Option<&cascade_proto::TaskSpec>,
+    deliveries: u64,
+) -> String {
+    let head = format!("delivered {deliveries} times without a result");
+    let Some(t) = task else {
+        return format!(
+            "{head}: either each worker that took it crashed or lost it, or the broker refused its writes"
+        );
+    };
+    let key = cascade_swarm::store::ClaimKey::attempt(&t.run_id, &t.task_id, t.attempt);
+    match shared.stores.claims.entry(&key).await {
+        Ok(Some((claim, _))) => format!(
+            "{head}: the last claim is delivery {} by worker `{}`, which never stored a result \
+             (it crashed or was stopped, or the broker refused its result write)",
+            claim.delivered, claim.worker
+        ),
+        Ok(None) => format!(
+            "{head}: no worker holds a claim on it, so none got as far as running it \
+             (the broker refused the claim writes, or the workers lost the deliveries)"
+        ),
+        Err(e) => format!(
+            "{head}: either each worker that took it crashed or lost it, or the broker refused \
+             its writes (the claims cannot be read: {e})"
+        ),
     }
 }

@@ -141,6 +141,7 @@ async fn record(shared: &Shared, sub: &Submission) -> Result<(), StoreError> {
         error: None,
         cancel_requested: None,
         waiting: Default::default(),
+        degraded: None,
     };
     shared.stores.runs.create(&rec).await?;
     Ok(())

@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     pub registry: Registry,
     /// Wall-clock milliseconds ([`now_ms`]; tests run on tokio's clock).
     pub clock: fn() -> Millis,
+    /// Runs whose driving failed on an unavailable broker: since when
+    /// (milliseconds) and the last error, until a drive gets through.
+    pub degraded: std::sync::Mutex<std::collections::HashMap<RunId, (Millis, String)>>,
 }
 
 impl Shared {
@@ -99,6 +102,7 @@ pub async fn serve(
         opts,
         registry: Registry::default(),
         clock: now_ms,
+        degraded: Default::default(),
     });
     // Fail at start, not later, if the submit consumer cannot exist.
     intake::consumer(&swarm).await?;

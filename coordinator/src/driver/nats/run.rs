@@ -125,6 +125,7 @@ pub async fn drive(
                 error: None,
                 cancel_requested: None,
                 waiting: Default::default(),
+                degraded: None,
             };
             if let Ok(Some(r)) = shared.stores.runs.get(&run_id).await {
                 record = r;
@@ -200,6 +201,17 @@ pub async fn drive(
             d.resend_in_flight().await?;
         }
         d.settle().await?;
+        // The log took our writes: the broker is back (or never left).
+        let was = shared
+            .degraded
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&run_id));
+        if d.out.record.degraded.take().is_some() || was.is_some() {
+            tracing::info!(run_id = %run_id, "the broker takes writes again: the run goes on");
+            d.out.record_dirty = true;
+            d.flush_record().await;
+        }
         d.run_loop(&lease, &cancel).await
     }
     .await;
@@ -225,10 +237,53 @@ pub async fn drive(
         // Passing: the lease stays ours until it expires, and the owner
         // loop tries the run again (replaying its log) at its next tick.
         Err(e) => {
+            if let RunError::Store { source, .. } = &e
+                && source.is_broker_unavailable()
+            {
+                mark_degraded(&shared, &run_id, d.out.record.clone(), source).await;
+            }
             lease.finish(false).await;
             Err(e)
         }
     }
+}
+
+/// Says in the run record that the broker is unavailable, and since when
+/// (the first failure of this coordinator's drives of the run). Best
+/// effort: the write itself may fail while the broker refuses writes.
+async fn mark_degraded(
+    shared: &Shared,
+    run_id: &RunId,
+    mut record: RunRecord,
+    error: &cascade_swarm::store::StoreError,
+) {
+    let now = shared.now();
+    let since = match shared.degraded.lock() {
+        Ok(mut m) => {
+            let entry = m
+                .entry(run_id.clone())
+                .or_insert_with(|| (now, String::new()));
+            entry.1 = error.to_string();
+            entry.0
+        }
+        Err(_) => now,
+    };
+    let text = format!("broker unavailable since {}: {error}", rfc3339(since));
+    tracing::warn!(run_id = %run_id, "{text}; the run goes on when the broker is back");
+    if record.degraded.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    record.degraded = Some(text);
+    record.updated_at = now;
+    super::record::update_record(shared, &record).await;
+}
+
+/// `2026-11-22T01:02:03.456Z`.
+pub(crate) fn rfc3339(ms: cascade_proto::Millis) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| ms.to_string(), |t| format!("{t:.3}"))
 }
 
 /// The run's submission; the inner error is final (none stored, or
@@ -262,6 +317,7 @@ async fn load_record(shared: &Shared, run_id: &RunId, sub: &Submission) -> RunRe
         error: None,
         cancel_requested: None,
         waiting: Default::default(),
+        degraded: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn coordinator(mem: &Arc<InMemory>, name: &str) -> Arc<Shared> {
         },
         registry: Registry::default(),
         clock: test_clock,
+        degraded: Default::default(),
     })
 }
 
@@ -521,12 +522,14 @@ async fn a_renewed_lease_is_never_taken_whatever_the_owners_clock_says() {
     // "expired" long ago by the other coordinator's clock.
     let slow = Arc::new(Shared {
         clock: slow_clock,
+        degraded: Default::default(),
         ..Arc::into_inner(coordinator(&mem, "slow")).expect("one reference")
     });
     let (driver, _stop) = drive(&slow, &run).await;
     until("stage a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
     let fast = Arc::new(Shared {
         clock: fast_clock,
+        degraded: Default::default(),
         ..Arc::into_inner(coordinator(&mem, "fast")).expect("one reference")
     });
     let (owner, cancel) = own(&fast);
