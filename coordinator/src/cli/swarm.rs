@@ -45,6 +45,7 @@ pub async fn open(args: &NatsArgs) -> Result<Client, ClientError> {
         client,
         QueueSettings {
             align_existing: false,
+            replicas: args.replicas(),
             ..QueueSettings::default()
         },
     )
