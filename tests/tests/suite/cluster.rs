@@ -68,6 +68,9 @@ fn a_fan_out_survives_losing_the_task_stream_leader() {
     let mut swarm = TestSwarm::new();
     swarm.env.push(("NATS_URL".into(), urls.clone()));
     swarm.env.push(("CASCADE_REPLICAS".into(), "3".into()));
+    // An election takes seconds: the suite's 2 s ack-wait times five
+    // deliveries is about the length of one.
+    swarm.env.push(("CASCADE_ACK_WAIT".into(), "10s".into()));
     swarm.start_coordinator("c1");
     swarm.start_coordinator("c2");
     for w in ["w1", "w2"] {
