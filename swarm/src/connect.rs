@@ -59,6 +59,19 @@ pub struct NatsArgs {
     /// Require TLS even when the URL does not say `tls://`.
     #[arg(long = "nats-tls", env = "NATS_TLS")]
     pub tls: bool,
+    /// JetStream replicas of the streams, buckets and object store this
+    /// process creates when they are missing [default: 1]: 3 on a
+    /// production cluster. `serve` and `worker` refuse existing ones with
+    /// another count; every process of a swarm must use the same.
+    #[arg(long = "replicas", value_name = "N", env = "CASCADE_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
+}
+
+impl NatsArgs {
+    /// The replica count to create with (`--replicas`, else 1).
+    pub fn replicas(&self) -> usize {
+        usize::from(self.replicas.unwrap_or(1))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +171,27 @@ pub async fn connect_as(
     // The first connection fails fast (a supervisor restarts us); once
     // connected, the client reconnects for ever.
     let url = args.url.clone();
+    let invalid = |source: async_nats::ConnectError| NatsError::Connect {
+        url: url.clone(),
+        source,
+    };
+    // A comma-separated list is split here: async-nats parses one string as
+    // one URL.
+    let addrs = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                invalid(async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    e,
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let client = opts
-        .connect(url.as_str())
+        .connect(addrs.as_slice())
         .await
         .map_err(|source| NatsError::Connect {
             url: url.clone(),

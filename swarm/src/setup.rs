@@ -31,6 +31,11 @@ pub struct QueueSettings {
     pub memory_retention: Duration,
     /// In-memory storage (benchmarks only: loses everything on restart).
     pub memory_storage: bool,
+    /// JetStream replicas of every stream, bucket and the object store this
+    /// process creates (1 on a single server, 3 on a production cluster).
+    /// Servers and workers (`align_existing`) refuse an existing one with
+    /// another count, like any other mismatch; clients only create with it.
+    pub replicas: usize,
     /// Whether this process may change the age limits of existing buckets
     /// to its own. Servers and workers do; one-shot clients (`submit`,
     /// `status`, ...) do not, so a client with default flags never resets
@@ -48,6 +53,7 @@ impl Default for QueueSettings {
             retention: Duration::from_secs(7 * 86_400),
             memory_retention: Duration::from_secs(7 * 86_400),
             memory_storage: false,
+            replicas: 1,
             align_existing: true,
         }
     }
@@ -164,9 +170,11 @@ impl Swarm {
                 subjects: vec![wire::TASKS_WILDCARD.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage,
+                num_replicas: settings.replicas,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             },
+            settings.align_existing,
         )
         .await?;
         let submit = ensure_stream(
@@ -176,9 +184,11 @@ impl Swarm {
                 subjects: vec![wire::SUBJECT_SUBMIT.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage,
+                num_replicas: settings.replicas,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             },
+            settings.align_existing,
         )
         .await?;
         let events = ensure_stream(
@@ -189,11 +199,13 @@ impl Swarm {
                 retention: stream::RetentionPolicy::Limits,
                 storage,
                 max_age: settings.retention,
+                num_replicas: settings.replicas,
                 duplicate_window: Duration::from_secs(120),
                 // Replay reads a run's log by subject with direct gets.
                 allow_direct: true,
                 ..Default::default()
             },
+            settings.align_existing,
         )
         .await?;
         let dlq = ensure_stream(
@@ -204,8 +216,10 @@ impl Swarm {
                 retention: stream::RetentionPolicy::Limits,
                 storage,
                 max_age: settings.retention,
+                num_replicas: settings.replicas,
                 ..Default::default()
             },
+            settings.align_existing,
         )
         .await?;
         let kv_storage = storage;
@@ -214,6 +228,7 @@ impl Swarm {
             history,
             max_age,
             storage: kv_storage,
+            num_replicas: settings.replicas,
             ..Default::default()
         };
         let keep = settings.retention;
@@ -272,7 +287,14 @@ impl Swarm {
                 settings.align_existing,
             )
             .await?,
-            objects: ensure_objects(&js, storage, keep).await?,
+            objects: ensure_objects(
+                &js,
+                storage,
+                keep,
+                settings.replicas,
+                settings.align_existing,
+            )
+            .await?,
             client,
             js,
             settings,
@@ -344,9 +366,27 @@ impl Swarm {
     }
 }
 
+/// A replica count differs: servers and workers (`align`) report it like any
+/// other mismatch; a client, which only creates with its count, goes on.
+fn check_replicas(what: &str, got: usize, want: usize, align: bool) -> Result<(), NatsError> {
+    // The server reports an unset count (0) as 1.
+    if !align || got.max(1) == want.max(1) {
+        return Ok(());
+    }
+    Err(NatsError::Setup {
+        what: what.to_owned(),
+        message: format!(
+            "exists with {got} replica(s); this process expects {want} \
+             (every process of a swarm must use the same --replicas / CASCADE_REPLICAS; \
+             change it with `nats stream edit --replicas` or remove it)"
+        ),
+    })
+}
+
 async fn ensure_stream(
     js: &jetstream::Context,
     want: stream::Config,
+    align: bool,
 ) -> Result<stream::Stream, NatsError> {
     let name = want.name.clone();
     let mut s = js
@@ -374,6 +414,12 @@ async fn ensure_stream(
             ),
         });
     }
+    check_replicas(
+        &format!("stream `{name}`"),
+        got.num_replicas,
+        want.num_replicas,
+        align,
+    )?;
     if want.allow_direct && !got.allow_direct {
         let mut cfg = got.clone();
         cfg.allow_direct = true;
@@ -402,6 +448,12 @@ async fn ensure_bucket(
                 .info()
                 .await
                 .map_err(|e| setup_err(format!("bucket `{name}`"), e))?;
+            check_replicas(
+                &format!("bucket `{name}`"),
+                info.config.num_replicas,
+                want.num_replicas,
+                align,
+            )?;
             if align && info.config.max_age != want.max_age {
                 // A bucket's age limit is ours to set: align it.
                 js.create_or_update_key_value(want)
@@ -425,14 +477,25 @@ async fn ensure_objects(
     js: &jetstream::Context,
     storage: stream::StorageType,
     max_age: Duration,
+    replicas: usize,
+    align: bool,
 ) -> Result<object_store::ObjectStore, NatsError> {
     match js.get_object_store(wire::OBJECT_STORE).await {
-        Ok(o) => Ok(o),
+        Ok(o) => {
+            let mut st = js
+                .get_stream(format!("OBJ_{}", wire::OBJECT_STORE))
+                .await
+                .map_err(|e| setup_err("object store", e))?;
+            let info = st.info().await.map_err(|e| setup_err("object store", e))?;
+            check_replicas("object store", info.config.num_replicas, replicas, align)?;
+            Ok(o)
+        }
         Err(_) => {
             let cfg = object_store::Config {
                 bucket: wire::OBJECT_STORE.into(),
                 storage,
                 max_age,
+                num_replicas: replicas,
                 ..Default::default()
             };
             match js.create_object_store(cfg).await {

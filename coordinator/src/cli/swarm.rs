@@ -26,8 +26,6 @@ pub enum ClientError {
     Interrupted(RunId),
     #[error("run `{0}`: its record was deleted")]
     Deleted(RunId),
-    #[error("run `{0}`: the watch ended")]
-    WatchEnded(RunId),
     #[error("run `{0}`: its record kept changing; cancel not recorded, try again")]
     CancelContended(RunId),
 }
@@ -45,6 +43,7 @@ pub async fn open(args: &NatsArgs) -> Result<Client, ClientError> {
         client,
         QueueSettings {
             align_existing: false,
+            replicas: args.replicas(),
             ..QueueSettings::default()
         },
     )
@@ -94,8 +93,36 @@ pub async fn follow(
             }
             Some(Err(StoreError::Missing { .. })) => return Err(ClientError::Deleted(run.clone())),
             Some(Err(e @ StoreError::Decode { .. })) => eprintln!("warning: {e}"),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ClientError::WatchEnded(run.clone())),
+            // The watch broke (a cluster node or the bucket's leader went
+            // away): watch again. A new watch starts with the current
+            // record, so no state is missed; a record is a whole state.
+            Some(Err(e)) => {
+                eprintln!("warning: {e}; watching run `{run}` again");
+                watch = rewatch(c, run, cancel).await?;
+            }
+            None => {
+                eprintln!("warning: the watch of run `{run}` ended; watching it again");
+                watch = rewatch(c, run, cancel).await?;
+            }
+        }
+    }
+}
+
+/// Opens the run's watch again, retrying (1 s apart) until it opens or the
+/// user interrupts: while the broker elects a new leader, opening fails.
+async fn rewatch(
+    c: &Client,
+    run: &RunId,
+    cancel: &CancellationToken,
+) -> Result<cascade_swarm::store::Watch<RunRecord>, ClientError> {
+    loop {
+        match c.stores.runs.watch(run).await {
+            Ok(w) => return Ok(w),
+            Err(e) => eprintln!("warning: watch run `{run}` again: {e}"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Err(ClientError::Interrupted(run.clone())),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
 }

@@ -39,8 +39,10 @@ mod sandbox_probes;
 mod embedded;
 mod worker_runner;
 
-// Real processes against a real nats-server per test.
+// Real processes against a real nats-server per test (a 3-node cluster in
+// `cluster`).
 mod ai_stages;
+mod cluster;
 mod dashboard;
 mod integrations;
 mod observability;

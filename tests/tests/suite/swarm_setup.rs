@@ -184,3 +184,38 @@ async fn an_object_under_its_content_name_is_written_once() {
     assert_eq!(first.nuid, second.nuid, "not rewritten");
     assert_eq!(stores.objects.get_json(&name).await.expect("get"), value);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_count_is_refused_by_a_server_and_ignored_by_a_client() {
+    let server = NatsServer::start();
+    let a = connect(&args(&server), "a").await.expect("connect a");
+    Swarm::setup(a, QueueSettings::default())
+        .await
+        .expect("setup R1");
+    let b = connect(&args(&server), "b").await.expect("connect b");
+    let err = Swarm::setup(
+        b,
+        QueueSettings {
+            replicas: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("a server with another replica count");
+    let text = err.to_string();
+    assert!(
+        text.contains("exists with 1 replica(s); this process expects 3"),
+        "{text}"
+    );
+    let c = connect(&args(&server), "c").await.expect("connect c");
+    Swarm::setup(
+        c,
+        QueueSettings {
+            replicas: 3,
+            align_existing: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a client only creates with its count");
+}

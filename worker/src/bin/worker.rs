@@ -148,6 +148,7 @@ impl Cli {
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
             worker_ttl: self.worker_ttl,
+            replicas: config.nats.replicas(),
             ..QueueSettings::default()
         };
         config.grace = self.grace;
