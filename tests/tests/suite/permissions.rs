@@ -571,10 +571,21 @@ async fn a_worker_user_is_refused_other_skills_and_may_use_its_own() {
         .expect("the coordinator stores the inputs");
     let pool = swarm.stores();
     assert_eq!(pool.objects.get_json(&name).await.expect("reads"), inputs);
-    pool.objects
-        .put_json(&name, &serde_json::json!({ "secret": "injected" }))
+    // Written raw, as an attacker would (the store's own put_json would see
+    // the name already holds its content and write nothing).
+    let injected = serde_json::to_vec(&serde_json::json!({ "secret": "injected" })).expect("json");
+    match swarm
+        .raw()
+        .objects
+        .put(name.as_str(), &mut injected.as_slice())
         .await
-        .expect("the server lets the pool replace the object");
+    {
+        Ok(_) => {}
+        // Replaced; only the old chunks could not be purged.
+        Err(e) if e.kind() == async_nats::jetstream::object_store::PutErrorKind::PurgeOldChunks => {
+        }
+        Err(e) => panic!("the server lets the pool replace the object: {e}"),
+    }
     for (who, stores) in [("the pool", &pool), ("the coordinator", &coordinator)] {
         let e = stores
             .objects
