@@ -40,7 +40,7 @@
 
 use serde::Serialize;
 
-use crate::wire::{self, token};
+use crate::wire::{self, BUCKETS, token};
 
 /// What one NATS user may publish and subscribe to: allow lists; the server
 /// refuses anything else.
@@ -120,18 +120,6 @@ pub fn swarm_streams() -> Vec<String> {
     out.push(obj_stream());
     out
 }
-
-const BUCKETS: [&str; 9] = [
-    wire::BUCKET_RUNS,
-    wire::BUCKET_SUBMISSIONS,
-    wire::BUCKET_IDEMPOTENCY,
-    wire::BUCKET_LEASES,
-    wire::BUCKET_WORKERS,
-    wire::BUCKET_CLAIMS,
-    wire::BUCKET_RESULTS,
-    wire::BUCKET_MEMORY,
-    wire::BUCKET_REPORTS,
-];
 
 fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")

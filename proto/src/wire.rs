@@ -54,6 +54,20 @@ pub const BUCKET_CLAIMS: &str = "cascade-claims";
 pub const BUCKET_RESULTS: &str = "cascade-results";
 pub const BUCKET_MEMORY: &str = "cascade-memory";
 pub const BUCKET_REPORTS: &str = "cascade-reports";
+
+/// Every KV bucket of the swarm (setup, permissions and verification go
+/// over this one list).
+pub const BUCKETS: [&str; 9] = [
+    BUCKET_RUNS,
+    BUCKET_SUBMISSIONS,
+    BUCKET_IDEMPOTENCY,
+    BUCKET_LEASES,
+    BUCKET_WORKERS,
+    BUCKET_CLAIMS,
+    BUCKET_RESULTS,
+    BUCKET_MEMORY,
+    BUCKET_REPORTS,
+];
 pub const OBJECT_STORE: &str = "cascade-objects";
 
 /// Values larger than this travel through the object store by reference,

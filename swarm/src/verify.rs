@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use cascade_proto::wire;
+use cascade_proto::wire::{self, BUCKETS};
 use futures::StreamExt;
 
 use crate::connect::NatsError;
@@ -53,18 +53,6 @@ fn expected_streams() -> [(&'static str, stream::RetentionPolicy, Vec<&'static s
         (wire::STREAM_DLQ, Limits, vec![wire::DLQ_WILDCARD]),
     ]
 }
-
-const BUCKETS: [&str; 9] = [
-    wire::BUCKET_RUNS,
-    wire::BUCKET_SUBMISSIONS,
-    wire::BUCKET_IDEMPOTENCY,
-    wire::BUCKET_LEASES,
-    wire::BUCKET_WORKERS,
-    wire::BUCKET_CLAIMS,
-    wire::BUCKET_RESULTS,
-    wire::BUCKET_MEMORY,
-    wire::BUCKET_REPORTS,
-];
 
 fn open_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
     NatsError::Setup {

@@ -428,6 +428,20 @@ impl JsTaskBus {
             .map_err(|e| StoreError::nats("publish", &subject, e))?;
         Ok(ack_of(ack, subject))
     }
+
+    /// Core NATS, best effort: no stream stores it.
+    async fn publish_core<T: serde::Serialize>(
+        &self,
+        what: &'static str,
+        subject: String,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let payload = enc(what, &subject, value)?;
+        self.client
+            .publish(subject.clone(), payload)
+            .await
+            .map_err(|e| StoreError::nats("publish", &subject, e))
+    }
 }
 
 impl TaskBus for JsTaskBus {
@@ -532,12 +546,12 @@ impl TaskBus for JsTaskBus {
 
     fn cancel<'a>(&'a self, request: &'a CancelRequest) -> Fut<'a, ()> {
         async move {
-            let subject = wire::subject_cancel(&request.run_id);
-            let payload = enc("cancel request", &subject, request)?;
-            self.client
-                .publish(subject.clone(), payload)
-                .await
-                .map_err(|e| StoreError::nats("publish", &subject, e))
+            self.publish_core(
+                "cancel request",
+                wire::subject_cancel(&request.run_id),
+                request,
+            )
+            .await
         }
         .boxed()
     }
@@ -550,10 +564,7 @@ impl TaskBus for JsTaskBus {
             deliveries: u64,
         }
         async move {
-            let subject = format!(
-                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
-                wire::STREAM_TASKS
-            );
+            let subject = wire::advisory_max_deliveries("*");
             let sub = self
                 .client
                 .subscribe(subject.clone())
@@ -587,12 +598,12 @@ impl TaskBus for JsTaskBus {
 
     fn report_batch<'a>(&'a self, report: &'a BatchReport) -> Fut<'a, ()> {
         async move {
-            let subject = wire::subject_batch_report(&report.run_id);
-            let payload = enc("batch report", &subject, report)?;
-            self.client
-                .publish(subject.clone(), payload)
-                .await
-                .map_err(|e| StoreError::nats("publish batch report", &subject, e))
+            self.publish_core(
+                "batch report",
+                wire::subject_batch_report(&report.run_id),
+                report,
+            )
+            .await
         }
         .boxed()
     }
