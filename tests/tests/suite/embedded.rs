@@ -37,6 +37,14 @@ async fn run(dir: &Path, file: &str, concurrency: usize, cancel: CancellationTok
     run_local(Arc::new(plan), executor, opts, cancel, |_, _| {}).await
 }
 
+/// The run's error, or "".
+fn run_error(r: &RunReport) -> String {
+    serde_json::to_value(r).expect("report")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn stage<'a>(r: &'a RunReport, id: &str) -> &'a Value {
     r.stages
         .get(id)
@@ -213,10 +221,7 @@ async fn a_memory_write_that_fails_stops_the_run_saying_which_key() {
     );
     let r = run(dir.path(), "c.yaml", 2, CancellationToken::new()).await;
     assert_eq!(r.status.as_str(), "failed", "{r:?}");
-    let error = serde_json::to_value(&r).expect("report")["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = run_error(&r);
     assert!(error.contains("memory write of `note` failed"), "{error}");
     assert_ne!(
         stage(&r, "b")["status"],
@@ -241,9 +246,6 @@ async fn global_memory_that_cannot_be_read_stops_the_run_at_once() {
     );
     let r = run(dir.path(), "c.yaml", 2, CancellationToken::new()).await;
     assert_eq!(r.status.as_str(), "failed", "{r:?}");
-    let error = serde_json::to_value(&r).expect("report")["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = run_error(&r);
     assert!(error.contains("global memory could not be read"), "{error}");
 }

@@ -316,23 +316,11 @@ fn two_coordinators_owner_killed() {
         let run = submit(&swarm, &w, "r", &[]);
         after_starts(&w, 1 + rng.below(TASKS as u64 - 1) as usize);
         // Whichever drives it: the status names the owner.
-        let owner = owner(&swarm).unwrap_or_default();
+        let owner = crate::support::latest_run(&swarm, "owner").unwrap_or_default();
         let i = usize::from(owner == "c2");
         swarm.coordinators[i].kill();
         measure(&w, run, t, &stages())
     });
-}
-
-fn owner(swarm: &TestSwarm) -> Option<String> {
-    let o = swarm
-        .coordinator_cmd()
-        .args(["status", "--json"])
-        .output()
-        .ok()?;
-    let all: Value = serde_json::from_slice(&o.stdout).ok()?;
-    all.as_array()?.first()?["owner"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 #[test]

@@ -237,3 +237,14 @@ pub fn faketime() -> Option<&'static str> {
     }
     found
 }
+
+/// A field of the first run `coordinator status --json` lists (the newest).
+pub fn latest_run(swarm: &cascade_tests::TestSwarm, field: &str) -> Option<String> {
+    let o = swarm
+        .coordinator_cmd()
+        .args(["status", "--json"])
+        .output()
+        .ok()?;
+    let all: Value = serde_json::from_slice(&o.stdout).ok()?;
+    all.as_array()?.first()?[field].as_str().map(str::to_owned)
+}

@@ -1116,15 +1116,7 @@ fn a_stage_no_worker_can_take_says_so_and_goes_on_when_one_comes() {
     let out = dir.path().join("r.json");
     let waiter = submit_in_background(&swarm, &dir.path().join("c.yaml"), &out, &[]);
     let run = await_condition("the run record", Duration::from_secs(30), || {
-        let o = swarm
-            .coordinator_cmd()
-            .args(["status", "--json"])
-            .output()
-            .ok()?;
-        let all: Value = serde_json::from_slice(&o.stdout).ok()?;
-        all.as_array()?.first()?["run_id"]
-            .as_str()
-            .map(str::to_owned)
+        crate::support::latest_run(&swarm, "run_id")
     });
     let why = await_condition(
         "the record to say what the stage waits for",

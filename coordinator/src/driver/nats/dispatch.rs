@@ -150,7 +150,11 @@ impl Out {
     /// Says in the record that a stage's tasks wait for a worker, when no
     /// live one offers the skill (the task waits in the queue for one).
     fn note_unserved(&mut self, stage: &str, skill: &str, now: Millis, ttl_ms: u64) {
-        if self.unserved.contains_key(stage) || self.shared.registry.offers(skill, now, ttl_ms) {
+        if self.unserved.contains_key(stage) || self.served.contains(stage) {
+            return;
+        }
+        if self.shared.registry.offers(skill, now, ttl_ms) {
+            self.served.insert(stage.to_owned());
             return;
         }
         let why = format!("a worker with skill `{skill}`: none is registered");
@@ -163,6 +167,8 @@ impl Out {
     /// Forgets what stages no longer wait for: a worker offers the skill
     /// now, or the stage is no longer running.
     pub(super) fn recheck_unserved(&mut self, now: Millis) {
+        // Workers come and go: a stage served then is looked at again.
+        self.served.clear();
         let ttl_ms = self.shared.stores.settings.worker_ttl.as_millis() as u64;
         let before = self.unserved.len();
         let (registry, stages) = (&self.shared.registry, &self.record.stages);

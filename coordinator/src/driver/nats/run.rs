@@ -176,6 +176,7 @@ pub async fn drive(
             sends: Vec::new(),
             batches: BTreeMap::new(),
             unserved: BTreeMap::new(),
+            served: Default::default(),
         },
     };
     d.out.record.owner = Some(shared.opts.name.clone());

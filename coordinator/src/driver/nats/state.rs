@@ -101,6 +101,9 @@ pub(super) struct Out {
     /// Stages whose tasks no live worker can take, with the skill: said in
     /// the record (`waiting`) until a worker offers it or the stage ends.
     pub(super) unserved: BTreeMap<String, String>,
+    /// Stages found served since the last sweep: not looked at again per
+    /// task (a fan-out would scan the registry once for each of its tasks).
+    pub(super) served: std::collections::HashSet<String>,
 }
 
 /// One write an effect needs, in the order the effects came.

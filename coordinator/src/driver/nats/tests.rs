@@ -131,6 +131,11 @@ fn sent_for_stage(mem: &InMemory, stage: &str) -> Vec<TaskMessage> {
 
 /// A worker's successful result for a task.
 async fn complete(mem: &Arc<InMemory>, task: &TaskMessage, outputs: Value) {
+    answer(mem, task, TaskOutcome::Succeeded { outputs }).await;
+}
+
+/// A worker's result for the task, with this outcome.
+async fn answer(mem: &Arc<InMemory>, task: &TaskMessage, outcome: TaskOutcome) {
     let spec = &task.spec;
     let record = ResultRecord {
         v: PROTOCOL_VERSION,
@@ -140,7 +145,7 @@ async fn complete(mem: &Arc<InMemory>, task: &TaskMessage, outputs: Value) {
             attempt: spec.attempt,
             worker: "w1".into(),
             duration_ms: 1,
-            outcome: TaskOutcome::Succeeded { outputs },
+            outcome,
             usage: None,
             model: None,
             notes: Vec::new(),
@@ -625,29 +630,10 @@ async fn a_retry_set_on_a_fast_clock_fires_on_time_after_a_takeover() {
     });
     let (driver, _stop) = drive(&fast, &run).await;
     until("a is sent", || !sent_for_stage(&mem, "a").is_empty()).await;
-    // The attempt fails: a retry in 2 s, on the owner's clock (an hour fast).
+    // The attempt fails: a retry in 20 s, on the owner's clock (an hour fast).
     let task = sent_for_stage(&mem, "a")[0].clone();
-    let spec = &task.spec;
-    let record = ResultRecord {
-        v: PROTOCOL_VERSION,
-        run_id: spec.run_id.clone(),
-        result: TaskResult {
-            task_id: spec.task_id.clone(),
-            attempt: spec.attempt,
-            worker: "w1".into(),
-            duration_ms: 1,
-            outcome: TaskOutcome::Failed(cascade_proto::Failure::retryable("flaky")),
-            usage: None,
-            model: None,
-            notes: Vec::new(),
-        },
-        outputs_ref: None,
-        route: Some(task.route.clone()),
-        proof: None,
-    };
-    let key = ResultKey::new(&spec.run_id, &spec.task_id, spec.attempt);
-    let stores = mem.stores(QueueSettings::default());
-    stores.results.create(&key, &record).await.expect("result");
+    let flaky = TaskOutcome::Failed(cascade_proto::Failure::retryable("flaky"));
+    answer(&mem, &task, flaky).await;
     until("the failure is logged", || mem.log(&run).len() >= 2).await;
     let failed = tokio::time::Instant::now();
     // The run idles (nothing logged) for a while, then the owner dies; its
